@@ -1,0 +1,1 @@
+"""soundwatch trainer: annotated recordings -> quantized model bundles. Runs on a workstation."""
