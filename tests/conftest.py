@@ -147,3 +147,18 @@ def pulse_server() -> Iterator[PulseServer]:
             else:
                 os.environ[name] = value
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- Model bundles ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tone_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh `tone` bundle (ONNX fp32 and int8, TFLite int8) built by the trainer's code.
+
+    Built, not copied from models/, so the tests check that the builder still makes a bundle
+    the edge accepts and that detects tones.
+    """
+    from trainer.toybundle import make_tone_bundle
+
+    return make_tone_bundle(tmp_path_factory.mktemp("bundles") / "tone")

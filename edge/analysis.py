@@ -1,0 +1,247 @@
+"""The shared scoring path: audio at the model's rate in, per-second rows and events out.
+
+`run` and `scan` both feed an Analyzer, so a file gives the same scores whichever command reads
+it. Audio arrives in blocks of any size; features are computed incrementally, windows are cut
+from a preallocated feature buffer, scored in batches, and each window's scores go to the
+per-second aggregator and to one event detector per kept label.
+
+A gap (overrun, lost device, shed load) resets the frontend: no window spans missing audio.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.events import EventDetector, EventRules, Transition
+from edge.frontend import StreamingLogMel
+from edge.records import Event, StreamInfo
+from edge.runtime.base import Backend
+from edge.seconds import SecondAggregator
+from edge.sinks import Sink
+
+# Audio is pushed through the frontend in pieces of at most this many samples, which bounds the
+# feature buffer whatever block size the caller uses.
+MAX_PIECE_SAMPLES = 1 << 15
+
+
+@dataclass(frozen=True)
+class LabelSetup:
+    """One kept label: its index in the model output and its detector rules."""
+
+    label: str
+    index: int
+    rules: EventRules
+
+
+class Analyzer:
+    """Scores one stream at a time; reusable across streams (files, reconnects)."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: Backend,
+        labels: list[LabelSetup],
+        sink: Sink,
+        *,
+        hop_samples: int,
+        batch_windows: int = 64,
+    ) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.labels = labels
+        self.sink = sink
+        self.rate_hz = bundle.sample_rate_hz
+        self.window_samples = bundle.window_samples
+        self.hop_samples = hop_samples
+        self.batch_windows = batch_windows
+        self._keep = np.array([s.index for s in labels], dtype=np.intp)
+        self._activation = bundle.manifest.output.activation
+
+        spec = bundle.logmel
+        if spec is None:  # waveform bundles: a "frame" is one sample of width 1
+            self._frontend: StreamingLogMel | None = None
+            self._frame_hop, width = 1, 1
+        else:
+            self._frontend = StreamingLogMel(spec, MAX_PIECE_SAMPLES)
+            self._frame_hop, width = spec.hop_length, spec.n_mels
+        self._window_frames = bundle.feature_shape[0]
+        self._hop_frames = hop_samples // self._frame_hop
+        capacity = (
+            self._window_frames
+            + self._hop_frames * batch_windows
+            + MAX_PIECE_SAMPLES // self._frame_hop
+            + 1
+        )
+        self._features = np.zeros((capacity, width), dtype=np.float32)
+        self._batch = np.zeros((batch_windows, self._window_frames, width), dtype=np.float32)
+        self._batch_model = self._batch.reshape((batch_windows, *bundle.feature_shape))
+        self._centres = np.zeros(batch_windows, dtype=np.float64)
+        self.windows_scored = 0
+        self._pending = 0  # windows cut into the batch but not yet scored
+        self._info: StreamInfo | None = None
+
+    # -- stream lifecycle -------------------------------------------------------------------
+
+    def begin(self, info: StreamInfo) -> None:
+        """Start a new stream (a file, or a live stream): everything is reset."""
+        self._info = info
+        self._seconds = SecondAggregator(info, len(self.labels), self.sink.second)
+        self._detectors = [EventDetector(s.rules) for s in self.labels]
+        self._open: list[tuple[str, float] | None] = [None] * len(self.labels)
+        self._position = 0  # samples of this stream so far, gaps included
+        self._restart(0)
+        self.sink.begin(info)
+
+    def _restart(self, position: int) -> None:
+        """Begin a run of contiguous audio at stream sample `position` (after a start or gap)."""
+        self._run_start = position
+        self._n_features = 0  # frames held in the buffer
+        self._features_base = 0  # run frame index of self._features[0]
+        self._next_window = 0  # run index of the next window to cut
+        if self._frontend is not None:
+            self._frontend.reset()
+
+    def push(self, samples: np.ndarray) -> None:
+        """Mono float32 audio at the bundle's rate, continuing the current stream."""
+        for start in range(0, len(samples), MAX_PIECE_SAMPLES):
+            piece = samples[start : start + MAX_PIECE_SAMPLES]
+            frames = piece[:, None] if self._frontend is None else self._frontend.push(piece)
+            self._append(frames)
+            self._position += len(piece)
+            self._cut_windows()
+        self._score()
+
+    def gap(self, n_samples: int, reason: str) -> None:
+        """`n_samples` of this stream are missing (overrun, device, overload)."""
+        if n_samples <= 0:
+            return
+        self._score()
+        start = self._position / self.rate_hz
+        self._position += n_samples
+        end = self._position / self.rate_hz
+        self._seconds.gap(start, end, reason)
+        for i, detector in enumerate(self._detectors):
+            self._publish(i, detector.close(start))
+        self._restart(self._position)
+        # No window of the next run can be centred before half a window after the gap.
+        self._seconds.finish_before(end + self.window_samples / 2 / self.rate_hz)
+
+    def end(self) -> None:
+        """The stream is over: score what is left, close open events, emit the last seconds."""
+        if self._info is None:
+            return
+        self._score()
+        end = self._position / self.rate_hz
+        for i, detector in enumerate(self._detectors):
+            self._publish(i, detector.close(end))
+        self._seconds.close(end)
+        self.sink.end()
+        self._info = None
+
+    @property
+    def position_seconds(self) -> float:
+        return self._position / self.rate_hz
+
+    # -- the per-window path ----------------------------------------------------------------
+
+    def _append(self, frames: np.ndarray) -> None:
+        n = len(frames)
+        if n == 0:
+            return
+        if self._n_features + n > len(self._features):
+            # Drop frames no future window needs, moving the rest to the front.
+            needed_from = self._next_window * self._hop_frames - self._features_base
+            keep_from = min(needed_from, self._n_features)
+            keep = self._n_features - keep_from
+            self._features[:keep] = self._features[keep_from : self._n_features]
+            self._features_base += keep_from
+            self._n_features = keep
+        self._features[self._n_features : self._n_features + n] = frames
+        self._n_features += n
+
+    def _cut_windows(self) -> None:
+        """Copy every complete window into the batch; score whenever the batch fills."""
+        available = self._features_base + self._n_features
+        while self._next_window * self._hop_frames + self._window_frames <= available:
+            slot = self._pending
+            first = self._next_window * self._hop_frames - self._features_base
+            self._batch[slot] = self._features[first : first + self._window_frames]
+            start = self._run_start + self._next_window * self.hop_samples
+            self._centres[slot] = (start + self.window_samples / 2) / self.rate_hz
+            self._pending += 1
+            self._next_window += 1
+            if self._pending == self.batch_windows:
+                self._score()
+
+    def _score(self) -> None:
+        n = self._pending
+        if n == 0:
+            return
+        raw = self.backend.predict(self._batch_model[:n])
+        scores = _activate(raw, self._activation)[:, self._keep]
+        centres = self._centres[:n]
+        self._pending = 0
+        self.windows_scored += n
+        self._seconds.add(centres, scores)
+        happened: list[tuple[float, int, Transition]] = []
+        for i, detector in enumerate(self._detectors):
+            column = scores[:, i]
+            for t, score in zip(centres.tolist(), column.tolist(), strict=True):
+                transitions = detector.update(t, score)
+                for tr in transitions:
+                    happened.append((t, i, tr))
+        # Labels are run one after another over the batch; publish in time order instead.
+        happened.sort(key=lambda item: item[0])
+        for _, i, tr in happened:
+            self._publish(i, (tr,))
+
+    def _publish(self, i: int, transitions: Sequence[Transition]) -> None:
+        info = self._info
+        assert info is not None
+        setup = self.labels[i]
+        for tr in transitions:
+            if tr.type == "start":
+                self._open[i] = (uuid.uuid4().hex, tr.start_seconds)
+            opened = self._open[i]
+            assert opened is not None, "an end without a start"
+            event_id = opened[0]
+            if tr.type == "end":
+                self._open[i] = None
+            self.sink.event(
+                Event(
+                    id=event_id,
+                    type=tr.type,
+                    label=setup.label,
+                    start_offset=tr.start_seconds,
+                    end_offset=tr.end_seconds,
+                    start=info.at(tr.start_seconds),
+                    end=None if tr.end_seconds is None else info.at(tr.end_seconds),
+                    score_max=tr.score_max,
+                    score_mean=tr.score_mean,
+                    threshold=setup.rules.threshold,
+                    source=info.source,
+                    channel=info.channel,
+                )
+            )
+
+
+def _activate(raw: np.ndarray, activation: str) -> np.ndarray:
+    """Model outputs to probabilities, in place where possible."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if activation == "sigmoid":
+        # exp overflows to inf for very negative logits, which still gives exactly 0.
+        with np.errstate(over="ignore"):
+            np.negative(raw, out=raw)
+            np.exp(raw, out=raw)
+            raw += 1.0
+            np.reciprocal(raw, out=raw)
+    elif activation == "softmax":
+        raw -= raw.max(axis=1, keepdims=True)
+        np.exp(raw, out=raw)
+        raw /= raw.sum(axis=1, keepdims=True)
+    return raw

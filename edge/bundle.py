@@ -1,0 +1,286 @@
+"""Model bundles: a folder with `manifest.yaml`, hashed model files and a model card.
+
+The manifest is the contract between the trainer (or whoever packs a third-party model) and
+the edge; its fields are documented in the README. Loading checks every field and every hash
+and refuses a bundle with a message that names the field or file. Unknown `format` versions are
+refused, not guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from edge import schema
+from edge.errors import BundleError, ConfigError, RuntimeUnavailable
+from edge.frontend import LogMelSpec, n_frames
+from edge.schema import field
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "soundwatch-bundle/1"
+FileKey = Literal["onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"]
+# `auto` tries these in order: int8 first (that is what the device is for), ONNX Runtime first
+# (always installed), LiteRT when only a TFLite file is shipped.
+PREFERENCE: tuple[FileKey, ...] = ("onnx-int8", "tflite-int8", "onnx-fp32", "tflite-fp32")
+
+
+@dataclass(frozen=True)
+class FrontendManifest:
+    kind: Literal["logmel", "waveform"] = field(help="logmel features, or raw samples")
+    n_fft: int | None = field(None, help="FFT size in samples")
+    win_length: int | None = field(None, help="analysis window in samples (<= n_fft)")
+    hop_length: int | None = field(None, help="samples between frames")
+    window: Literal["hann", "hamming", "rect"] = field("hann", help="analysis window")
+    n_mels: int | None = field(None, help="mel bands")
+    fmin: float = field(0.0, help="lowest mel frequency, Hz")
+    fmax: float | None = field(None, help="highest mel frequency, Hz (null: Nyquist)")
+    power: float = field(2.0, help="1 magnitude, 2 power")
+    log_offset: float = field(1e-6, help="features are ln(mel + log_offset)")
+    mel_scale: Literal["htk", "slaney"] = field("htk", help="mel formula")
+    norm: Literal["slaney"] | None = field(None, help="filter normalisation")
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.kind == "waveform":
+            return []
+        needed = ("n_fft", "win_length", "hop_length", "n_mels")
+        return [(k, "required when kind is logmel") for k in needed if getattr(self, k) is None]
+
+
+@dataclass(frozen=True)
+class OutputManifest:
+    activation: Literal["sigmoid", "softmax", "none"] = field(
+        help="applied to the model output: sigmoid, softmax, or none (already probabilities)"
+    )
+    name: str | None = field(None, help="which model output to use when there are several")
+
+
+@dataclass(frozen=True)
+class EventDefaults:
+    median_windows: int = field(1, help="median smoothing over this many windows (odd)")
+    min_duration_seconds: float = field(0.0, help="shorter events are dropped, s")
+    merge_gap_seconds: float = field(0.0, help="shorter silences inside an event are merged, s")
+    max_duration_seconds: float = field(0.0, help="longer events are split, s (0: no limit)")
+    refractory_seconds: float = field(0.0, help="no new event this soon after one ends, s")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str = field(help="model file, relative to the bundle folder")
+    sha256: str = field(help="hex SHA-256 of the file")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: str = field(help=f"always {FORMAT}")
+    name: str = field(help="bundle name")
+    version: str = field(help="bundle version")
+    labels: list[str] = field(help="labels in model output order")
+    task: Literal["multilabel", "multiclass"] = field(help="sigmoid per label, or softmax")
+    sample_rate: int = field(help="sample rate the model expects, Hz")
+    window_seconds: float = field(help="audio span of one model input, s")
+    hop_seconds: float = field(help="default stride between windows, s")
+    frontend: FrontendManifest = field(help="feature extraction")
+    output: OutputManifest = field(help="model output handling")
+    thresholds: dict[str, float] = field(help="per-label detection threshold")
+    files: dict[str, FileEntry] = field(help="model files by kind")
+    threshold_rule: dict[str, Any] = field(factory=dict, help="how thresholds were chosen")
+    events: EventDefaults = field(factory=EventDefaults, help="event detector defaults")
+    metrics: dict[str, Any] = field(factory=dict, help="validation figures from the trainer")
+    provenance: dict[str, Any] = field(factory=dict, help="data, trainer, commit, date")
+
+    def problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if not self.labels:
+            out.append(("labels", "must name at least one label"))
+        if len(set(self.labels)) != len(self.labels):
+            out.append(("labels", "labels must be unique"))
+        for label in self.labels:
+            if label not in self.thresholds:
+                out.append(("thresholds", f"no threshold for label '{label}'"))
+        for label, value in self.thresholds.items():
+            if label not in self.labels:
+                out.append((f"thresholds.{label}", "not one of the labels"))
+            elif not 0.0 <= value <= 1.0:
+                out.append((f"thresholds.{label}", f"must be within 0..1, got {value}"))
+        if self.sample_rate <= 0:
+            out.append(("sample_rate", f"must be positive, got {self.sample_rate}"))
+        if not self.window_seconds > 0:
+            out.append(("window_seconds", f"must be positive, got {self.window_seconds}"))
+        if not self.hop_seconds > 0:
+            out.append(("hop_seconds", f"must be positive, got {self.hop_seconds}"))
+        if not self.files:
+            out.append(("files", "must list at least one model file"))
+        for key in self.files:
+            if key not in PREFERENCE:
+                out.append((f"files.{key}", f"unknown kind (known: {', '.join(PREFERENCE)})"))
+        if self.events.median_windows < 1 or self.events.median_windows % 2 == 0:
+            out.append(("events.median_windows", "must be an odd number >= 1"))
+        return out
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, checked bundle with its derived sizes (all in samples at `sample_rate_hz`)."""
+
+    folder: Path
+    manifest: Manifest
+    logmel: LogMelSpec | None  # None for waveform bundles
+    window_samples: int
+    hop_samples: int  # default stride; the config may override it
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self.manifest.sample_rate
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """What one model input holds: (frames, mels) or (samples,)."""
+        if self.logmel is None:
+            return (self.window_samples,)
+        return (n_frames(self.window_samples, self.logmel), self.logmel.n_mels)
+
+    def hop_for(self, hop_seconds: float | None) -> int:
+        """Stride in samples for `hop_seconds` (None: the bundle's), checked against the frames."""
+        if hop_seconds is None:
+            return self.hop_samples
+        hop = _samples(hop_seconds, self.sample_rate_hz)
+        problem = _hop_problem(hop, self.logmel)
+        if problem:
+            raise ConfigError(f"hop_seconds {hop_seconds}: {problem}")
+        return hop
+
+    def choose_file(self, wanted: str = "auto") -> str:
+        """The files key to run: `wanted`, or the first available in PREFERENCE."""
+        from edge.runtime import available_backends
+
+        available = available_backends()
+        if wanted != "auto":
+            if wanted not in self.manifest.files:
+                have = ", ".join(self.manifest.files)
+                raise BundleError(f"{self.folder}: no '{wanted}' model in files (it has {have})")
+            return wanted
+        for key in PREFERENCE:
+            if key in self.manifest.files and available.get(key.split("-")[0], False):
+                return key
+        raise RuntimeUnavailable(
+            f"{self.folder}: no installed runtime for its files ({', '.join(self.manifest.files)});"
+            " for TFLite files: pip install 'soundwatch[tflite]'"
+        )
+
+    def open(self, wanted: str = "auto", threads: int = 1) -> Any:
+        """Open the model file `wanted` ('auto' picks) with its runtime backend."""
+        from edge.runtime import open_backend
+
+        key = self.choose_file(wanted)
+        entry = self.manifest.files[key]
+        return open_backend(
+            key,
+            self.folder / entry.path,
+            feature_shape=self.feature_shape,
+            n_labels=len(self.labels),
+            threads=threads,
+            output_name=self.manifest.output.name,
+        )
+
+
+def _samples(seconds: float, rate_hz: int) -> int:
+    return round(seconds * rate_hz)
+
+
+def _hop_problem(hop: int, logmel: LogMelSpec | None) -> str | None:
+    if hop < 1:
+        return "is shorter than one sample"
+    if logmel is not None and hop % logmel.hop_length:
+        return (
+            f"is {hop} samples, not a multiple of the frontend's hop_length "
+            f"({logmel.hop_length}), so windows would not start on a frame"
+        )
+    return None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_bundle(folder: Path | str) -> Bundle:
+    """Load and check the bundle in `folder`; raise BundleError naming the field or file."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.yaml"
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: no such bundle folder")
+    if not manifest_path.is_file():
+        raise BundleError(f"{folder}: not a model bundle (no manifest.yaml)")
+    text = manifest_path.read_text(encoding="utf-8")
+    data, lines = schema.parse_yaml(text, str(manifest_path))
+    # The format is checked first and alone: a future format's other fields mean nothing here.
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != FORMAT:
+        where = lines.where(("format",))
+        raise BundleError(
+            f"{where}: unknown bundle format {fmt!r} (this soundwatch reads {FORMAT})"
+        )
+    try:
+        manifest = schema.build(Manifest, data, lines)
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
+
+    logmel = None
+    f = manifest.frontend
+    if f.kind == "logmel":
+        assert f.n_fft and f.win_length and f.hop_length and f.n_mels  # checked by problems()
+        logmel = LogMelSpec(
+            sample_rate_hz=manifest.sample_rate,
+            n_fft=f.n_fft,
+            win_length=f.win_length,
+            hop_length=f.hop_length,
+            n_mels=f.n_mels,
+            window=f.window,
+            fmin_hz=f.fmin,
+            fmax_hz=f.fmax,
+            power=f.power,
+            log_offset=f.log_offset,
+            mel_scale=f.mel_scale,
+            norm=f.norm,
+        )
+        issues = logmel.validate()
+        if issues:
+            raise BundleError("\n".join(f"{lines.where(('frontend',))}: {p}" for p in issues))
+
+    window = _samples(manifest.window_seconds, manifest.sample_rate)
+    hop = _samples(manifest.hop_seconds, manifest.sample_rate)
+    problem = _hop_problem(hop, logmel)
+    if problem:
+        raise BundleError(f"{lines.where(('hop_seconds',))}: {problem}")
+    if logmel is not None and window < logmel.n_fft:
+        raise BundleError(
+            f"{lines.where(('window_seconds',))}: {window} samples is shorter than n_fft"
+            f" ({logmel.n_fft})"
+        )
+    if not math.isclose(window / manifest.sample_rate, manifest.window_seconds, abs_tol=1e-6):
+        logger.debug("window_seconds %s rounds to %d samples", manifest.window_seconds, window)
+
+    for key, entry in manifest.files.items():
+        path = folder / entry.path
+        where = lines.where(("files", key, "path"))
+        if not path.is_file():
+            raise BundleError(f"{where}: file {entry.path} not found in {folder}")
+        actual = sha256_of(path)
+        if actual != entry.sha256.lower():
+            raise BundleError(
+                f"{lines.where(('files', key, 'sha256'))}: {entry.path} has sha256 {actual},"
+                f" not the manifest's {entry.sha256} (file changed or corrupt)"
+            )
+    return Bundle(folder, manifest, logmel, window, hop)

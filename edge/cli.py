@@ -1,0 +1,219 @@
+"""`soundwatch`: run, scan, devices, check, bench.
+
+User mistakes (bad config, bad bundle, missing device, unreadable file) print one clear line per
+problem and exit 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from edge import __version__
+from edge.clock import parse_start
+from edge.config import DEFAULT_CONFIG, Loaded, load_config
+from edge.errors import SoundwatchError
+
+logger = logging.getLogger("soundwatch")
+
+
+def _labels(text: str) -> list[str]:
+    return [label.strip() for label in text.split(",") if label.strip()]
+
+
+def _config(args: argparse.Namespace) -> Loaded:
+    """The config named by -c, else /etc/soundwatch/config.yaml if present, else defaults."""
+    path = args.config
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    loaded = load_config(path)
+    c = loaded.config
+    if getattr(args, "model", None):
+        c = replace(c, model=replace(c.model, path=str(Path(args.model).resolve())))
+    if getattr(args, "labels", None):
+        c = replace(c, labels=args.labels)
+    if getattr(args, "model_file", None):
+        c = replace(c, model=replace(c.model, file=args.model_file))
+    if getattr(args, "threads", None):
+        c = replace(c, model=replace(c.model, threads=args.threads))
+    if getattr(args, "hop", None):
+        c = replace(c, model=replace(c.model, hop_seconds=args.hop))
+    return replace(loaded, config=c)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.app import App
+
+    loaded = _config(args)
+    c = loaded.config
+    source = c.source
+    if args.files:
+        source = replace(source, kind="files", paths=[str(Path(p).resolve()) for p in args.files])
+    if args.demo:
+        source = replace(source, kind="demo")
+    if args.speed is not None:
+        source = replace(source, speed=args.speed)
+    output = c.output
+    if args.out:
+        output = replace(output, dir=str(Path(args.out).resolve()))
+    if args.print:
+        output = replace(output, print=args.print)
+    loaded = replace(loaded, config=replace(c, source=source, output=output))
+    _logging(loaded.config.log_level if not args.verbose else "debug")
+    app = App(loaded)
+    app.install_signal_handlers()
+    return app.run()
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from edge.app import build_analyzer
+    from edge.scan import SCAN_BATCH_WINDOWS, scan
+
+    _logging("debug" if args.verbose else "info")
+    loaded = _config(args)
+    _, analyzer = build_analyzer(loaded, [], batch_windows=args.batch or SCAN_BATCH_WINDOWS)
+    stop = threading.Event()
+    # Ctrl-C finishes the current block and discards the file in progress; finished files stay.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    start = parse_start(args.start) if args.start else None
+    report = scan(
+        analyzer,
+        [Path(p) for p in args.paths],
+        Path(args.out),
+        device=loaded.config.output.device,
+        start=start,
+        stop=stop,
+        progress=None if not args.quiet else False,
+    )
+    if stop.is_set():
+        logger.error("interrupted: %d file(s) finished keep their outputs", report.files_scored)
+        return 130
+    logger.info(
+        "%d file(s) scored, %.1f s of audio in %.2f s (%.0fx real time), %d skipped",
+        report.files_scored,
+        report.audio_seconds,
+        report.wall_seconds,
+        report.x_real_time,
+        len(report.files_skipped),
+    )
+    return 1 if report.files_skipped else 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from edge.capture import format_devices, list_devices
+
+    print(format_devices(list_devices()))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from edge.app import build_analyzer
+
+    loaded = _config(args)
+    bundle, analyzer = build_analyzer(loaded, [])
+    m = bundle.manifest
+    backend = analyzer.backend
+    print(f"{loaded.path or 'built-in defaults'}: ok")
+    print(
+        f"model {m.name} {m.version} ({bundle.folder}), {backend.key}: {backend.path.name}"
+    )
+    for s in analyzer.labels:
+        r = s.rules
+        print(f"  {s.label}: threshold {r.threshold:g}, off {r.effective_off_threshold:g}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench import bench
+
+    _logging("warning")
+    print(bench(Path(args.model), seconds=args.seconds, files=[Path(p) for p in args.files]))
+    return 0
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="soundwatch", description="Real-time sound event detection on small devices."
+    )
+    p.add_argument("--version", action="version", version=f"soundwatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "-c", "--config", type=Path, help=f"config file (default: {DEFAULT_CONFIG} if present)"
+        )
+        q.add_argument("--model", help="model bundle folder (overrides model.path)")
+        q.add_argument("--labels", type=_labels, help="keep only these labels, comma-separated")
+        q.add_argument(
+            "--model-file",
+            choices=["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"],
+            help="which model file of the bundle to run (default: auto)",
+        )
+        q.add_argument("--threads", type=int, help="inference threads (default: 1)")
+        q.add_argument(
+            "--hop", type=float, help="stride between windows, s (default: the bundle's)"
+        )
+        q.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    run = sub.add_parser("run", help="listen and detect until stopped (the daemon)")
+    common(run)
+    run.add_argument("--demo", action="store_true", help="listen to the built-in demo source")
+    run.add_argument("--files", nargs="+", metavar="PATH", help="replay these files or folders")
+    run.add_argument("--speed", type=float, help="replay speed: 1 real time, 0 as fast as possible")
+    run.add_argument("--out", help="output folder (overrides output.dir)")
+    run.add_argument("--print", choices=["events", "seconds", "both", "none"], help="what to print")
+    run.set_defaults(func=cmd_run)
+
+    scan = sub.add_parser("scan", help="score recordings as fast as possible")
+    scan.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    common(scan)
+    scan.add_argument("--out", required=True, help="output folder (mirrors the input paths)")
+    scan.add_argument("--start", help="UTC start time for files without a timestamp in the name")
+    scan.add_argument("--batch", type=int, help="windows per model call (default: 256)")
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    scan.set_defaults(func=cmd_scan)
+
+    devices = sub.add_parser("devices", help="list audio input devices")
+    devices.set_defaults(func=cmd_devices)
+
+    check = sub.add_parser("check", help="validate a config and its bundle, then exit")
+    common(check)
+    check.set_defaults(func=cmd_check)
+
+    bench = sub.add_parser("bench", help="measure speed of scan against bare inference")
+    bench.add_argument("--model", required=True, help="model bundle folder")
+    bench.add_argument("--seconds", type=float, default=600.0, help="synthetic audio to score, s")
+    bench.add_argument("--files", nargs="*", default=[], help="score these recordings instead")
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SoundwatchError as exc:
+        for line in str(exc).splitlines():
+            print(f"soundwatch: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

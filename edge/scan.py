@@ -1,0 +1,153 @@
+"""`soundwatch scan`: score recordings as fast as the machine allows.
+
+Each input file gets, under a mirror of its path in `--out`, per-second probabilities, events
+as JSONL and events as SongExplorer CSV (see `edge.sinks.ScanFiles`). Files that cannot be read
+are skipped with the reason logged; files already scored keep their outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from edge.analysis import Analyzer
+from edge.audiofile import find_audio_files
+from edge.errors import AudioError
+from edge.records import Event, SecondRow, StreamInfo
+from edge.sinks import ScanFiles, Sink
+from edge.sources import feed, file_streams
+
+logger = logging.getLogger(__name__)
+
+# Large reads and batches: scan is throughput, not latency.
+SCAN_BLOCK_SECONDS = 30.0
+SCAN_BATCH_WINDOWS = 256
+
+
+@dataclass
+class ScanReport:
+    files_scored: int = 0
+    files_skipped: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    windows: int = 0
+
+    @property
+    def x_real_time(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def output_bases(inputs: list[Path], out: Path) -> dict[Path, Path]:
+    """Where each file's outputs go: `out` / its path below the folder it was found in."""
+    bases: dict[Path, Path] = {}
+    for given in inputs:
+        for path in find_audio_files([given]):
+            rel = path.relative_to(given) if given.is_dir() else Path(path.name)
+            bases.setdefault(path, out / rel)
+    return bases
+
+
+class _PerFile(Sink):
+    """Routes each stream to its own ScanFiles, chosen by the stream's source path."""
+
+    def __init__(
+        self, bases: dict[Path, Path], model: str, version: str, device: str, stop: threading.Event
+    ) -> None:
+        self.bases, self.model, self.version, self.device = bases, model, version, device
+        self.stop = stop  # set when interrupted: the file in progress is discarded, not kept
+        self.current: ScanFiles | None = None
+
+    def begin(self, info: StreamInfo) -> None:
+        base = self.bases[Path(info.source)]
+        self.current = ScanFiles(base, self.model, self.version, self.device)
+        self.current.begin(info)
+
+    def second(self, row: SecondRow) -> None:
+        assert self.current is not None
+        self.current.second(row)
+
+    def event(self, event: Event) -> None:
+        assert self.current is not None
+        self.current.event(event)
+
+    def end(self) -> None:
+        if self.current is not None:
+            if self.stop.is_set():
+                self.current.close()
+            else:
+                self.current.end()
+            self.current = None
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+
+def scan(
+    analyzer: Analyzer,
+    inputs: list[Path],
+    out: Path,
+    *,
+    device: str,
+    start: datetime | None = None,
+    stop: threading.Event | None = None,
+    progress: bool | None = None,
+) -> ScanReport:
+    """Score every audio file under `inputs` into `out`."""
+    stop = stop or threading.Event()
+    bases = output_bases(inputs, out)
+    files = list(bases)
+    m = analyzer.bundle.manifest
+    per_file = _PerFile(bases, m.name, m.version, device, stop)
+    analyzer.sink = per_file
+    report = ScanReport()
+    show = sys.stderr.isatty() if progress is None else progress
+    labels = [s.label for s in analyzer.labels]
+
+    def skipped(path: Path, error: AudioError) -> None:
+        report.files_skipped.append(str(path))
+        logger.error("skipped: %s", error)
+
+    began = time.perf_counter()
+    streams = file_streams(
+        files,
+        block_seconds=SCAN_BLOCK_SECONDS,
+        speed=0,
+        stop=stop,
+        start=start,
+        on_error=skipped,
+    )
+    try:
+        for i, stream in enumerate(streams):
+            info = StreamInfo(stream.name, labels, stream.anchor, stream.rate_hz)
+            windows_before = analyzer.windows_scored
+            conditioner = feed(stream, analyzer, info, "mix", stop)
+            if stop.is_set():
+                break
+            report.files_scored += 1
+            report.windows += analyzer.windows_scored - windows_before
+            report.audio_seconds += conditioner.frames_in / stream.rate_hz
+            if conditioner.bad_samples:
+                logger.warning(
+                    "%s: %d NaN/inf samples replaced by 0", stream.name, conditioner.bad_samples
+                )
+            if show:
+                elapsed = time.perf_counter() - began
+                speed = report.audio_seconds / elapsed if elapsed else 0.0
+                sys.stderr.write(
+                    f"\r[{i + 1}/{len(files)} files] {report.audio_seconds / 3600:.2f} h audio,"
+                    f" {speed:.0f}x real time  "
+                )
+                sys.stderr.flush()
+    finally:
+        per_file.close()
+        if show:
+            sys.stderr.write("\n")
+    report.wall_seconds = time.perf_counter() - began
+    return report

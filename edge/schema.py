@@ -1,0 +1,306 @@
+"""Typed, frozen dataclasses from YAML, with errors that point at the line.
+
+Config files and bundle manifests are both read through `load_located(cls, path)`: the YAML is
+composed once to keep each node's line, then walked against the dataclass's type hints. Unknown
+and repeated keys are refused, every value is type-checked, and each dataclass may add
+cross-field rules in a `problems()` method returning (key, message) pairs, the key dotted
+("events.median_windows") or a tuple (("labels", 2)). Those rules run only when the dataclass's
+own fields all converted, so they compare typed values. All problems are collected, not just
+the first, so `soundwatch check` can print them together. An empty section (`source:` with
+every key commented out) means that section's defaults.
+
+Supported annotations: bool, int, float, str, Any, `X | None`, `A | B` of scalars,
+`Literal[...]`, `list[X]`, `dict[str, X]` and nested dataclasses. Field help text lives in
+`field(metadata={"help": ...})` and is what the README's config reference is written from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from edge.errors import ConfigError
+
+T = TypeVar("T")
+Path_ = tuple[str | int, ...]
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None) -> Any:
+    """A dataclass field with its help text (units included) for the config reference."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+class Where:
+    """Maps a key path such as ("source", "device") to the line it was written on.
+
+    Also keeps each plain scalar's text as written (so `version: 2026.10` stays "2026.10",
+    not the float's "2026.1") and the keys written twice in one mapping, which YAML loaders
+    silently resolve to the last one.
+    """
+
+    def __init__(self, source: str, root: yaml.Node | None) -> None:
+        self.source = source
+        self.lines: dict[Path_, int] = {}
+        self.texts: dict[Path_, str] = {}
+        self.duplicates: list[str] = []
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, path: Path_) -> None:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode) and not node.style:
+            self.texts[path] = str(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                name = str(key.value)
+                line = key.start_mark.line + 1
+                sub = (*path, name)
+                if name in seen:
+                    self.duplicates.append(
+                        f"{self.source}:{line}: {dotted(sub)}: written twice (also on line"
+                        f" {seen[name]}); remove one"
+                    )
+                seen[name] = line
+                self._walk(value, sub)
+                # the key's own line is more useful than where its value starts
+                self.lines[sub] = line
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, (*path, i))
+
+    @classmethod
+    def nowhere(cls, source: str) -> Where:
+        return cls(source, None)
+
+    def __call__(self, path: Path_) -> str:
+        return self.where(path)
+
+    def where(self, path: Path_) -> str:
+        """`file:line: a.b[2]` for the deepest part of `path` that has a line."""
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                return f"{self.source}:{self.lines[path[:n]]}: {dotted(path) or '(top level)'}"
+        return f"{self.source}: {dotted(path) or '(top level)'}"
+
+
+def dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
+    """Parse YAML text; a syntax error becomes a ConfigError with its line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text) if root is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{line}: not valid YAML ({problem})") from None
+    return data, Where(source, root)
+
+
+def load_located(cls: type[T], path: Path) -> tuple[T, Where]:
+    """Read `path` as YAML into dataclass `cls`, or raise ConfigError listing every problem.
+
+    Also returns the line map, for checks that need more than the file (a config's labels
+    against its bundle's).
+    """
+    return from_text(cls, read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of `path`; an unreadable or undecodable file is a ConfigError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def from_text(cls: type[T], text: str, source: str) -> tuple[T, Where]:
+    data, lines = parse_yaml(text, source)
+    return build(cls, {} if data is None else data, lines), lines
+
+
+def build(cls: type[T], data: Any, lines: Where | None = None) -> T:
+    """Build `cls` from plain data (dicts, lists, scalars); raise ConfigError with all problems."""
+    lines = lines or Where("<config>", None)
+    problems: list[str] = list(lines.duplicates)
+    value = _convert(cls, data, (), lines, problems)
+    if problems:
+        raise ConfigError("\n".join(sorted(problems, key=_line_of)))
+    return typing.cast(T, value)
+
+
+def _line_of(problem: str) -> int:
+    """Problems are listed in file order: `source:line: ...`."""
+    parts = problem.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+
+
+def _describe(value: Any) -> str:
+    """A bad value as the user wrote it: text quoted, the rest in YAML (true, null, [1, 2])."""
+    text = repr(value) if isinstance(value, str) else yaml_text(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convert(tp: Any, value: Any, path: Path_, lines: Where, problems: list[str]) -> Any:
+    def bad(message: str) -> None:
+        problems.append(f"{lines.where(path)}: {message}")
+
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _convert_dataclass(tp, value, path, lines, problems)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            trial: list[str] = []
+            converted = _convert(option, value, path, lines, trial)
+            if not trial:
+                return converted
+        if len(options) == 2 and type(None) in options:  # Optional[X]: X's own message is best
+            inner = next(o for o in options if o is not type(None))
+            return _convert(inner, value, path, lines, problems)
+        bad(f"expected {_type_name(tp)}, got {_describe(value)}")
+        return None
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        # `1 in (True,)` is true in Python: compare types too, so `true` is not a choice of 1.
+        if not any(value == c and type(value) is type(c) for c in choices):
+            bad(f"must be one of {', '.join(map(str, choices))}; got {_describe(value)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            bad(f"expected a list, got {_describe(value)}")
+            return []
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, (*path, i), lines, problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            bad(f"expected a mapping, got {_describe(value)}")
+            return {}
+        _, item = typing.get_args(tp)
+        return {
+            str(k): _convert(item, v, (*path, str(k)), lines, problems) for k, v in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            bad(f"expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad(f"expected a whole number, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad(f"expected a number, got {_describe(value)}")
+            return value
+        if not math.isfinite(value):  # .nan and .inf are YAML floats, never a usable setting
+            bad(f"expected a finite number, got {_describe(value)}")
+            return value
+        return float(value)
+    if tp is str:
+        if isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
+            # `version: 2026.10` and `start: 2026-11-22T10:23:14Z` are meant as text: keep
+            # them as written, not as str(2026.1) or a datetime YAML made of them.
+            return lines.texts.get(path, str(value))
+        if not isinstance(value, str):
+            bad(f"expected text, got {_describe(value)}")
+        return value
+    raise TypeError(f"schema: unsupported annotation {tp!r} at {dotted(path)}")
+
+
+def _convert_dataclass(
+    cls: type, value: Any, path: Path_, lines: Where, problems: list[str]
+) -> Any:
+    if value is None and path:
+        value = {}  # an empty section (every key commented out) means its defaults
+    if not isinstance(value, dict):
+        problems.append(f"{lines.where(path)}: expected a mapping, got {_describe(value)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            known = ", ".join(fields)
+            problems.append(f"{lines.where((*path, str(key)))}: unknown key (known keys: {known})")
+    # Cross-field rules run only when every field converted: they compare typed values.
+    before = len(problems)
+    kwargs: dict[str, Any] = {}
+    missing = False
+    for name, f in fields.items():
+        if name in value:
+            kwargs[name] = _convert(hints[name], value[name], (*path, name), lines, problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{lines.where(path)}: missing required key '{name}'")
+            missing = True
+    if missing:
+        return None
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{lines.where(path)}: {exc}")
+        return None
+    if len(problems) == before:
+        check = getattr(obj, "problems", None)
+        for key, message in check() if check else ():
+            # A dotted key for plain fields; a tuple where a part holds dots or is a list index.
+            parts = tuple(key) if isinstance(key, tuple) else tuple(key.split(".") if key else ())
+            sub = (*path, *parts)
+            problems.append(f"{lines.where(sub)}: {message}")
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(t) for t in typing.get_args(tp) if t is not type(None))
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(map(str, typing.get_args(tp)))
+    names = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def describe(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """(key, default, help) for every field, nested sections flattened: the config reference."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            yield from describe(tp, key + ".")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = yaml_text(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = yaml_text(f.default_factory())
+        else:
+            default = "(required)"
+        yield key, default, f.metadata.get("help", "")
+
+
+def yaml_text(value: Any) -> str:
+    """A value as it would be written in the YAML file: null, true, 0.1, tone, []."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text.removesuffix("...").strip()

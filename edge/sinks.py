@@ -1,0 +1,253 @@
+"""Where rows and events go: the terminal, CSV and JSONL files, and (later) MQTT.
+
+A sink gets `begin(stream)`, then `second(row)` and `event(event)` in time order, then `end()`
+when the stream is over, and `close()` when the program stops. New sinks (MQTT, clips) plug in
+by implementing the same four methods; `Fanout` hands everything to several.
+
+Output layouts (documented in the README):
+- scan, per input file, under a mirror of its path: `<file>.probabilities.csv`
+  (`time,offset_seconds,status,<label>...`), `<file>.events.jsonl`, `<file>-predicted.csv`
+  (SongExplorer: `wav,start_tic,stop_tic,predicted,label`). Written to a temporary name and
+  renamed when the file is done, so an interrupted scan never leaves half a result.
+- run: `<out>/<device>/<YYYY-MM-DD>/<YYYYMMDDTHH>.csv` (`time,status,<label>...`, one per UTC
+  hour) and `events.jsonl` (and `predicted.csv` when the source is a file) in the day's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import IO, Literal
+
+from edge.records import ANALYSED, Event, SecondRow, StreamInfo, iso
+
+logger = logging.getLogger(__name__)
+
+
+class Sink:
+    """Base: does nothing. Subclasses override what they need."""
+
+    def begin(self, info: StreamInfo) -> None:
+        pass
+
+    def second(self, row: SecondRow) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Fanout(Sink):
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def begin(self, info: StreamInfo) -> None:
+        for s in self.sinks:
+            s.begin(info)
+
+    def second(self, row: SecondRow) -> None:
+        for s in self.sinks:
+            s.second(row)
+
+    def event(self, event: Event) -> None:
+        for s in self.sinks:
+            s.event(event)
+
+    def end(self) -> None:
+        for s in self.sinks:
+            s.end()
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()
+
+
+def format_score(p: float) -> str:
+    return "" if math.isnan(p) else f"{p:.4f}"
+
+
+def songexplorer_row(event: Event, info: StreamInfo) -> str:
+    """`wav,start_tic,stop_tic,predicted,label`, tics in samples at the recording's rate."""
+    assert event.end_offset is not None
+    start = round(event.start_offset * info.source_rate_hz)
+    stop = round(event.end_offset * info.source_rate_hz)
+    return f"{Path(info.source).name},{start},{stop},predicted,{event.label}\n"
+
+
+class Printer(Sink):
+    """Human-readable lines on stdout: events, and per-second rows when asked."""
+
+    def __init__(
+        self, what: Literal["events", "seconds", "both"], stream: IO[str] | None = None
+    ) -> None:
+        self.what = what
+        self.out = stream or sys.stdout
+        self._labels: list[str] = []
+
+    def begin(self, info: StreamInfo) -> None:
+        self._labels = info.labels
+        when = iso(info.anchor) if info.anchor else "no timestamp"
+        self.out.write(f"# {info.source} ({when})\n")
+        self.out.flush()
+
+    def second(self, row: SecondRow) -> None:
+        if self.what == "events":
+            return
+        when = iso(row.time)[11:19] if row.time else f"{row.offset_seconds:9.1f}s"
+        if row.status == ANALYSED:
+            scores = "  ".join(
+                f"{label} {p:.2f}"
+                for label, p in zip(self._labels, row.scores.tolist(), strict=True)
+            )
+            self.out.write(f"{when}  {scores}\n")
+        else:
+            self.out.write(f"{when}  ({row.status})\n")
+        self.out.flush()
+
+    def event(self, event: Event) -> None:
+        if self.what == "seconds":
+            return
+        t = event.start if event.type == "start" else event.end
+        offset = event.start_offset if event.type == "start" else event.end_offset
+        when = iso(t) if t else f"{offset:.3f}s"
+        extra = ""
+        if event.type == "end" and event.end_offset is not None:
+            extra = f"  {event.end_offset - event.start_offset:.2f}s"
+        self.out.write(
+            f"{when}  {event.type.upper():5}  {event.label}  max {event.score_max:.2f}{extra}\n"
+        )
+        self.out.flush()
+
+
+class ScanFiles(Sink):
+    """Per-file outputs for `scan`, written to temporary names and renamed at the end."""
+
+    def __init__(self, out_base: Path, model: str, model_version: str, device: str) -> None:
+        self.out_base = out_base  # <out>/<relative path of the input file>, without suffixes
+        self.model, self.model_version, self.device = model, model_version, device
+        self._files: dict[str, tuple[Path, IO[str]]] = {}
+        self._info: StreamInfo | None = None
+
+    def _open(self, suffix: str) -> IO[str]:
+        final = self.out_base.with_name(self.out_base.name + suffix)
+        tmp = final.with_name(final.name + ".partial")
+        f = tmp.open("w", encoding="utf-8", newline="")
+        self._files[suffix] = (final, f)
+        return f
+
+    def begin(self, info: StreamInfo) -> None:
+        self._info = info
+        self.out_base.parent.mkdir(parents=True, exist_ok=True)
+        self._csv = self._open(".probabilities.csv")
+        self._csv.write(",".join(["time", "offset_seconds", "status", *info.labels]) + "\n")
+        self._jsonl = self._open(".events.jsonl")
+        self._predicted = self._open("-predicted.csv")
+
+    def second(self, row: SecondRow) -> None:
+        time = iso(row.time) if row.time else ""
+        scores = ",".join(format_score(p) for p in row.scores.tolist())
+        self._csv.write(f"{time},{row.offset_seconds:g},{row.status},{scores}\n")
+
+    def event(self, event: Event) -> None:
+        payload = event.to_json(self.model, self.model_version, self.device)
+        self._jsonl.write(json.dumps(payload) + "\n")
+        if event.type == "end" and self._info is not None:
+            self._predicted.write(songexplorer_row(event, self._info))
+
+    def end(self) -> None:
+        for final, f in self._files.values():
+            f.close()
+            final.with_name(final.name + ".partial").replace(final)
+        self._files.clear()
+
+    def close(self) -> None:
+        """Interrupted: remove partial files so no half result is mistaken for a whole one."""
+        for final, f in self._files.values():
+            f.close()
+            final.with_name(final.name + ".partial").unlink(missing_ok=True)
+        self._files.clear()
+
+
+class DaemonFiles(Sink):
+    """The daemon's files: one per-second CSV per UTC hour, events per UTC day."""
+
+    def __init__(self, root: Path, model: str, model_version: str, device: str) -> None:
+        self.root = root / device
+        self.model, self.model_version, self.device = model, model_version, device
+        self._labels: list[str] = []
+        self._hour_key = ""
+        self._hour: IO[str] | None = None
+        self._info: StreamInfo | None = None
+
+    def begin(self, info: StreamInfo) -> None:
+        self._info = info
+        if info.labels != self._labels:
+            self._close_hour()
+            self._labels = info.labels
+
+    def _hour_file(self, key: str) -> IO[str]:
+        if key != self._hour_key or self._hour is None:
+            self._close_hour()
+            folder = self.root / f"{key[:4]}-{key[4:6]}-{key[6:8]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            header = ",".join(["time", "status", *self._labels]) + "\n"
+            path = folder / f"{key}.csv"
+            n = 1
+            # After a restart, append to this hour's file; after a model change, start another.
+            while path.exists() and not _starts_with(path, header):
+                n += 1
+                path = folder / f"{key}-{n}.csv"
+            is_new = not path.exists()
+            self._hour = path.open("a", encoding="utf-8", newline="")
+            if is_new:
+                self._hour.write(header)
+            self._hour_key = key
+        return self._hour
+
+    def _close_hour(self) -> None:
+        if self._hour is not None:
+            self._hour.close()
+            self._hour = None
+
+    def second(self, row: SecondRow) -> None:
+        if row.time is None:
+            return
+        stamp = iso(row.time)
+        f = self._hour_file(stamp[:4] + stamp[5:7] + stamp[8:10] + "T" + stamp[11:13])
+        scores = ",".join(format_score(p) for p in row.scores.tolist())
+        f.write(f"{stamp},{row.status},{scores}\n")
+        f.flush()  # one row a second: cheap, and a crash loses at most the current row
+
+    def _append(self, when: str, name: str, line: str) -> None:
+        folder = self.root / when[:10]
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / name).open("a", encoding="utf-8") as f:
+            f.write(line)
+
+    def event(self, event: Event) -> None:
+        t = event.start if event.type == "start" else event.end
+        if t is None:
+            return
+        when = iso(t)
+        payload = event.to_json(self.model, self.model_version, self.device)
+        self._append(when, "events.jsonl", json.dumps(payload) + "\n")
+        info = self._info
+        if event.type == "end" and info is not None and Path(info.source).is_file():
+            self._append(when, "predicted.csv", songexplorer_row(event, info))
+
+    def close(self) -> None:
+        self._close_hour()
+
+
+def _starts_with(path: Path, header: str) -> bool:
+    with path.open(encoding="utf-8") as f:
+        return f.readline() == header

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Set up soundwatch in ./.venv on Debian/Ubuntu: system libraries, then the Python package.
+#   scripts/install.sh            the edge (ONNX Runtime and LiteRT)
+#   scripts/install.sh dev        the edge plus test tools
+# Fails loudly, naming the step, when something cannot be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+
+say() { printf '\n== %s\n' "$*" >&2; }
+die() { printf '\nsoundwatch install: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@";
+  elif command -v sudo >/dev/null; then sudo "$@";
+  else die "need root to run: $* (run as root or install sudo)"; fi
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "apt-get not found: install these yourself: ${missing[*]}"
+  say "installing system packages: ${missing[*]}"
+  as_root apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    || die "apt-get install failed for: ${missing[*]}"
+}
+
+packages=(libportaudio2 libsndfile1)
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+command -v python3 >/dev/null || packages+=(python3 python3-venv)
+if [ "$extras" = dev ]; then
+  packages+=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils libasound2-plugins)
+fi
+apt_install "${packages[@]}"
+
+python3 - <<'PY' || die "soundwatch needs Python 3.10 or newer (found $(python3 --version 2>&1))"
+import sys
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
+PY
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv || die "python3 -m venv failed"
+fi
+say "installing soundwatch into .venv"
+spec=".[tflite]"
+[ "$extras" = dev ] && spec=".[tflite,dev]"
+.venv/bin/python -m pip install -q --upgrade pip || die "pip upgrade failed"
+.venv/bin/python -m pip install -q -e "$spec" || die "pip install -e '$spec' failed"
+say "ready: .venv/bin/soundwatch"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install everything the tests need (system packages included) and run lint, types and tests.
+# This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh dev
+printf '\n== ruff\n'
+.venv/bin/ruff check edge trainer tests benchmarks
+.venv/bin/ruff format --check edge trainer tests benchmarks
+printf '\n== mypy\n'
+.venv/bin/mypy
+printf '\n== pytest\n'
+.venv/bin/pytest "$@"

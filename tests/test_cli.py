@@ -1,0 +1,354 @@
+"""The commands as a user runs them: `soundwatch scan`, `run`, `check`, `devices`, as subprocesses
+on generated recordings with known events, checked against the truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.audio import write_wav
+from tests.scenes import SECONDS, TRUTH, check_against_truth, events_from_jsonl, scene, write_scene
+
+SOUNDWATCH = [sys.executable, "-m", "edge.cli"]
+
+
+def soundwatch(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SOUNDWATCH, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# -- scan ----------------------------------------------------------------------------------------
+
+
+def test_scan_finds_every_event_and_writes_all_outputs(tone_bundle: Path, tmp_path: Path) -> None:
+    wav = write_scene(tmp_path / "in" / "site1" / "rec_20261122T100000.wav")
+    result = soundwatch(
+        "scan", str(tmp_path / "in"), "--model", str(tone_bundle), "--out", str(tmp_path / "out")
+    )
+    assert result.returncode == 0, result.stderr
+    base = tmp_path / "out" / "site1" / wav.name
+
+    check_against_truth(events_from_jsonl(Path(f"{base}.events.jsonl")))
+
+    rows = read_csv(Path(f"{base}.probabilities.csv"))
+    assert list(rows[0]) == ["time", "offset_seconds", "status", "tone-1k", "tone-3k"]
+    assert len(rows) == SECONDS  # one row per second, no more, no less
+    assert [r["offset_seconds"] for r in rows] == [str(s) for s in range(int(SECONDS))]
+    assert rows[0]["time"] == "2026-11-22T10:00:00.000Z"  # from the file name
+    assert rows[11]["time"] == "2026-11-22T10:00:11.000Z"
+    assert {r["status"] for r in rows} == {"analysed"}
+    assert float(rows[11]["tone-1k"]) > 0.9 and float(rows[11]["tone-3k"]) < 0.1
+    assert float(rows[8]["tone-1k"]) < 0.1 and float(rows[8]["tone-3k"]) < 0.1
+
+    predicted = Path(f"{base}-predicted.csv").read_text().splitlines()
+    assert len(predicted) == len(TRUTH)
+    wav_name, start_tic, stop_tic, kind, label = predicted[0].split(",")
+    assert (wav_name, kind, label) == (wav.name, "predicted", "tone-1k")
+    assert abs(int(start_tic) - 2.0 * 16000) <= 0.1 * 16000  # tics are samples of the recording
+    assert abs(int(stop_tic) - 3.0 * 16000) <= 0.1 * 16000
+    assert not list((tmp_path / "out").rglob("*.partial"))
+
+
+def test_scan_resamples_and_mixes_down(tone_bundle: Path, tmp_path: Path) -> None:
+    """A 44.1 kHz stereo recording: resampled to the model's 16 kHz, channels averaged."""
+    write_scene(tmp_path / "rec.wav", rate_hz=44100, channels=2)
+    result = soundwatch(
+        "scan",
+        str(tmp_path / "rec.wav"),
+        "--model",
+        str(tone_bundle),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode == 0, result.stderr
+    check_against_truth(events_from_jsonl(tmp_path / "out" / "rec.wav.events.jsonl"))
+    rows = read_csv(tmp_path / "out" / "rec.wav.probabilities.csv")
+    assert rows[0]["time"] == ""  # no timestamp in the name, no --start
+    assert len(rows) == SECONDS
+
+
+@pytest.mark.parametrize("model_file", ["onnx-fp32", "onnx-int8", "tflite-int8"])
+def test_scan_every_model_format_finds_the_events(
+    tone_bundle: Path, tmp_path: Path, model_file: str
+) -> None:
+    write_scene(tmp_path / "rec.wav")
+    result = soundwatch(
+        "scan",
+        str(tmp_path / "rec.wav"),
+        "--model",
+        str(tone_bundle),
+        "--model-file",
+        model_file,
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode == 0, result.stderr
+    check_against_truth(events_from_jsonl(tmp_path / "out" / "rec.wav.events.jsonl"))
+
+
+def test_scan_label_filter_keeps_only_those_labels(tone_bundle: Path, tmp_path: Path) -> None:
+    write_scene(tmp_path / "rec.wav")
+    result = soundwatch(
+        "scan",
+        str(tmp_path / "rec.wav"),
+        "--model",
+        str(tone_bundle),
+        "--labels",
+        "tone-3k",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(tmp_path / "out" / "rec.wav.probabilities.csv")
+    assert list(rows[0]) == ["time", "offset_seconds", "status", "tone-3k"]
+    labels = {e.label for e in events_from_jsonl(tmp_path / "out" / "rec.wav.events.jsonl")}
+    assert labels == {"tone-3k"}
+
+
+def test_scan_skips_bad_files_and_keeps_the_good(tone_bundle: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_scene(folder / "a_good.wav")
+    (folder / "b_corrupt.wav").write_bytes(os.urandom(5000))
+    (folder / "c_empty.wav").write_bytes(b"")
+    write_wav(folder / "d_nosamples.wav", np.zeros(0, dtype=np.float32), 16000)
+    # NaNs where nothing happens: repaired (counted, logged), and the events still come out.
+    x = scene()
+    x[8 * 16000 : 9 * 16000] = np.nan
+    sf.write(folder / "e_nan.wav", x, 16000, subtype="FLOAT")
+    result = soundwatch(
+        "scan", str(folder), "--model", str(tone_bundle), "--out", str(tmp_path / "out")
+    )
+
+    assert result.returncode == 1  # some files were skipped: scripts can notice
+    assert "Traceback" not in result.stderr
+    assert "b_corrupt.wav: not a readable audio file" in result.stderr
+    assert "c_empty.wav: empty" in result.stderr
+    assert "d_nosamples.wav: empty" in result.stderr
+    assert "e_nan.wav: 16000 NaN/inf samples replaced by 0" in result.stderr
+    check_against_truth(events_from_jsonl(tmp_path / "out" / "a_good.wav.events.jsonl"))
+    check_against_truth(events_from_jsonl(tmp_path / "out" / "e_nan.wav.events.jsonl"))
+    assert not (tmp_path / "out" / "b_corrupt.wav.events.jsonl").exists()
+
+
+def test_scan_refuses_a_tampered_bundle(tone_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "tone"
+    bundle.mkdir()
+    for f in tone_bundle.iterdir():
+        (bundle / f.name).write_bytes(f.read_bytes())
+    model = bundle / "model.int8.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    write_scene(tmp_path / "rec.wav")
+    result = soundwatch(
+        "scan", str(tmp_path / "rec.wav"), "--model", str(bundle), "--out", str(tmp_path / "out")
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "model.int8.onnx has sha256" in result.stderr and "manifest.yaml:" in result.stderr
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def _run_config(tmp_path: Path, bundle: Path, source: str, extra: str = "") -> Path:
+    return write_config(
+        tmp_path / "config.yaml",
+        f"model: {{path: {bundle}}}\n"
+        f"source: {source}\n"
+        f"output: {{dir: {tmp_path / 'out'}, device_id: box, print: events}}\n" + extra,
+    )
+
+
+def test_run_on_a_file_equals_scan(tone_bundle: Path, tmp_path: Path) -> None:
+    """The daemon's per-second rows and events equal scan's for the same file."""
+    wav = write_scene(tmp_path / "rec_20261122T100000.wav", rate_hz=48000)
+    config = _run_config(tmp_path, tone_bundle, f"{{kind: files, paths: [{wav}], speed: 0}}")
+    ran = soundwatch("run", "-c", str(config))
+    assert ran.returncode == 0, ran.stderr
+    scanned = soundwatch(
+        "scan", str(wav), "--model", str(tone_bundle), "--out", str(tmp_path / "scan")
+    )
+    assert scanned.returncode == 0, scanned.stderr
+
+    day = tmp_path / "out" / "box" / "2026-11-22"
+    hourly = read_csv(day / "20261122T10.csv")
+    per_file = read_csv(tmp_path / "scan" / f"{wav.name}.probabilities.csv")
+    assert len(hourly) == len(per_file) == SECONDS
+    for h, s in zip(hourly, per_file, strict=True):
+        assert (h["time"], h["status"], h["tone-1k"], h["tone-3k"]) == (
+            s["time"],
+            s["status"],
+            s["tone-1k"],
+            s["tone-3k"],
+        )
+    assert events_from_jsonl(day / "events.jsonl") == events_from_jsonl(
+        tmp_path / "scan" / f"{wav.name}.events.jsonl"
+    )
+    check_against_truth(events_from_jsonl(day / "events.jsonl"))
+    assert (day / "predicted.csv").read_text() == (
+        tmp_path / "scan" / f"{wav.name}-predicted.csv"
+    ).read_text()
+    assert "START  tone-1k" in ran.stdout and "END    tone-3k" in ran.stdout
+
+
+def _read_until(proc: subprocess.Popen[str], text: str, timeout: float) -> str:
+    """Read proc's stdout until a line containing `text` (or fail after `timeout` s)."""
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            seen += line
+            if text in line:
+                return seen
+    raise AssertionError(f"no {text!r} within {timeout} s; stdout so far:\n{seen}")
+
+
+def test_sigterm_closes_open_events_and_flushes(tone_bundle: Path, tmp_path: Path) -> None:
+    wav = write_scene(tmp_path / "rec_20261122T100000.wav")
+    config = _run_config(tmp_path, tone_bundle, f"{{kind: files, paths: [{wav}], speed: 1}}")
+    proc = subprocess.Popen(
+        [*SOUNDWATCH, "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _read_until(proc, "START  tone-1k", timeout=30)  # the 2.0-3.0 s tone is now open
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "END    tone-1k" in out
+    messages = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "box" / "2026-11-22" / "events.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert [m["type"] for m in messages] == ["start", "end"]
+    assert messages[0]["id"] == messages[1]["id"]
+    assert abs(messages[0]["start_offset"] - 2.0) <= 0.1
+    hourly = read_csv(tmp_path / "out" / "box" / "2026-11-22" / "20261122T10.csv")
+    assert 2 <= len(hourly) <= 4  # the seconds heard before the signal, all written
+
+
+def test_run_demo_source_detects_its_tones(tone_bundle: Path, tmp_path: Path) -> None:
+    """The built-in demo (what the README's first command shows without a microphone)."""
+    config = _run_config(tmp_path, tone_bundle, "{kind: demo}", "labels: [tone-1k, tone-3k]\n")
+    proc = subprocess.Popen(
+        [*SOUNDWATCH, "run", "-c", str(config), "--print", "both"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = _read_until(proc, "END ", timeout=30)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "START  tone-" in seen
+    assert "tone-1k 0.0" in seen  # per-second rows printed, quiet seconds score near 0
+
+
+# -- check, devices and mistakes -----------------------------------------------------------------
+
+
+def test_check_accepts_a_good_config(tone_bundle: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        f"model:\n  path: {tone_bundle}\nevents:\n  labels:\n    tone-1k: {{threshold: 0.7}}\n",
+    )
+    result = soundwatch("check", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+    assert "tone-1k: threshold 0.7" in result.stdout and "tone-3k: threshold 0.5" in result.stdout
+
+
+def test_check_lists_every_problem_with_its_line(tone_bundle: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        f"model:\n  path: {tone_bundle}\n  threads: two\n"
+        "source:\n  kind: microphone\n  speeed: 2\n",
+    )
+    result = soundwatch("check", "-c", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3
+    assert f"{config}:3: model.threads: expected a whole number, got 'two'" in lines[0]
+    assert f"{config}:5: source.kind: must be one of" in lines[1]
+    assert f"{config}:6: source.speeed: unknown key" in lines[2]
+
+
+def test_check_names_labels_the_bundle_lacks(tone_bundle: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml", f"model: {{path: {tone_bundle}}}\nlabels: [tone-1k, whistle]\n"
+    )
+    result = soundwatch("check", "-c", str(config))
+    assert result.returncode == 2
+    assert (
+        f"{config}:2: labels[1]: 'whistle' is not a label of tone (its labels: tone-1k, tone-3k)"
+        in result.stderr
+    )
+
+
+def test_devices_lists_the_pulse_device(pulse_server: object) -> None:
+    result = soundwatch("devices")
+    assert result.returncode == 0, result.stderr
+    assert "pulse" in result.stdout
+
+
+def test_run_with_a_missing_device_says_which(
+    tone_bundle: Path, tmp_path: Path, pulse_server: object
+) -> None:
+    config = _run_config(tmp_path, tone_bundle, "{kind: device, device: 'USB Mic 9000'}")
+    result = soundwatch("run", "-c", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "USB Mic 9000" in result.stderr and "pulse" in result.stderr
+
+
+def test_run_with_a_refused_sample_rate_says_so(
+    tone_bundle: Path, tmp_path: Path, pulse_server: object
+) -> None:
+    config = _run_config(
+        tmp_path, tone_bundle, "{kind: device, device: pulse, sample_rate_hz: 1000000}"
+    )
+    result = soundwatch("run", "-c", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "1000000" in result.stderr
