@@ -1,0 +1,173 @@
+"""The Analyzer in process: block sizes do not matter, every second gets one row, gaps are
+explicit, events come out in time order."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.analysis import Analyzer
+from edge.bundle import Bundle, load_bundle
+from edge.config import Loaded, label_setups, load_config
+from edge.records import Event, SecondRow, StreamInfo
+from edge.sinks import Sink
+from edge.sources import Gap, Stream, feed
+from tests.scenes import SECONDS, Found, check_against_truth, scene
+
+
+class Collect(Sink):
+    def __init__(self) -> None:
+        self.rows: list[SecondRow] = []
+        self.events: list[Event] = []
+        self.begun = self.ended = 0
+
+    def begin(self, info: StreamInfo) -> None:
+        self.begun += 1
+
+    def second(self, row: SecondRow) -> None:
+        self.rows.append(row)
+
+    def event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def end(self) -> None:
+        self.ended += 1
+
+    def found(self) -> list[Found]:
+        return [
+            Found(e.label, e.start_offset, e.end_offset or 0.0)
+            for e in self.events
+            if e.type == "end"
+        ]
+
+
+@pytest.fixture(scope="module")
+def bundle(tone_bundle: Path) -> Bundle:
+    return load_bundle(tone_bundle)
+
+
+def make(bundle: Bundle, *, batch: int = 16, file: str = "onnx-int8") -> tuple[Analyzer, Collect]:
+    sink = Collect()
+    labels = label_setups(Loaded(load_config(None).config, None, load_config(None).where), bundle)
+    analyzer = Analyzer(
+        bundle, bundle.open(file), labels, sink, hop_samples=bundle.hop_samples, batch_windows=batch
+    )
+    return analyzer, sink
+
+
+def info(anchor: datetime | None = None) -> StreamInfo:
+    return StreamInfo("test", ["tone-1k", "tone-3k"], anchor, 16000)
+
+
+def run_blocks(
+    analyzer: Analyzer, x: np.ndarray, sizes: list[int], anchor: datetime | None = None
+) -> None:
+    analyzer.begin(info(anchor))
+    i = 0
+    for n in sizes:
+        analyzer.push(x[i : i + n])
+        i += n
+    analyzer.push(x[i:])
+    analyzer.end()
+
+
+def test_one_block_finds_the_truth(bundle: Bundle) -> None:
+    analyzer, sink = make(bundle)
+    run_blocks(analyzer, scene(), [])
+    check_against_truth(sink.found())
+    assert len(sink.rows) == SECONDS
+    assert [r.offset_seconds for r in sink.rows] == list(range(int(SECONDS)))
+    assert {r.status for r in sink.rows} == {"analysed"}
+    # 0.5 s windows every 0.1 s over 20 s: (20 - 0.5) / 0.1 + 1
+    assert analyzer.windows_scored == 196
+    times = [e.start_offset if e.type == "start" else e.end_offset for e in sink.events]
+    assert times == sorted(times)  # time order across labels
+    assert [e.id for e in sink.events if e.type == "start"] == [
+        e.id for e in sink.events if e.type == "end"
+    ]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=20000), max_size=60), batch=st.integers(1, 40)
+)
+def test_block_sizes_and_batch_sizes_do_not_change_anything(
+    bundle: Bundle, sizes: list[int], batch: int
+) -> None:
+    x = scene()
+    reference, ref_sink = make(bundle, batch=64, file="onnx-fp32")
+    run_blocks(reference, x, [])
+    analyzer, sink = make(bundle, batch=batch, file="onnx-fp32")
+    run_blocks(analyzer, x, sizes)
+    assert [r.status for r in sink.rows] == [r.status for r in ref_sink.rows]
+    np.testing.assert_allclose(
+        np.array([r.scores for r in sink.rows]),
+        np.array([r.scores for r in ref_sink.rows]),
+        atol=1e-5,
+    )
+    assert sink.found() == ref_sink.found()
+
+
+def test_seconds_align_to_utc_when_the_anchor_is_not_whole(bundle: Bundle) -> None:
+    analyzer, sink = make(bundle)
+    anchor = datetime(2026, 11, 22, 10, 0, 0, 600000, tzinfo=timezone.utc)
+    run_blocks(analyzer, scene(), [12345, 777], anchor=anchor)
+    times = [r.time for r in sink.rows]
+    assert times[0] == datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+    assert times[-1] == datetime(2026, 11, 22, 10, 0, 20, tzinfo=timezone.utc)
+    assert len(times) == 21 and all(t is not None and t.microsecond == 0 for t in times)
+    assert sink.rows[0].offset_seconds == pytest.approx(-0.6)
+    # Events keep their exact times, from samples: the 2.0 s tone starts near 10:00:02.65.
+    first = sink.events[0]
+    assert first.start is not None
+    assert abs((first.start - anchor).total_seconds() - first.start_offset) < 1e-6
+
+
+def test_a_gap_is_written_as_gap_seconds_and_closes_events(bundle: Bundle) -> None:
+    """3.5 s lost in an overrun in the middle of the long 1 kHz tone (10.0-12.5 s)."""
+    x = scene()
+    rate = 16000
+    cut_from, cut_to = int(11.0 * rate), int(14.5 * rate)
+    analyzer, sink = make(bundle)
+    analyzer.begin(info())
+    analyzer.push(x[:cut_from])
+    analyzer.gap(cut_to - cut_from, "overrun")
+    analyzer.push(x[cut_to:])
+    analyzer.end()
+
+    status = {int(r.offset_seconds): r.status for r in sink.rows}
+    assert len(sink.rows) == SECONDS  # still one row per second, the lost ones included
+    assert [status[s] for s in (12, 13)] == ["gap:overrun", "gap:overrun"]
+    assert status[10] == "analysed" and status[16] == "analysed"
+    assert all(np.isnan(r.scores).all() for r in sink.rows if r.status.startswith("gap"))
+    # The open 1 kHz event is ended where the audio stopped, not stretched over the gap.
+    long_tone = [f for f in sink.found() if f.label == "tone-1k" and 9 < f.start < 11]
+    assert len(long_tone) == 1 and long_tone[0].end == pytest.approx(11.0)
+
+
+def test_feed_turns_stream_gaps_into_gap_seconds_at_the_stream_rate(bundle: Bundle) -> None:
+    """A 48 kHz stream with an overrun of 2 s: resampled, and the gap converted to model time."""
+    from scipy.signal import resample_poly
+
+    x48 = resample_poly(scene(), 3, 1).astype(np.float32)[:, None]
+    rate = 48000
+    blocks: list[np.ndarray | Gap] = [x48[: 4 * rate], Gap(2 * rate, "overrun"), x48[6 * rate :]]
+    analyzer, sink = make(bundle)
+    import threading
+
+    stream = Stream("s", None, rate, 1, iter(blocks))
+    conditioner = feed(stream, analyzer, info(), "mix", threading.Event())
+    assert conditioner.frames_in == len(x48)
+    assert analyzer.position_seconds == pytest.approx(SECONDS)
+    status = [r.status for r in sink.rows]
+    assert status[4:6] == ["gap:overrun", "gap:overrun"]
+    assert status.count("analysed") == 18
+    found = [f for f in sink.found() if f.start > 6]
+    assert [f.label for f in found] == ["tone-1k", "tone-3k", "tone-1k", "tone-3k"]
