@@ -85,7 +85,7 @@ def test_one_block_finds_the_truth(bundle: Bundle) -> None:
     assert {r.status for r in sink.rows} == {"analysed"}
     # 0.5 s windows every 0.1 s over 20 s: (20 - 0.5) / 0.1 + 1
     assert analyzer.windows_scored == 196
-    times = [e.start_offset if e.type == "start" else e.end_offset for e in sink.events]
+    times = [e.start_offset if e.end_offset is None else e.end_offset for e in sink.events]
     assert times == sorted(times)  # time order across labels
     assert [e.id for e in sink.events if e.type == "start"] == [
         e.id for e in sink.events if e.type == "end"
