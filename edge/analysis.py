@@ -81,6 +81,9 @@ class Analyzer:
         self._batch = np.zeros((batch_windows, self._window_frames, width), dtype=np.float32)
         self._batch_model = self._batch.reshape((batch_windows, *bundle.feature_shape))
         self._centres = np.zeros(batch_windows, dtype=np.float64)
+        self._raw = np.zeros((batch_windows, len(bundle.labels)), dtype=np.float32)
+        self._kept = np.zeros((batch_windows, len(labels)), dtype=np.float32)
+        self._keep_all = self._keep.tolist() == list(range(len(bundle.labels)))
         self.windows_scored = 0
         self._pending = 0  # windows cut into the batch but not yet scored
         self._info: StreamInfo | None = None
@@ -182,8 +185,9 @@ class Analyzer:
         n = self._pending
         if n == 0:
             return
-        raw = self.backend.predict(self._batch_model[:n])
-        scores = _activate(raw, self._activation)[:, self._keep]
+        raw = self.backend.predict(self._batch_model[:n], out=self._raw[:n])
+        _activate(raw, self._activation)
+        scores = raw if self._keep_all else np.take(raw, self._keep, axis=1, out=self._kept[:n])
         centres = self._centres[:n]
         self._pending = 0
         self.windows_scored += n
@@ -230,9 +234,8 @@ class Analyzer:
             )
 
 
-def _activate(raw: np.ndarray, activation: str) -> np.ndarray:
-    """Model outputs to probabilities, in place where possible."""
-    raw = np.asarray(raw, dtype=np.float32)
+def _activate(raw: np.ndarray, activation: str) -> None:
+    """Model outputs (float32) to probabilities, in place."""
     if activation == "sigmoid":
         # exp overflows to inf for very negative logits, which still gives exactly 0.
         with np.errstate(over="ignore"):
@@ -244,4 +247,3 @@ def _activate(raw: np.ndarray, activation: str) -> np.ndarray:
         raw -= raw.max(axis=1, keepdims=True)
         np.exp(raw, out=raw)
         raw /= raw.sum(axis=1, keepdims=True)
-    return raw
