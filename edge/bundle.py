@@ -45,9 +45,14 @@ class FrontendManifest:
     norm: Literal["slaney"] | None = field(None, help="filter normalisation")
 
     def problems(self) -> list[tuple[str, str]]:
-        if self.kind == "waveform":
-            return []
         needed = ("n_fft", "win_length", "hop_length", "n_mels")
+        if self.kind == "waveform":
+            # Frame sizes on a waveform bundle mean the manifest is confused about its input.
+            return [
+                (k, "only for kind logmel (this frontend is waveform)")
+                for k in needed
+                if getattr(self, k) is not None
+            ]
         return [(k, "required when kind is logmel") for k in needed if getattr(self, k) is None]
 
 
@@ -73,6 +78,16 @@ class FileEntry:
     path: str = field(help="model file, relative to the bundle folder")
     sha256: str = field(help="hex SHA-256 of the file")
 
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        # The edge loads nothing from outside the bundle folder.
+        parts = Path(self.path).parts
+        if not parts or Path(self.path).is_absolute() or ".." in parts:
+            out.append(("path", f"{self.path!r} must be a file name inside the bundle folder"))
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in self.sha256):
+            out.append(("sha256", f"must be 64 hex digits, got {self.sha256!r}"))
+        return out
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -93,8 +108,8 @@ class Manifest:
     metrics: dict[str, Any] = field(factory=dict, help="validation figures from the trainer")
     provenance: dict[str, Any] = field(factory=dict, help="data, trainer, commit, date")
 
-    def problems(self) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
+    def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
+        out: list[tuple[str | tuple[str, ...], str]] = []
         if not self.labels:
             out.append(("labels", "must name at least one label"))
         if len(set(self.labels)) != len(self.labels):
@@ -103,10 +118,11 @@ class Manifest:
             if label not in self.thresholds:
                 out.append(("thresholds", f"no threshold for label '{label}'"))
         for label, value in self.thresholds.items():
+            # Tuple keys: a label may hold dots.
             if label not in self.labels:
-                out.append((f"thresholds.{label}", "not one of the labels"))
+                out.append((("thresholds", label), "not one of the labels"))
             elif not 0.0 <= value <= 1.0:
-                out.append((f"thresholds.{label}", f"must be within 0..1, got {value}"))
+                out.append((("thresholds", label), f"must be within 0..1, got {value}"))
         if self.sample_rate <= 0:
             out.append(("sample_rate", f"must be positive, got {self.sample_rate}"))
         if not self.window_seconds > 0:
@@ -117,7 +133,7 @@ class Manifest:
             out.append(("files", "must list at least one model file"))
         for key in self.files:
             if key not in PREFERENCE:
-                out.append((f"files.{key}", f"unknown kind (known: {', '.join(PREFERENCE)})"))
+                out.append((("files", key), f"unknown kind (known: {', '.join(PREFERENCE)})"))
         if self.events.median_windows < 1 or self.events.median_windows % 2 == 0:
             out.append(("events.median_windows", "must be an odd number >= 1"))
         return out
@@ -152,6 +168,8 @@ class Bundle:
         """Stride in samples for `hop_seconds` (None: the bundle's), checked against the frames."""
         if hop_seconds is None:
             return self.hop_samples
+        if not (math.isfinite(hop_seconds) and hop_seconds > 0):
+            raise ConfigError(f"hop_seconds {hop_seconds}: must be a positive number of seconds")
         hop = _samples(hop_seconds, self.sample_rate_hz)
         problem = _hop_problem(hop, self.logmel)
         if problem:
@@ -160,16 +178,16 @@ class Bundle:
 
     def choose_file(self, wanted: str = "auto") -> str:
         """The files key to run: `wanted`, or the first available in PREFERENCE."""
-        from edge.runtime import available_backends
+        from edge.runtime.base import backend_for
 
-        available = available_backends()
         if wanted != "auto":
             if wanted not in self.manifest.files:
                 have = ", ".join(self.manifest.files)
                 raise BundleError(f"{self.folder}: no '{wanted}' model in files (it has {have})")
             return wanted
         for key in PREFERENCE:
-            if key in self.manifest.files and available.get(key.split("-")[0], False):
+            # The files key names the format (tflite), not the backend (litert) that runs it.
+            if key in self.manifest.files and backend_for(key).available():
                 return key
         raise RuntimeUnavailable(
             f"{self.folder}: no installed runtime for its files ({', '.join(self.manifest.files)});"
@@ -207,6 +225,21 @@ def _hop_problem(hop: int, logmel: LogMelSpec | None) -> str | None:
     return None
 
 
+# LogMelSpec field -> where the manifest sets it.
+_SPEC_KEYS: dict[str, tuple[str, ...]] = {
+    "sample_rate_hz": ("sample_rate",),
+    "fmin_hz": ("frontend", "fmin"),
+    "fmax_hz": ("frontend", "fmax"),
+}
+
+
+def _frontend_problem(problem: str, lines: schema.Where) -> str:
+    """A LogMelSpec problem ("fmax_hz: ...") pointed at the manifest key that set it."""
+    name, _, message = problem.partition(": ")
+    key = _SPEC_KEYS.get(name, ("frontend", name))
+    return f"{lines.where(key)}: {message or problem}"
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -219,12 +252,17 @@ def load_bundle(folder: Path | str) -> Bundle:
     """Load and check the bundle in `folder`; raise BundleError naming the field or file."""
     folder = Path(folder)
     manifest_path = folder / "manifest.yaml"
+    if folder.exists() and not folder.is_dir():
+        raise BundleError(f"{folder}: not a folder (a bundle is a folder with manifest.yaml)")
     if not folder.is_dir():
         raise BundleError(f"{folder}: no such bundle folder")
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: not a model bundle (no manifest.yaml)")
-    text = manifest_path.read_text(encoding="utf-8")
-    data, lines = schema.parse_yaml(text, str(manifest_path))
+    try:
+        text = schema.read_text(manifest_path)
+        data, lines = schema.parse_yaml(text, str(manifest_path))
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
     # The format is checked first and alone: a future format's other fields mean nothing here.
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt != FORMAT:
@@ -257,7 +295,7 @@ def load_bundle(folder: Path | str) -> Bundle:
         )
         issues = logmel.validate()
         if issues:
-            raise BundleError("\n".join(f"{lines.where(('frontend',))}: {p}" for p in issues))
+            raise BundleError("\n".join(_frontend_problem(p, lines) for p in issues))
 
     window = _samples(manifest.window_seconds, manifest.sample_rate)
     hop = _samples(manifest.hop_seconds, manifest.sample_rate)

@@ -17,7 +17,6 @@ Supported annotations: bool, int, float, str, Any, `X | None`, `A | B` of scalar
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import types
 import typing
@@ -30,6 +29,7 @@ import yaml
 from edge.errors import ConfigError
 
 T = TypeVar("T")
+_MAX_DEPTH = 50  # no config or manifest nests this deep; only a self-referencing alias does
 Path_ = tuple[str | int, ...]
 
 
@@ -57,6 +57,9 @@ class Where:
             self._walk(root, ())
 
     def _walk(self, node: yaml.Node, path: Path_) -> None:
+        if len(path) > _MAX_DEPTH:  # an alias that contains itself (`&a [*a]`)
+            mark = node.start_mark
+            raise yaml.YAMLError(f"nested deeper than {_MAX_DEPTH} levels at line {mark.line + 1}")
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.ScalarNode) and not node.style:
             self.texts[path] = str(node.value)
@@ -101,17 +104,32 @@ def dotted(path: Path_) -> str:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves times as text: `start: 2026-11-22T10:23:14Z` is a string for the
+    schema to check, and `2026-13-01` is a bad time for that check to name, not a crash."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
     """Parse YAML text; a syntax error becomes a ConfigError with its line."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) if root is not None else None
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader) if root is not None else None
+        lines = Where(source, root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{source}{line}: not valid YAML ({problem})") from None
-    return data, Where(source, root)
+    except (ValueError, TypeError, AttributeError) as exc:
+        # Explicit tags PyYAML cannot construct (`!!int abc`) fail outside its error types.
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    return data, lines
 
 
 def load_located(cls: type[T], path: Path) -> tuple[T, Where]:
@@ -141,7 +159,7 @@ def from_text(cls: type[T], text: str, source: str) -> tuple[T, Where]:
 def build(cls: type[T], data: Any, lines: Where | None = None) -> T:
     """Build `cls` from plain data (dicts, lists, scalars); raise ConfigError with all problems."""
     lines = lines or Where("<config>", None)
-    problems: list[str] = list(lines.duplicates)
+    problems: list[str] = [_Checked(p) for p in lines.duplicates]
     value = _convert(cls, data, (), lines, problems)
     if problems:
         raise ConfigError("\n".join(sorted(problems, key=_line_of)))
@@ -152,6 +170,10 @@ def _line_of(problem: str) -> int:
     """Problems are listed in file order: `source:line: ...`."""
     parts = problem.split(":", 2)
     return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+
+
+class _Checked(str):
+    """A problem that leaves every value typed (a broken rule, an unknown or repeated key)."""
 
 
 def _describe(value: Any) -> str:
@@ -222,9 +244,8 @@ def _convert(tp: Any, value: Any, path: Path_, lines: Where, problems: list[str]
             return value
         return float(value)
     if tp is str:
-        if isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
-            # `version: 2026.10` and `start: 2026-11-22T10:23:14Z` are meant as text: keep
-            # them as written, not as str(2026.1) or a datetime YAML made of them.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # `version: 2026.10` is meant as text: keep it as written, not as str(2026.1).
             return lines.texts.get(path, str(value))
         if not isinstance(value, str):
             bad(f"expected text, got {_describe(value)}")
@@ -245,8 +266,8 @@ def _convert_dataclass(
     for key in value:
         if key not in fields:
             known = ", ".join(fields)
-            problems.append(f"{lines.where((*path, str(key)))}: unknown key (known keys: {known})")
-    # Cross-field rules run only when every field converted: they compare typed values.
+            where = lines.where((*path, str(key)))
+            problems.append(_Checked(f"{where}: unknown key (known keys: {known})"))
     before = len(problems)
     kwargs: dict[str, Any] = {}
     missing = False
@@ -263,13 +284,15 @@ def _convert_dataclass(
     except (TypeError, ValueError) as exc:
         problems.append(f"{lines.where(path)}: {exc}")
         return None
-    if len(problems) == before:
+    # Cross-field rules compare typed values: they run only when every field converted
+    # (a nested section's own rule problems or an unknown key do not stop them).
+    if all(isinstance(p, _Checked) for p in problems[before:]):
         check = getattr(obj, "problems", None)
         for key, message in check() if check else ():
             # A dotted key for plain fields; a tuple where a part holds dots or is a list index.
             parts = tuple(key) if isinstance(key, tuple) else tuple(key.split(".") if key else ())
             sub = (*path, *parts)
-            problems.append(f"{lines.where(sub)}: {message}")
+            problems.append(_Checked(f"{lines.where(sub)}: {message}"))
     return obj
 
 
