@@ -11,16 +11,19 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+import numpy as np
 
 from edge.analysis import Analyzer
 from edge.audiofile import find_audio_files
 from edge.errors import AudioError
 from edge.records import Event, SecondRow, StreamInfo
 from edge.sinks import ScanFiles, Sink
-from edge.sources import feed, file_streams
+from edge.sources import Gap, feed, file_streams
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +126,13 @@ def scan(
         start=start,
         on_error=skipped,
     )
+    bar = _Progress(len(files), began) if show else None
     try:
-        for i, stream in enumerate(streams):
+        for stream in streams:
             info = StreamInfo(stream.name, labels, stream.anchor, stream.rate_hz)
             windows_before = analyzer.windows_scored
+            if bar is not None:
+                stream.blocks = bar.track(stream.blocks, stream.rate_hz, report.audio_seconds)
             conditioner = feed(stream, analyzer, info, "mix", stop)
             if stop.is_set():
                 break
@@ -137,17 +143,44 @@ def scan(
                 logger.warning(
                     "%s: %d NaN/inf samples replaced by 0", stream.name, conditioner.bad_samples
                 )
-            if show:
-                elapsed = time.perf_counter() - began
-                speed = report.audio_seconds / elapsed if elapsed else 0.0
-                sys.stderr.write(
-                    f"\r[{i + 1}/{len(files)} files] {report.audio_seconds / 3600:.2f} h audio,"
-                    f" {speed:.0f}x real time  "
-                )
-                sys.stderr.flush()
     finally:
         per_file.close()
-        if show:
-            sys.stderr.write("\n")
+        if bar is not None:
+            bar.done()
     report.wall_seconds = time.perf_counter() - began
     return report
+
+
+class _Progress:
+    """One status line on stderr, redrawn at most a few times a second, also within a file."""
+
+    def __init__(self, n_files: int, began: float) -> None:
+        self.n_files, self.began = n_files, began
+        self.file_index = 0
+        self._drawn = 0.0
+
+    def track(
+        self, blocks: Iterator[np.ndarray | Gap], rate_hz: int, audio_before: float
+    ) -> Iterator[np.ndarray | Gap]:
+        self.file_index += 1
+        seconds = audio_before
+        for block in blocks:
+            if not isinstance(block, Gap):
+                seconds += len(block) / rate_hz
+            now = time.perf_counter()
+            if now - self._drawn > 0.25:
+                self._draw(seconds, now)
+            yield block
+
+    def _draw(self, audio_seconds: float, now: float) -> None:
+        self._drawn = now
+        speed = audio_seconds / (now - self.began)
+        sys.stderr.write(
+            f"\r[{self.file_index}/{self.n_files} files] {audio_seconds / 3600:.2f} h audio,"
+            f" {speed:.0f}x real time  "
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
