@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh dev
 printf '\n== ruff\n'
-.venv/bin/ruff check edge trainer tests benchmarks scripts
-.venv/bin/ruff format --check edge trainer tests benchmarks scripts
+.venv/bin/ruff check edge trainer tests scripts
+.venv/bin/ruff format --check edge trainer tests scripts
 printf '\n== mypy\n'
 .venv/bin/mypy
 printf '\n== pytest\n'
