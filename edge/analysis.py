@@ -95,7 +95,7 @@ class Analyzer:
         self._info = info
         self._seconds = SecondAggregator(info, len(self.labels), self.sink.second)
         self._detectors = [EventDetector(s.rules) for s in self.labels]
-        self._open: list[tuple[str, float] | None] = [None] * len(self.labels)
+        self._open_ids: list[str | None] = [None] * len(self.labels)  # open event per label
         self._position = 0  # samples of this stream so far, gaps included
         self._restart(0)
         self.sink.begin(info)
@@ -210,12 +210,11 @@ class Analyzer:
         setup = self.labels[i]
         for tr in transitions:
             if tr.type == "start":
-                self._open[i] = (uuid.uuid4().hex, tr.start_seconds)
-            opened = self._open[i]
-            assert opened is not None, "an end without a start"
-            event_id = opened[0]
+                self._open_ids[i] = uuid.uuid4().hex
+            event_id = self._open_ids[i]
+            assert event_id is not None, "an end without a start"
             if tr.type == "end":
-                self._open[i] = None
+                self._open_ids[i] = None
             self.sink.event(
                 Event(
                     id=event_id,
