@@ -120,9 +120,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     m = bundle.manifest
     backend = analyzer.backend
     print(f"{loaded.path or 'built-in defaults'}: ok")
-    print(
-        f"model {m.name} {m.version} ({bundle.folder}), {backend.key}: {backend.path.name}"
-    )
+    print(f"model {m.name} {m.version} ({bundle.folder}), {backend.key}: {backend.path.name}")
     for s in analyzer.labels:
         r = s.rules
         print(f"  {s.label}: threshold {r.threshold:g}, off {r.effective_off_threshold:g}")
@@ -133,7 +131,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import bench
 
     _logging("warning")
-    print(bench(Path(args.model), seconds=args.seconds, files=[Path(p) for p in args.files]))
+    print(
+        bench(
+            Path(args.model),
+            seconds=args.seconds,
+            files=[Path(p) for p in args.files],
+            threads=args.threads,
+            batch=args.batch,
+            repeats=args.repeats,
+            rate_hz=args.rate,
+            as_json=args.json,
+        )
+    )
     return 0
 
 
@@ -199,6 +208,21 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", required=True, help="model bundle folder")
     bench.add_argument("--seconds", type=float, default=600.0, help="synthetic audio to score, s")
     bench.add_argument("--files", nargs="*", default=[], help="score these recordings instead")
+    bench.add_argument(
+        "--threads", type=int, default=1, help="inference threads = CPU cores used (default: 1)"
+    )
+    bench.add_argument(
+        "--batch", type=int, default=256, help="windows per model call (default: 256)"
+    )
+    bench.add_argument(
+        "--repeats", type=int, default=3, help="runs per timing, the best kept (default: 3)"
+    )
+    bench.add_argument(
+        "--rate",
+        type=int,
+        help="synthetic audio rate, Hz (default: 44100; 48000 for 44.1 kHz models)",
+    )
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_bench)
     return p
 

@@ -51,9 +51,7 @@ class Stream:
 class Conditioner:
     """Channel choice, NaN/inf repair and resampling: stream rate to model rate, mono."""
 
-    def __init__(
-        self, in_rate_hz: int, out_rate_hz: int, channel: ChannelChoice = "mix"
-    ) -> None:
+    def __init__(self, in_rate_hz: int, out_rate_hz: int, channel: ChannelChoice = "mix") -> None:
         self.in_rate_hz, self.out_rate_hz, self.channel = in_rate_hz, out_rate_hz, channel
         self._resampler = StreamingResampler(in_rate_hz, out_rate_hz)
         self._mono = np.empty(0, dtype=np.float32)
