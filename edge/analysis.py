@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.bundle import Bundle
 from edge.events import EventDetector, EventRules, Transition
@@ -81,6 +82,7 @@ class Analyzer:
         self._batch = np.zeros((batch_windows, self._window_frames, width), dtype=np.float32)
         self._batch_model = self._batch.reshape((batch_windows, *bundle.feature_shape))
         self._centres = np.zeros(batch_windows, dtype=np.float64)
+        self._window_index = np.arange(batch_windows, dtype=np.int64)
         self._raw = np.zeros((batch_windows, len(bundle.labels)), dtype=np.float32)
         self._kept = np.zeros((batch_windows, len(labels)), dtype=np.float32)
         self._keep_all = self._keep.tolist() == list(range(len(bundle.labels)))
@@ -169,15 +171,24 @@ class Analyzer:
 
     def _cut_windows(self) -> None:
         """Copy every complete window into the batch; score whenever the batch fills."""
-        available = self._features_base + self._n_features
-        while self._next_window * self._hop_frames + self._window_frames <= available:
-            slot = self._pending
-            first = self._next_window * self._hop_frames - self._features_base
-            self._batch[slot] = self._features[first : first + self._window_frames]
-            start = self._run_start + self._next_window * self.hop_samples
-            self._centres[slot] = (start + self.window_samples / 2) / self.rate_hz
-            self._pending += 1
-            self._next_window += 1
+        hop, width = self._hop_frames, self._window_frames
+        while True:
+            first = self._next_window * hop - self._features_base  # buffer index of next window
+            ready = (self._n_features - first - width) // hop + 1
+            if ready <= 0:
+                return
+            m = min(ready, self.batch_windows - self._pending)
+            frames = self._features[first : first + (m - 1) * hop + width]
+            # (m, mels, frames) views of the buffer, copied as (m, frames, mels) in one go.
+            windows = sliding_window_view(frames, width, axis=0)[::hop]
+            slots = slice(self._pending, self._pending + m)
+            self._batch[slots] = windows.transpose(0, 2, 1)
+            starts = self._run_start + self.hop_samples * (
+                self._next_window + self._window_index[:m]
+            )
+            np.divide(starts + self.window_samples / 2, self.rate_hz, out=self._centres[slots])
+            self._pending += m
+            self._next_window += m
             if self._pending == self.batch_windows:
                 self._score()
 
