@@ -82,3 +82,35 @@ def test_daemon_detects_events_played_into_a_real_device(
     assert sum(r["status"] == "analysed" for r in rows) >= 20
     peak = max(float(r["tone-1k"]) for r in rows if r["tone-1k"])
     assert peak > 0.9
+
+
+def test_a_slow_consumer_gets_gaps_not_a_backlog(pulse_server: PulseServer) -> None:
+    """Capture with a 1 s ring buffer and a consumer that sleeps 2.5 s: the oldest audio is
+    dropped and reported as overrun gaps, and every frame is accounted for."""
+    import threading
+
+    from edge.sources import Gap, live_stream
+
+    stop = threading.Event()
+    stream = live_stream(
+        "pulse", sample_rate_hz=16000, channels=1, block_seconds=0.05, buffer_seconds=1.0, stop=stop
+    )
+    frames = gaps = 0
+    began = time.monotonic()
+    slept = False
+    for item in stream.blocks:
+        if isinstance(item, Gap):
+            assert item.reason == "overrun"
+            gaps += item.frames
+        else:
+            frames += len(item)
+        if not slept and time.monotonic() - began > 0.5:
+            time.sleep(2.5)  # the consumer falls 2.5 s behind a 1 s buffer
+            slept = True
+        if time.monotonic() - began > 4.0:
+            stop.set()
+    elapsed = time.monotonic() - began
+    rate = stream.rate_hz
+    # About 1.5 s lost (2.5 s behind, 1 s kept), and delivered + lost = everything captured.
+    assert 1.2 * rate < gaps < 1.8 * rate, gaps / rate
+    assert abs((frames + gaps) / rate - elapsed) < 0.5, (frames, gaps, elapsed)
