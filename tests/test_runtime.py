@@ -310,9 +310,12 @@ class _NumpyBackend(Backend):
     def __init__(
         self, W: np.ndarray, b: np.ndarray, dims: list[int | str | None], broken_batching: bool
     ) -> None:
-        super().__init__(Path("toy.npy"), feature_shape=FEATURES, n_labels=LABELS)
         self.W, self.b, self.broken, self.calls = W, b, broken_batching, 0
-        self._open(plan_input("toy.npy: input 'x'", dims, FEATURES))
+        self.dims = dims
+        super().__init__(Path("toy.npy"), feature_shape=FEATURES, n_labels=LABELS)
+
+    def _load(self, output_name: str | None) -> None:
+        self._open(plan_input("toy.npy: input 'x'", self.dims, FEATURES))
 
     @classmethod
     def available(cls) -> bool:

@@ -144,7 +144,7 @@ class Backend(ABC):
         threads: int = 1,
         output_name: str | None = None,
     ) -> None:
-        """Subclasses load ``path`` with ``threads`` runtime threads and read ``output_name``."""
+        """Check the arguments, then let the subclass load the model (``_load``)."""
         if not feature_shape or any(n < 1 for n in feature_shape) or n_labels < 1:
             raise ValueError(f"bad feature shape {feature_shape} or label count {n_labels}")
         if threads < 1:
@@ -158,6 +158,11 @@ class Backend(ABC):
         self._layout = InputLayout(self.feature_shape, has_batch_axis=False, fixed_batch=1)
         self._padded: np.ndarray | None = None
         self._closed = False
+        self._load(output_name)
+
+    @abstractmethod
+    def _load(self, output_name: str | None) -> None:
+        """Load ``self.path`` with ``self.threads`` threads, pick the output, call ``_open``."""
 
     @classmethod
     @abstractmethod

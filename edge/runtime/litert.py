@@ -6,7 +6,6 @@ the tensor's scale and zero point, so callers always see float windows and float
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,22 +63,8 @@ class LiteRTBackend(Backend):
     key = "litert"
     install_command = INSTALL_COMMAND
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        feature_shape: tuple[int, ...],
-        n_labels: int,
-        threads: int = 1,
-        output_name: str | None = None,
-    ) -> None:
-        super().__init__(
-            path,
-            feature_shape=feature_shape,
-            n_labels=n_labels,
-            threads=threads,
-            output_name=output_name,
-        )
+    def _load(self, output_name: str | None) -> None:
+        path, threads = self.path, self.threads
         interpreter_class = _interpreter_class()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,22 +39,8 @@ class OnnxBackend(Backend):
     key = "onnx"
     install_command = INSTALL_COMMAND
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        feature_shape: tuple[int, ...],
-        n_labels: int,
-        threads: int = 1,
-        output_name: str | None = None,
-    ) -> None:
-        super().__init__(
-            path,
-            feature_shape=feature_shape,
-            n_labels=n_labels,
-            threads=threads,
-            output_name=output_name,
-        )
+    def _load(self, output_name: str | None) -> None:
+        path, threads = self.path, self.threads
         ort = _import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
