@@ -1,11 +1,12 @@
 """The daemon: one place that builds the pipeline from a config and runs it until stopped.
 
     source ──► conditioner (channel, resample) ──► Analyzer (frontend, model, seconds, events)
-                                                        └──► sinks (stdout, files; MQTT later)
+                                                        └──► sinks (stdout, files, MQTT)
 
 The processing loop runs on the calling thread; PortAudio's callback thread only fills the ring
 buffer. SIGINT/SIGTERM set one stop event: the loop finishes its block, open events are closed,
-files flushed, and `run()` returns.
+files flushed, the MQTT outbox flushed (for a few seconds at most) and `offline` published, and
+`run()` returns.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edge.bundle import Bundle, load_bundle
 from edge.clock import parse_start, utc_now
 from edge.config import Loaded, label_setups, model_folder
 from edge.errors import AudioError
+from edge.mqtt import MqttSink
 from edge.records import StreamInfo
 from edge.sinks import DaemonFiles, Fanout, Printer, Sink
 from edge.sources import Stream, demo_stream, feed, file_streams, live_stream
@@ -63,6 +65,20 @@ class App:
             out = loaded.resolve(config.output.dir)
             m = self.bundle.manifest
             self.sinks.append(DaemonFiles(out, m.name, m.version, config.output.device))
+        self.mqtt: MqttSink | None = None
+        if config.mqtt.host:
+            m = self.bundle.manifest
+            outbox = config.mqtt.outbox or str(Path(config.output.dir) / "mqtt-outbox.sqlite3")
+            self.mqtt = MqttSink(
+                config.mqtt,
+                device=config.output.device,
+                model=m.name,
+                model_version=m.version,
+                labels=[s.label for s in self.analyzer.labels],
+                outbox_path=loaded.resolve(outbox),
+                resolve=loaded.resolve,
+            )
+            self.sinks.append(self.mqtt)
         self.files_failed = 0
 
     def streams(self) -> Iterator[Stream]:
@@ -106,6 +122,8 @@ class App:
         m = self.bundle.manifest
         logger.info("model %s %s, labels %s", m.name, m.version, ", ".join(labels))
         try:
+            if self.mqtt is not None:
+                self.mqtt.start()  # connects in the background; events wait in its outbox
             for stream in self.streams():
                 logger.info("listening to %s at %d Hz", stream.name, stream.rate_hz)
                 info = StreamInfo(stream.name, labels, stream.anchor, stream.rate_hz)

@@ -124,6 +124,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     for s in analyzer.labels:
         r = s.rules
         print(f"  {s.label}: threshold {r.threshold:g}, off {r.effective_off_threshold:g}")
+    mqtt = loaded.config.mqtt
+    if mqtt.host and args.connect:
+        from edge.mqtt import probe
+
+        print(probe(mqtt, loaded.resolve, loaded.config.output.device))
+    elif mqtt.host:
+        print(f"mqtt: {mqtt.host}:{mqtt.port_or_default} (not contacted; --connect tries it)")
+    elif args.connect:
+        raise SoundwatchError(f"{loaded.path or 'built-in defaults'}: --connect: no mqtt.host set")
     return 0
 
 
@@ -202,6 +211,9 @@ def parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a config and its bundle, then exit")
     common(check)
+    check.add_argument(
+        "--connect", action="store_true", help="also connect to the MQTT broker (and disconnect)"
+    )
     check.set_defaults(func=cmd_check)
 
     bench = sub.add_parser("bench", help="measure speed of scan against bare inference")

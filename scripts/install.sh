@@ -33,7 +33,7 @@ packages=(libportaudio2 libsndfile1)
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)
 if [ "$extras" = dev ]; then
-  packages+=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils libasound2-plugins)
+  packages+=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils libasound2-plugins openssl)
 fi
 apt_install "${packages[@]}"
 

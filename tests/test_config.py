@@ -20,6 +20,7 @@ from edge.config import (
     LabelRules,
     Loaded,
     ModelConfig,
+    MqttConfig,
     OutputConfig,
     SourceConfig,
     label_setups,
@@ -34,7 +35,7 @@ SOURCE_KEYS = (
     "kind, device, sample_rate_hz, channels, channel, block_seconds, buffer_seconds, paths,"
     " speed, start"
 )
-TOP_KEYS = "model, source, labels, events, output, log_level"
+TOP_KEYS = "model, source, labels, events, output, mqtt, log_level"
 
 
 @pytest.fixture(scope="session")
@@ -605,6 +606,7 @@ def test_describe_gives_every_key_a_help_text() -> None:
         ("source", SourceConfig),
         ("events", EventsConfig),
         ("output", OutputConfig),
+        ("mqtt", MqttConfig),
     ):
         expected |= {f"{section}.{name}" for name in cls.__dataclass_fields__}
     expected |= {"labels", "log_level"}

@@ -1,0 +1,567 @@
+"""MQTT: events that are never lost, status with a last will, probabilities, HA discovery.
+
+Topics under `<topic_prefix>/<device id>/` (ARCHITECTURE.md, contract 2; schemas/*.json):
+`status` (QoS 1, retained; the last will sets `offline`), `events` (QoS 1, at least once) and,
+when enabled, `probabilities` (QoS 0, best effort).
+
+Three threads, and the processing thread never waits on the network:
+- the processing thread calls `event()`, which stores the message in the SQLite outbox (fsync'd)
+  and wakes the publisher, and `second()`, which hands a payload over through a short queue;
+- "mqtt-publisher" sends outbox rows in order while connected, at most `WINDOW` unacknowledged,
+  and deletes each row when its PUBACK arrives (`on_publish` gives the message id);
+- paho's network thread (`loop_start`) connects, reconnects with capped exponential backoff,
+  moves bytes and runs the callbacks. Messages handed to paho before a connection drops stay
+  in paho's memory and are sent again on reconnect; after a restart the outbox sends them again.
+  A message may so arrive twice; `(id, type)` names it, so subscribers can drop the second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge import __version__
+from edge.clock import utc_now
+from edge.config import MqttConfig
+from edge.errors import ConfigError, SoundwatchError
+from edge.outbox import Outbox
+from edge.records import Event, SecondRow, StreamInfo, iso
+from edge.sinks import Sink
+
+logger = logging.getLogger(__name__)
+
+WINDOW = 20  # event messages handed to paho and not yet acknowledged (paho's inflight limit)
+SECONDS_BACKLOG = 5  # per-second payloads waiting for the publisher; more are dropped
+IDLE_SECONDS = 1.0  # the publisher's longest sleep when nothing wakes it
+STUCK_SECONDS = 60.0  # after a reconnect, older messages not acknowledged by then are resent
+OFFLINE_SECONDS = 2.0  # at shutdown, how long to wait for the broker to take `offline`
+TOPIC_CHARS = re.compile(r"[+#/\x00]")
+
+
+class _QuietRetries(logging.Filter):
+    """paho 2.2 logs an ERROR at every failed reconnect; we log the reason once, in words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+PAHO_LOGGER = logging.getLogger(f"{__name__}.paho")
+PAHO_LOGGER.addFilter(_QuietRetries())
+
+
+class MqttError(SoundwatchError):
+    """The broker cannot be reached or refuses us; the message says why in words."""
+
+
+Resolve = Callable[[str], Path]
+
+
+def read_password(config: MqttConfig, resolve: Resolve) -> str | None:
+    """The password from the environment variable or the file the config names (never YAML)."""
+    if config.password_env:
+        value = os.environ.get(config.password_env)
+        if value is None:
+            raise ConfigError(
+                f"mqtt.password_env: environment variable {config.password_env} is not set"
+            )
+        return value
+    if config.password_file:
+        path = resolve(os.path.expandvars(config.password_file))
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(f"mqtt.password_file: cannot read {path} ({reason})") from None
+    return None
+
+
+def make_client(config: MqttConfig, client_id: str, resolve: Resolve) -> mqtt.Client:
+    """A paho client with the protocol, TLS and credentials the config asks for."""
+    v5 = config.protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        # No broker-side session needed: unsent events live in our outbox, not the broker.
+        clean_session=None if v5 else True,
+    )
+    if config.tls:
+        ca, cert, key = (_tls_file(config, name, resolve) for name in TLS_FILES)
+        try:
+            client.tls_set(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt: cannot load the TLS files ({exc})") from None
+        client.tls_insecure_set(not config.tls_check_hostname)
+    if config.username:
+        client.username_pw_set(config.username, read_password(config, resolve))
+    client.reconnect_delay_set(config.reconnect_min_seconds, config.reconnect_max_seconds)
+    client.enable_logger(PAHO_LOGGER)
+    return client
+
+
+TLS_FILES = ("ca_file", "cert_file", "key_file")
+
+
+def _tls_file(config: MqttConfig, name: str, resolve: Resolve) -> str | None:
+    value = getattr(config, name)
+    if value is None:
+        return None
+    path = resolve(value)
+    if not path.is_file():
+        raise ConfigError(f"mqtt.{name}: {path}: no such file")
+    return str(path)
+
+
+def connect_error_words(exc: BaseException | None) -> str:
+    """Why a TCP or TLS connect failed, for a log line."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate was refused ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is a broker listening on that port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({exc.strerror})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "no answer (host down or unreachable?)"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc) if exc else "unknown error"
+
+
+def refusal_words(reason: ReasonCode) -> str:
+    """Why the broker refused a connection (its CONNACK), for a log line."""
+    name = reason.getName()
+    if name in ("Bad user name or password", "Not authorized"):
+        return f"{name.lower()} (wrong mqtt.username or password?)"
+    return name.lower()
+
+
+def disconnect_words(reason: ReasonCode) -> str:
+    """Why a connection ended; MQTT 3.1.1 has no reason, so paho says "Unspecified error"."""
+    name = reason.getName()
+    return "closed by the broker or the network" if name == "Unspecified error" else name.lower()
+
+
+def closed_words(config: MqttConfig) -> str:
+    """The connection closed before the broker answered: what usually causes that."""
+    if not config.tls:
+        hint = "does the port expect TLS? set mqtt.tls: true"
+    elif not config.cert_file:
+        hint = "does the broker require a client certificate? set mqtt.cert_file"
+    else:
+        hint = "was the client certificate refused?"
+    return f"closed the connection before answering ({hint})"
+
+
+def topic_root(config: MqttConfig, device: str) -> str:
+    if TOPIC_CHARS.search(device):
+        raise ConfigError(
+            f"output.device_id: {device!r} cannot be part of an MQTT topic (/, + or #)"
+        )
+    return f"{config.topic_prefix}/{device}"
+
+
+def probe(config: MqttConfig, resolve: Resolve, device: str, timeout: float = 5.0) -> str:
+    """Connect once and disconnect (`soundwatch check --connect`); MqttError says why not."""
+    assert config.host is not None
+    where = f"{config.host}:{config.port_or_default}"
+    client_id = f"{config.client_id or f'soundwatch-{device}'}-check"
+    client = make_client(config, client_id, resolve)
+    answer: list[ReasonCode] = []
+    done = threading.Event()
+
+    def on_connect(c: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Any) -> None:
+        answer.append(reason)
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *args: done.set()
+    client.disable_logger()  # paho's socket errors, unformatted: the error below says it
+    try:
+        client.connect(config.host, config.port_or_default, config.keepalive_seconds)
+    except (OSError, ValueError) as exc:
+        raise MqttError(f"mqtt: cannot connect to {where}: {connect_error_words(exc)}") from None
+    client.loop_start()
+    try:
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if not answer and done.is_set():
+        raise MqttError(f"mqtt: {where} {closed_words(config)}")
+    if not answer:
+        raise MqttError(f"mqtt: {where} did not answer the MQTT connect within {timeout:g} s")
+    if answer[0].is_failure:
+        raise MqttError(f"mqtt: {where} refused the connection: {refusal_words(answer[0])}")
+    tls = ", TLS" if config.tls else ""
+    return f"mqtt: connected to {where} (MQTT {config.protocol}{tls})"
+
+
+def discovery_messages(
+    config: MqttConfig, root: str, device: str, model: str, model_version: str, labels: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Home Assistant discovery: a binary_sensor per label (on while an event is open) and a
+    sensor of the last detected label, both available while `status` says online."""
+    node = re.sub(r"[^A-Za-z0-9_-]", "_", f"soundwatch_{device}")
+    common = {
+        "state_topic": f"{root}/events",
+        "availability_topic": f"{root}/status",
+        "availability_template": "{{ value_json.state }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": {
+            "identifiers": [node],
+            "name": f"soundwatch {device}",
+            "manufacturer": "soundwatch",
+            "model": f"{model} {model_version}",
+            "sw_version": __version__,
+        },
+    }
+    out = []
+    for label in labels:
+        obj = re.sub(r"[^A-Za-z0-9_-]", "_", label)
+        # Every label's messages share the events topic: a message about another label renders
+        # empty, which Home Assistant ignores, so each sensor follows its own label only.
+        template = (
+            f"{{% if value_json.label == {json.dumps(label)} %}}"
+            "{{ 'ON' if value_json.type == 'start' else 'OFF' }}{% endif %}"
+        )
+        sensor = {**common, "name": label, "unique_id": f"{node}_{obj}", "device_class": "sound"}
+        sensor.update(value_template=template, payload_on="ON", payload_off="OFF")
+        out.append((f"{config.homeassistant_prefix}/binary_sensor/{node}/{obj}/config", sensor))
+    last = {**common, "name": "last detection", "unique_id": f"{node}_last_detection"}
+    last.update(value_template="{{ value_json.label }}", json_attributes_topic=f"{root}/events")
+    out.append((f"{config.homeassistant_prefix}/sensor/{node}/last_detection/config", last))
+    return out
+
+
+class MqttSink(Sink):
+    """Publishes the daemon's events (through the outbox), status and probabilities.
+
+    Counters for the metrics endpoint (plain ints, each written by one thread):
+    `events_published` (acknowledged by the broker), `events_rejected` (refused by an MQTT 5
+    broker in its PUBACK), `events_dropped_full` (dropped from a full outbox),
+    `probabilities_published`, `probabilities_dropped` (not connected, or falling behind) and
+    `connected`.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        device: str,
+        model: str,
+        model_version: str,
+        labels: list[str],
+        outbox_path: Path,
+        resolve: Resolve,
+    ) -> None:
+        assert config.host is not None
+        self.config = config
+        self.where = f"{config.host}:{config.port_or_default}"
+        self.device, self.model, self.model_version = device, model, model_version
+        self.root = topic_root(config, device)
+        self.labels = labels
+        self.client = make_client(config, config.client_id or f"soundwatch-{device}", resolve)
+        self.client.will_set(
+            f"{self.root}/status", self._status("offline", None), qos=1, retain=True
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.outbox = Outbox(outbox_path, config.outbox_max_messages)
+
+        self.connected = False
+        self.events_published = 0
+        self.events_rejected = 0
+        self.events_dropped_full = 0
+        self.probabilities_published = 0
+        self._probabilities_dropped_early = 0  # processing thread: not connected or backlog full
+        self._probabilities_dropped_late = 0  # publisher thread: connection lost meanwhile
+
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # something to do: a new event, an ack, a connect
+        self._settled = threading.Event()  # the publisher finished a round (close() waits on it)
+        self._acks: deque[tuple[int, bool]] = deque()  # (mid, refused), from the network thread
+        self._seconds: deque[bytes] = deque()
+        # paho message id -> (outbox seq, connection number), written by the publisher only
+        self._inflight: dict[int, tuple[int, int]] = {}
+        self._cursor = 0  # highest outbox seq handed to paho in this process
+        self._connection = 0  # connections made so far
+        self._connected_at = 0.0  # time.monotonic() of the last connect
+        self._failures = 0  # connect attempts failed since the last success
+        self._refused = False  # the broker's CONNACK said no (the disconnect that follows is known)
+        self._last_complaint = ""
+        self._last_drop_log = -math.inf
+        self._thread: threading.Thread | None = None
+        if len(self.outbox):
+            logger.info(
+                "%d unsent event messages in %s, sent once connected",
+                len(self.outbox),
+                outbox_path,
+            )
+
+    @property
+    def probabilities_dropped(self) -> int:
+        return self._probabilities_dropped_early + self._probabilities_dropped_late
+
+    def _status(self, state: str, since: str | None) -> bytes:
+        payload = {
+            "state": state,
+            "device": self.device,
+            "model": self.model,
+            "model_version": self.model_version,
+            "since": since,
+        }
+        return json.dumps(payload).encode()
+
+    # -- the pipeline's side (processing thread) ------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting (in the background) and the publisher; returns at once."""
+        self.client.connect_async(
+            self.config.host or "", self.config.port_or_default, self.config.keepalive_seconds
+        )
+        self.client.loop_start()
+        self._thread = threading.Thread(
+            target=self._publish_loop, name="mqtt-publisher", daemon=True
+        )
+        self._thread.start()
+
+    def begin(self, info: StreamInfo) -> None:
+        self.labels = info.labels
+
+    def event(self, event: Event) -> None:
+        payload = json.dumps(event.to_json(self.model, self.model_version, self.device)).encode()
+        dropped = self.outbox.add(f"{self.root}/events", payload)
+        if dropped:
+            self.events_dropped_full += dropped
+            now = time.monotonic()
+            if now - self._last_drop_log > 60:  # a long outage would otherwise log every event
+                self._last_drop_log = now
+                logger.warning(
+                    "outbox full (%d messages): dropped the oldest; %d dropped so far",
+                    self.outbox.max_messages,
+                    self.events_dropped_full,
+                )
+        self._wake.set()
+
+    def second(self, row: SecondRow) -> None:
+        if not self.config.probabilities:
+            return
+        if not self.connected or len(self._seconds) >= SECONDS_BACKLOG:
+            self._probabilities_dropped_early += 1  # best effort: never queued while offline
+            return
+        scores = {
+            label: None if math.isnan(p) else round(p, 4)
+            for label, p in zip(self.labels, row.scores.tolist(), strict=True)
+        }
+        time_ = iso(row.time) if row.time else None
+        self._seconds.append(
+            json.dumps({"time": time_, "status": row.status, "scores": scores}).encode()
+        )
+        self._wake.set()
+
+    def close(self) -> None:
+        """Flush the outbox (up to flush_seconds), publish `offline`, disconnect."""
+        if self._thread is None:
+            self.outbox.close()
+            return
+        deadline = time.monotonic() + self.config.flush_seconds
+        while len(self.outbox) and time.monotonic() < deadline:
+            self._settled.clear()
+            self._wake.set()
+            self._settled.wait(0.05)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5.0)
+        if self._thread.is_alive():
+            logger.error("the publisher thread did not stop within 5 s")
+        else:
+            self._settle_acks()  # acks that came in after the publisher's last round
+        if self.connected:
+            since = iso(utc_now())
+            info = self.client.publish(
+                f"{self.root}/status", self._status("offline", since), qos=1, retain=True
+            )
+            # If the connection goes meanwhile, the last will says offline instead.
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(OFFLINE_SECONDS)
+        self.client.disconnect()
+        self.client.loop_stop()
+        left = len(self.outbox)
+        self.outbox.close()
+        logger.info(
+            "%d event messages published, %d left in the outbox for the next start,"
+            " %d dropped (outbox full)",
+            self.events_published,
+            left,
+            self.events_dropped_full,
+        )
+        self._thread = None
+
+    # -- the publisher thread -------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        # Woken by `_wake` (new event, ack, connect, stop), not a fixed tick, so an event goes
+        # out at once; the timeout only bounds how long a missed wake-up could delay it.
+        while not self._stop.is_set():
+            self._wake.wait(IDLE_SECONDS)
+            self._wake.clear()
+            try:
+                self._round()
+            except SoundwatchError as exc:  # the outbox file: keep trying, never kill the thread
+                logger.error("%s", exc)
+                self._stop.wait(IDLE_SECONDS)
+            self._settled.set()
+
+    def _round(self) -> None:
+        self._settle_acks()
+        if not self.connected:
+            self._probabilities_dropped_late += len(self._seconds)
+            self._seconds.clear()
+            return
+        if self._older_inflight():
+            return
+        room = WINDOW - len(self._inflight)
+        connection = self._connection
+        for message in self.outbox.after(self._cursor, room) if room > 0 else ():
+            info = self.client.publish(message.topic, message.payload, qos=1)
+            # NO_CONN: paho keeps the message and sends it once reconnected, so it is in flight.
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                break
+            self._inflight[info.mid] = (message.seq, connection)
+            self._cursor = message.seq
+        while self._seconds:
+            info = self.client.publish(f"{self.root}/probabilities", self._seconds.popleft(), qos=0)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.probabilities_published += 1
+            else:
+                self._probabilities_dropped_late += 1
+
+    def _older_inflight(self) -> bool:
+        """Are messages from before the last reconnect still unacknowledged?
+
+        paho sends those again right after reconnecting; anything newer must wait for their
+        acks, or it could overtake them. Should they never be acknowledged (a broker that lost
+        them), after STUCK_SECONDS the outbox is sent again from its oldest message instead.
+        """
+        connection = self._connection
+        if all(c == connection for _, c in self._inflight.values()):
+            return False
+        if time.monotonic() - self._connected_at < STUCK_SECONDS:
+            return True
+        logger.warning(
+            "%d messages unacknowledged since the reconnect: sending again", len(self._inflight)
+        )
+        self._inflight.clear()
+        self._cursor = 0
+        return False
+
+    def _settle_acks(self) -> None:
+        done = []
+        while self._acks:
+            mid, refused = self._acks.popleft()
+            sent = self._inflight.pop(mid, None)
+            if sent is None:
+                continue  # status, discovery or probabilities: not from the outbox
+            done.append(sent[0])
+            if refused:
+                self.events_rejected += 1
+            else:
+                self.events_published += 1
+        self.outbox.delete(done)
+
+    # -- paho's network thread ------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Any) -> None:
+        if reason.is_failure:
+            self._complain(f"{self.where} refused the connection: {refusal_words(reason)}")
+            self._refused = True
+            return
+        self._connected_at = time.monotonic()
+        self._connection += 1
+        self.connected = True
+        self._failures = 0
+        self._last_complaint = ""
+        tls = ", TLS" if self.config.tls else ""
+        logger.info(
+            "connected to %s (MQTT %s%s) as %s; %d event messages to send",
+            self.where,
+            self.config.protocol,
+            tls,
+            self.root,
+            len(self.outbox),
+        )
+        client.publish(
+            f"{self.root}/status", self._status("online", iso(utc_now())), qos=1, retain=True
+        )
+        if self.config.homeassistant:
+            for topic, config in discovery_messages(
+                self.config, self.root, self.device, self.model, self.model_version, self.labels
+            ):
+                client.publish(topic, json.dumps(config), qos=1, retain=True)
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError:` block, so the error is still at hand.
+        self._complain(f"cannot connect to {self.where}: {connect_error_words(sys.exc_info()[1])}")
+
+    def _complain(self, problem: str) -> None:
+        self._failures += 1
+        delay = min(
+            self.config.reconnect_min_seconds * 2 ** (self._failures - 1),
+            self.config.reconnect_max_seconds,
+        )
+        # Once per distinct problem, so an outage of hours is a line, not thousands.
+        level = logging.WARNING if problem != self._last_complaint else logging.DEBUG
+        self._last_complaint = problem
+        logger.log(
+            level,
+            "%s; retrying in %d s (then at most every %d s)",
+            problem,
+            delay,
+            self.config.reconnect_max_seconds,
+        )
+
+    def _on_disconnect(
+        self, client: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Any
+    ) -> None:
+        was, refused = self.connected, self._refused
+        self.connected = self._refused = False
+        if was and not self._stop.is_set():
+            logger.warning(
+                "lost the connection to %s (%s); unsent events wait in the outbox",
+                self.where,
+                disconnect_words(reason),
+            )
+        elif not was and not refused:  # no CONNACK at all: not an MQTT answer we understood
+            self._complain(f"{self.where} {closed_words(self.config)}")
+        self._wake.set()
+
+    def _on_publish(
+        self, client: mqtt.Client, u: Any, mid: int, reason: ReasonCode, p: Any
+    ) -> None:
+        if reason.is_failure:
+            logger.error("the broker refused message %d: %s", mid, str(reason).lower())
+        self._acks.append((mid, reason.is_failure))
+        self._wake.set()
