@@ -309,6 +309,9 @@ class _Recording(Backend):
         self.inference_seconds = 0.0
         self.recording_seconds = 0.0  # copying batches: not scan's work, subtracted from it
 
+    def _load(self, output_name: str | None) -> None:
+        pass  # nothing to load: it wraps a backend that is already open
+
     @classmethod
     def available(cls) -> bool:
         return True
