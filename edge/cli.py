@@ -126,7 +126,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {s.label}: threshold {r.threshold:g}, off {r.effective_off_threshold:g}")
     mqtt = loaded.config.mqtt
     if mqtt.host and args.connect:
-        from edge.mqtt import probe
+        from edge.broker import probe
 
         print(probe(mqtt, loaded.resolve, loaded.config.output.device))
     elif mqtt.host:

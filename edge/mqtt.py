@@ -21,26 +21,30 @@ import contextlib
 import json
 import logging
 import math
-import os
-import re
-import socket
-import ssl
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge import __version__
+from edge.broker import (
+    Resolve,
+    closed_words,
+    connect_error_words,
+    disconnect_words,
+    make_client,
+    refusal_words,
+    topic_root,
+)
 from edge.clock import utc_now
 from edge.config import MqttConfig
-from edge.errors import ConfigError, SoundwatchError
+from edge.errors import SoundwatchError
+from edge.homeassistant import discovery_messages
 from edge.outbox import Outbox
 from edge.records import Event, SecondRow, StreamInfo, iso
 from edge.sinks import Sink
@@ -52,205 +56,6 @@ SECONDS_BACKLOG = 5  # per-second payloads waiting for the publisher; more are d
 IDLE_SECONDS = 1.0  # the publisher's longest sleep when nothing wakes it
 STUCK_SECONDS = 60.0  # after a reconnect, older messages not acknowledged by then are resent
 OFFLINE_SECONDS = 2.0  # at shutdown, how long to wait for the broker to take `offline`
-TOPIC_CHARS = re.compile(r"[+#/\x00]")
-
-
-class _QuietRetries(logging.Filter):
-    """paho 2.2 logs an ERROR at every failed reconnect; we log the reason once, in words."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
-PAHO_LOGGER = logging.getLogger(f"{__name__}.paho")
-PAHO_LOGGER.addFilter(_QuietRetries())
-
-
-class MqttError(SoundwatchError):
-    """The broker cannot be reached or refuses us; the message says why in words."""
-
-
-Resolve = Callable[[str], Path]
-
-
-def read_password(config: MqttConfig, resolve: Resolve) -> str | None:
-    """The password from the environment variable or the file the config names (never YAML)."""
-    if config.password_env:
-        value = os.environ.get(config.password_env)
-        if value is None:
-            raise ConfigError(
-                f"mqtt.password_env: environment variable {config.password_env} is not set"
-            )
-        return value
-    if config.password_file:
-        path = resolve(os.path.expandvars(config.password_file))
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise ConfigError(f"mqtt.password_file: cannot read {path} ({reason})") from None
-    return None
-
-
-def make_client(config: MqttConfig, client_id: str, resolve: Resolve) -> mqtt.Client:
-    """A paho client with the protocol, TLS and credentials the config asks for."""
-    v5 = config.protocol == "5"
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        # No broker-side session needed: unsent events live in our outbox, not the broker.
-        clean_session=None if v5 else True,
-    )
-    if config.tls:
-        ca, cert, key = (_tls_file(config, name, resolve) for name in TLS_FILES)
-        try:
-            client.tls_set(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"mqtt: cannot load the TLS files ({exc})") from None
-        client.tls_insecure_set(not config.tls_check_hostname)
-    if config.username:
-        client.username_pw_set(config.username, read_password(config, resolve))
-    client.reconnect_delay_set(config.reconnect_min_seconds, config.reconnect_max_seconds)
-    client.enable_logger(PAHO_LOGGER)
-    return client
-
-
-TLS_FILES = ("ca_file", "cert_file", "key_file")
-
-
-def _tls_file(config: MqttConfig, name: str, resolve: Resolve) -> str | None:
-    value = getattr(config, name)
-    if value is None:
-        return None
-    path = resolve(value)
-    if not path.is_file():
-        raise ConfigError(f"mqtt.{name}: {path}: no such file")
-    return str(path)
-
-
-def connect_error_words(exc: BaseException | None) -> str:
-    """Why a TCP or TLS connect failed, for a log line."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate was refused ({exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed ({exc.reason or exc})"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is a broker listening on that port?)"
-    if isinstance(exc, socket.gaierror):
-        return f"host name not found ({exc.strerror})"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "no answer (host down or unreachable?)"
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc) if exc else "unknown error"
-
-
-def refusal_words(reason: ReasonCode) -> str:
-    """Why the broker refused a connection (its CONNACK), for a log line."""
-    name = reason.getName()
-    if name in ("Bad user name or password", "Not authorized"):
-        return f"{name.lower()} (wrong mqtt.username or password?)"
-    return name.lower()
-
-
-def disconnect_words(reason: ReasonCode) -> str:
-    """Why a connection ended; MQTT 3.1.1 has no reason, so paho says "Unspecified error"."""
-    name = reason.getName()
-    return "closed by the broker or the network" if name == "Unspecified error" else name.lower()
-
-
-def closed_words(config: MqttConfig) -> str:
-    """The connection closed before the broker answered: what usually causes that."""
-    if not config.tls:
-        hint = "does the port expect TLS? set mqtt.tls: true"
-    elif not config.cert_file:
-        hint = "does the broker require a client certificate? set mqtt.cert_file"
-    else:
-        hint = "was the client certificate refused?"
-    return f"closed the connection before answering ({hint})"
-
-
-def topic_root(config: MqttConfig, device: str) -> str:
-    if TOPIC_CHARS.search(device):
-        raise ConfigError(
-            f"output.device_id: {device!r} cannot be part of an MQTT topic (/, + or #)"
-        )
-    return f"{config.topic_prefix}/{device}"
-
-
-def probe(config: MqttConfig, resolve: Resolve, device: str, timeout: float = 5.0) -> str:
-    """Connect once and disconnect (`soundwatch check --connect`); MqttError says why not."""
-    assert config.host is not None
-    where = f"{config.host}:{config.port_or_default}"
-    client_id = f"{config.client_id or f'soundwatch-{device}'}-check"
-    client = make_client(config, client_id, resolve)
-    answer: list[ReasonCode] = []
-    done = threading.Event()
-
-    def on_connect(c: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Any) -> None:
-        answer.append(reason)
-        done.set()
-
-    client.on_connect = on_connect
-    client.on_disconnect = lambda *args: done.set()
-    client.disable_logger()  # paho's socket errors, unformatted: the error below says it
-    try:
-        client.connect(config.host, config.port_or_default, config.keepalive_seconds)
-    except (OSError, ValueError) as exc:
-        raise MqttError(f"mqtt: cannot connect to {where}: {connect_error_words(exc)}") from None
-    client.loop_start()
-    try:
-        done.wait(timeout)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    if not answer and done.is_set():
-        raise MqttError(f"mqtt: {where} {closed_words(config)}")
-    if not answer:
-        raise MqttError(f"mqtt: {where} did not answer the MQTT connect within {timeout:g} s")
-    if answer[0].is_failure:
-        raise MqttError(f"mqtt: {where} refused the connection: {refusal_words(answer[0])}")
-    tls = ", TLS" if config.tls else ""
-    return f"mqtt: connected to {where} (MQTT {config.protocol}{tls})"
-
-
-def discovery_messages(
-    config: MqttConfig, root: str, device: str, model: str, model_version: str, labels: list[str]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Home Assistant discovery: a binary_sensor per label (on while an event is open) and a
-    sensor of the last detected label, both available while `status` says online."""
-    node = re.sub(r"[^A-Za-z0-9_-]", "_", f"soundwatch_{device}")
-    common = {
-        "state_topic": f"{root}/events",
-        "availability_topic": f"{root}/status",
-        "availability_template": "{{ value_json.state }}",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": {
-            "identifiers": [node],
-            "name": f"soundwatch {device}",
-            "manufacturer": "soundwatch",
-            "model": f"{model} {model_version}",
-            "sw_version": __version__,
-        },
-    }
-    out = []
-    for label in labels:
-        obj = re.sub(r"[^A-Za-z0-9_-]", "_", label)
-        # Every label's messages share the events topic: a message about another label renders
-        # empty, which Home Assistant ignores, so each sensor follows its own label only.
-        template = (
-            f"{{% if value_json.label == {json.dumps(label)} %}}"
-            "{{ 'ON' if value_json.type == 'start' else 'OFF' }}{% endif %}"
-        )
-        sensor = {**common, "name": label, "unique_id": f"{node}_{obj}", "device_class": "sound"}
-        sensor.update(value_template=template, payload_on="ON", payload_off="OFF")
-        out.append((f"{config.homeassistant_prefix}/binary_sensor/{node}/{obj}/config", sensor))
-    last = {**common, "name": "last detection", "unique_id": f"{node}_last_detection"}
-    last.update(value_template="{{ value_json.label }}", json_attributes_topic=f"{root}/events")
-    out.append((f"{config.homeassistant_prefix}/sensor/{node}/last_detection/config", last))
-    return out
 
 
 class MqttSink(Sink):
