@@ -12,6 +12,9 @@ from edge.errors import ConfigError
 from edge.frontend import (
     LogMelSpec,
     StreamingLogMel,
+    _mel_tiles,
+    _periodic_window,
+    analysis_window,
     frames_for_window,
     logmel,
     mel_band_edges_hz,
@@ -36,7 +39,10 @@ ODD = LogMelSpec(
     log_offset=1e-3,
 )
 RECT = LogMelSpec(4000, 32, 32, 7, 10, window="rect", power=1.5, fmin_hz=100.0)
-SPECS = [BUNDLE, SPEECH, ODD, RECT]
+# n_fft not a power of two (the window's n_fft scaling is then not exact), fmax below Nyquist
+# (the top bins are unused), more mels than one matmul tile.
+UNEVEN = LogMelSpec(22050, 300, 256, 100, 24, window="hamming", fmax_hz=8000.0)
+SPECS = [BUNDLE, SPEECH, ODD, RECT, UNEVEN]
 
 
 def _test_signal(n_samples: int, seed: int) -> np.ndarray:
@@ -155,10 +161,58 @@ def test_one_khz_tone_peaks_in_the_band_centred_nearest_one_khz() -> None:
     assert centres_hz[expected] == pytest.approx(955.02, abs=0.01)  # librosa mel_frequencies
 
 
+@pytest.mark.parametrize("spec", [*SPECS, LogMelSpec(8000, 32, 32, 8, 40)])
+def test_mel_tiles_hold_every_non_zero_weight(spec: LogMelSpec) -> None:
+    """The tiled matmul multiplies by exactly the filterbank (40 mels on 17 bins: empty bands)."""
+    weights = mel_filterbank(spec)
+    rebuilt = np.zeros_like(weights)
+    for bins, tile, bands in _mel_tiles(weights):
+        assert np.all(rebuilt[bins, bands] == 0.0)  # tiles do not overlap
+        rebuilt[bins, bands] = tile
+    assert np.array_equal(rebuilt, weights)
+
+
+def test_speech_tiles_skip_two_thirds_of_the_matmul() -> None:
+    tiles = _mel_tiles(mel_filterbank(SPEECH))
+    assert [(bins.start, bins.stop) for bins, _, _ in tiles] == [(1, 42), (38, 148), (138, 257)]
+    assert sum(tile.size for _, tile, _ in tiles) == 3368  # of 257 * 40 = 10,280
+
+
+def test_mel_bands_without_bins_give_the_log_offset() -> None:
+    spec = LogMelSpec(8000, 32, 32, 8, 40, log_offset=1e-3)
+    features = logmel(_test_signal(800, seed=7), spec)
+    empty = ~mel_filterbank(spec).any(axis=0)
+    assert 0 < empty.sum() < 40
+    assert np.all(features[:, empty] == np.float32(np.log(np.float32(1e-3))))
+    assert np.max(np.abs(features - _reference_logmel(_test_signal(800, seed=7), spec))) < 2e-4
+
+
+# ---- windows: numpy, no scipy at import ----
+
+
+@pytest.mark.parametrize(
+    ("name", "scipy_name"), [("hann", "hann"), ("hamming", "hamming"), ("rect", "boxcar")]
+)
+@pytest.mark.parametrize("length", [1, 2, 3, 50, 64, 255, 400, 512, 1024])
+def test_periodic_windows_equal_scipy(name: str, scipy_name: str, length: int) -> None:
+    got = _periodic_window(name, length)
+    want = scipy.signal.get_window(scipy_name, length, fftbins=True)
+    assert got.dtype == np.float64 and got.shape == (length,)
+    assert np.max(np.abs(got - want)) <= 1e-12
+
+
+def test_analysis_window_is_centred_and_zero_padded() -> None:
+    window = analysis_window(SPEECH)  # 400 of 512
+    assert window.dtype == np.float32
+    assert np.all(window[:56] == 0.0) and np.all(window[456:] == 0.0)
+    want = scipy.signal.get_window("hann", 400, fftbins=True).astype(np.float32)
+    assert np.array_equal(window[56:456], want)
+
+
 # ---- offline reference ----
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=["bundle", "speech", "odd", "rect"])
+@pytest.mark.parametrize("spec", SPECS, ids=["bundle", "speech", "odd", "rect", "uneven"])
 def test_logmel_matches_float64_frame_by_frame_reference(spec: LogMelSpec) -> None:
     x = _test_signal(3 * spec.sample_rate_hz // 4, seed=1)
     got = logmel(x, spec)
