@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+
+from edge.errors import SoundwatchError
 
 
 def cmd_tone_bundle(args: argparse.Namespace) -> int:
@@ -12,6 +17,100 @@ def cmd_tone_bundle(args: argparse.Namespace) -> int:
 
     folder = make_tone_bundle(Path(args.folder))
     print(f"wrote {folder}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from trainer.annotations import load_any
+    from trainer.config import load_config
+    from trainer.train import TrainError, fit
+
+    overrides = {
+        key: value
+        for key, value in (
+            ("labels", args.labels.split(",") if args.labels else None),
+            ("mode", args.mode),
+            ("window_seconds", args.window_seconds),
+            ("training.epochs", args.epochs),
+            ("training.seed", args.seed),
+            ("training.device", args.device),
+            ("training.threads", args.threads),
+            ("validation.split", args.validation),
+            ("validation.share", args.share),
+            ("validation.folds", args.folds),
+            ("augment.background", args.background),
+        )
+        if value is not None
+    }
+    config = load_config(Path(args.config) if args.config else None, overrides)
+    out = Path(args.out)
+    if (out / "checkpoint.pt").exists() and not args.overwrite:
+        raise TrainError(f"{out}: already holds a run; choose another --out or pass --overwrite")
+    data = load_any(Path(args.data))
+    for problem in data.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    fit(config, data, out, command=args.command_line, progress=False if args.quiet else None)
+    print(f"wrote {out} (report: {out / 'report' / 'summary.md'})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from trainer.export import export_bundle
+    from trainer.train import load_run
+
+    run = load_run(Path(args.run_dir))
+    c = run.config
+    bundle = Path(args.bundle)
+    assert c.hop_seconds is not None  # a run's train.yaml is the resolved config
+    report = export_bundle(
+        run.model,
+        bundle,
+        name=args.name or bundle.name,
+        version=args.version or datetime.now(timezone.utc).strftime("%Y.%m.%d"),
+        labels=list(c.labels),
+        task=c.task,
+        sample_rate_hz=c.frontend.sample_rate_hz,
+        window_seconds=c.window_seconds,
+        hop_seconds=c.hop_seconds,
+        frontend=c.frontend,
+        thresholds=run.thresholds,
+        threshold_rule=run.threshold_rule,
+        events=dataclasses.asdict(c.events),
+        metrics=run.metrics,
+        calibration=run.calibration,
+        validation_x=run.validation_x,
+        validation_y=run.validation_y,
+        data_description=run.data_description,
+        # The card's "reproduce" block: the fit that made the run, then this export.
+        command=f"{run.command}\n{args.command_line}",
+        formats=tuple(args.formats.split(",")),
+        max_f1_drop=args.max_f1_drop,
+        licence=args.licence,
+    )
+    print(report.table())
+    print(f"wrote {bundle} in {report.seconds:.1f} s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from trainer.annotations import load_any
+    from trainer.evaluate import evaluate
+
+    data = load_any(Path(args.data))
+    for problem in data.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    out = Path(args.out) if args.out else None
+    report = evaluate(
+        Path(args.model),
+        data.annotations,
+        onset_tolerance_seconds=args.onset_tolerance,
+        model_file=args.file,
+        scan_dir=out / "scan" if out else None,
+    )
+    print(report.table())
+    if out:
+        report.write(out)
+        print(f"wrote {out / 'evaluation.json'} and {out / 'evaluation.csv'}")
     return 0
 
 
@@ -23,12 +122,83 @@ def parser() -> argparse.ArgumentParser:
     tone = sub.add_parser("tone-bundle", help="write the hand-made 1 kHz / 3 kHz tone bundle")
     tone.add_argument("folder", help="bundle folder to write, e.g. models/tone")
     tone.set_defaults(func=cmd_tone_bundle)
+
+    f = sub.add_parser("fit", help="train a model on annotated recordings into a run folder")
+    f.add_argument("--data", required=True, help="annotations (SongExplorer, Raven, CSV, folders)")
+    f.add_argument("--out", required=True, help="run folder to write, e.g. runs/flysong")
+    f.add_argument("-c", "--config", help="train.yaml with settings (default: built-in defaults)")
+    f.add_argument("--labels", help="comma-separated labels in output order (default: all found)")
+    f.add_argument("--mode", choices=["exclusive", "overlapped"], help="default: exclusive")
+    f.add_argument("--window-seconds", type=float, help="model input window, s (default: 0.2048)")
+    f.add_argument("--epochs", type=int, help="most epochs per model (default: 40)")
+    f.add_argument("--seed", type=int, help="random seed (default: 0)")
+    f.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
+    f.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    f.add_argument(
+        "--validation",
+        choices=["share", "recordings"],
+        help="hold out a share of each label's annotations, or whole recordings (default: share)",
+    )
+    f.add_argument("--share", type=float, help="share held out for validation (default: 0.2)")
+    f.add_argument("--folds", type=int, help="k-fold cross-validation with k models (default: 1)")
+    f.add_argument("--background", help="folder of recordings to mix in as augmentation")
+    f.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=cmd_fit)
+
+    export = sub.add_parser("export", help="export a training run as a checked model bundle")
+    export.add_argument("run_dir", help="run folder written by fit")
+    export.add_argument("--bundle", required=True, help="bundle folder to write, e.g. models/x")
+    export.add_argument("--name", help="bundle name (default: the folder name)")
+    export.add_argument("--version", help="bundle version (default: today, YYYY.MM.DD UTC)")
+    export.add_argument(
+        "--formats",
+        default="onnx-int8,tflite-int8,onnx-fp32",
+        help="comma-separated model files to write (default: %(default)s)",
+    )
+    export.add_argument(
+        "--max-f1-drop",
+        type=float,
+        default=0.01,
+        help="most F1 an int8 file may lose against fp32 on any label, 0.01 = one point"
+        " (default: %(default)s)",
+    )
+    export.add_argument(
+        "--licence",
+        default="not stated",
+        help="licence of the training data, for the model card (default: %(default)s)",
+    )
+    export.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("evaluate", help="score a bundle on densely annotated recordings")
+    ev.add_argument("--model", required=True, help="bundle folder")
+    ev.add_argument("--data", required=True, help="annotations (SongExplorer, Raven, CSV, folders)")
+    ev.add_argument(
+        "--onset-tolerance",
+        type=float,
+        default=0.2,
+        help="seconds between true and predicted onsets for an event match (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--file",
+        default="auto",
+        choices=["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"],
+        help="which model file to run (default: auto, as the edge picks)",
+    )
+    ev.add_argument("--out", help="folder for evaluation.json, evaluation.csv and scan outputs")
+    ev.set_defaults(func=cmd_evaluate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    # The exact command, for model cards.
+    args.command_line = shlex.join(["soundwatch-train", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args))
+    except SoundwatchError as err:
+        print(f"soundwatch-train: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

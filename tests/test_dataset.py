@@ -1,0 +1,275 @@
+"""Training windows, targets, augmentation and validation splits (trainer/dataset.py).
+
+No model is trained here; see test_train.py for that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.frontend import logmel
+from tests.audio import noise, rms, tone, tone_events, write_wav
+from trainer.annotations import Annotation
+from trainer.config import TrainConfig, resolve, with_overrides
+from trainer.dataset import (
+    Audio,
+    Augmenter,
+    DataError,
+    Windows,
+    label_examples,
+    splits,
+    window_features,
+)
+
+RATE_HZ = 4000
+
+
+def _config(**overrides: object) -> TrainConfig:
+    return resolve(with_overrides(TrainConfig(), dict(overrides)), RATE_HZ, ["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 s: noise, a 500 Hz tone at 2-4 s, a 1500 Hz tone at 10-11 s."""
+    samples = tone_events(RATE_HZ, 20.0, [(2.0, 4.0, 500.0), (10.0, 11.0, 1500.0)], seed=3)
+    return write_wav(tmp_path_factory.mktemp("data") / "rec.wav", samples, RATE_HZ, "FLOAT")
+
+
+def _ann(recording: Path, start: float, end: float, label: str) -> Annotation:
+    return Annotation(recording, start, end, label, f"test:{label}")
+
+
+def _windows(recording: Path, annotations: list[Annotation], config: TrainConfig) -> Windows:
+    examples = label_examples(annotations, config.labels, config.mode, config.negative_prefix)
+    audio = Audio([recording], RATE_HZ, config.window_samples)
+    return Windows(examples.items, audio, config, Augmenter(config.augment, []))
+
+
+def test_batch_features_equal_logmel_of_each_window_alone() -> None:
+    config = _config()
+    spec = config.frontend
+    rng = np.random.default_rng(0)
+    waves = rng.standard_normal((5, config.window_samples)).astype(np.float32)
+    batch = window_features(waves, spec)
+    assert batch.shape == (5, 1 + (config.window_samples - spec.n_fft) // spec.hop_length, 32)
+    for i in range(5):
+        np.testing.assert_allclose(batch[i], logmel(waves[i], spec), rtol=0, atol=1e-5)
+
+
+def test_range_windows_are_centred_inside_the_range(recording: Path) -> None:
+    config = _config()
+    windows = _windows(
+        recording, [_ann(recording, 2.0, 4.0, "a"), _ann(recording, 10.0, 11.0, "b")], config
+    )
+    chosen, centres = windows.draw(2000, np.random.default_rng(1))
+    a = centres[chosen == 0]
+    assert a.min() >= 2.0 and a.max() <= 4.0
+    assert a.min() < 2.05 and a.max() > 3.95  # spread over the whole range
+    b = centres[chosen == 1]
+    assert b.min() >= 10.0 and b.max() <= 11.0
+    # Balanced: each label drawn about half the time.
+    assert 0.45 < np.mean(chosen == 0) < 0.55
+
+
+def test_point_windows_stay_within_the_jitter(recording: Path) -> None:
+    config = _config(**{"windows.point_jitter": 0.25})
+    windows = _windows(
+        recording, [_ann(recording, 3.0, 3.0, "a"), _ann(recording, 10.5, 10.5, "b")], config
+    )
+    chosen, centres = windows.draw(2000, np.random.default_rng(2))
+    offsets = centres[chosen == 0] - 3.0
+    limit = 0.25 * config.window_seconds  # 51.2 ms
+    assert np.abs(offsets).max() <= limit
+    assert offsets.min() < -0.9 * limit and offsets.max() > 0.9 * limit
+
+
+def test_windows_hold_the_annotated_audio(recording: Path) -> None:
+    config = _config(**{"augment.gain_db": 0.0, "augment.noise_probability": 0.0})
+    windows = _windows(
+        recording, [_ann(recording, 2.0, 4.0, "a"), _ann(recording, 10.0, 11.0, "b")], config
+    )
+    x, y = windows.batch(64, np.random.default_rng(3))
+    # The 500 Hz tone sits in mel bands well below the 1500 Hz one: compare band energy.
+    low_band = x[:, :, :12].mean(axis=(1, 2))
+    is_a = y[:, 0] == 1
+    assert is_a.any() and (~is_a).any()
+    assert low_band[is_a].min() > low_band[~is_a].max()
+
+
+def test_fixed_validation_windows_spread_over_ranges_and_jitter(recording: Path) -> None:
+    config = _config(**{"windows.validation_windows": 4})
+    annotations = [_ann(recording, 2.0, 4.0, "a"), _ann(recording, 10.0, 10.0, "b")]
+    windows = _windows(recording, annotations, config)
+    x, y = windows.fixed()
+    assert x.shape[0] == 8 and y.shape == (8, 2)
+    np.testing.assert_array_equal(y[:4], [[1, 0]] * 4)
+    x2, _ = windows.fixed()
+    np.testing.assert_array_equal(x, x2)  # fixed: the same windows every time
+
+
+def test_exclusive_targets_are_one_hot_and_negatives_unused(recording: Path) -> None:
+    annotations = [
+        _ann(recording, 1, 2, "a"),
+        _ann(recording, 3, 4, "b"),
+        _ann(recording, 5, 6, "not_a"),
+    ]
+    examples = label_examples(annotations, ["a", "b"], "exclusive", "not_")
+    np.testing.assert_array_equal([e.target for e in examples.items], [[1, 0], [0, 1]])
+    assert examples.ignored == {"not_a": 1}
+
+
+def test_overlapped_targets_mark_unknown_labels_nan(recording: Path) -> None:
+    annotations = [
+        _ann(recording, 1, 2, "a"),
+        _ann(recording, 3, 4, "no-a"),
+        _ann(recording, 5, 6, "b"),
+    ]
+    examples = label_examples(annotations, ["a", "b"], "overlapped", "no-")
+    targets = np.array([e.target for e in examples.items])
+    np.testing.assert_array_equal(targets, [[1, np.nan], [0, np.nan], [np.nan, 1]])
+    assert examples.groups == ["a", "b", "no-a", "no-b"]
+    assert examples.counts() == {"a": 1, "b": 1, "no-a": 1, "no-b": 0}
+
+
+def test_label_without_annotations_is_a_clear_error(recording: Path) -> None:
+    with pytest.raises(DataError, match=r"no usable windows for label 'c'.*labels found: a"):
+        label_examples([_ann(recording, 1, 2, "a")], ["a", "c"], "exclusive", "not_")
+
+
+# --- augmentation ------------------------------------------------------------------------------
+
+
+def _augment(
+    config: TrainConfig, x: np.ndarray, seed: int, background: list[np.ndarray] | None = None
+) -> np.ndarray:
+    out = x.copy()
+    Augmenter(config.augment, background or []).waveform(out, np.random.default_rng(seed))
+    return out
+
+
+def test_gain_scales_each_window_within_the_range() -> None:
+    config = _config(**{"augment.gain_db": 6.0, "augment.noise_probability": 0.0})
+    x = np.tile(tone(500.0, 0.2, RATE_HZ, 0.3), (200, 1))
+    gains_db = 20 * np.log10(np.array([rms(w) for w in _augment(config, x, 0)]) / rms(x[0]))
+    assert gains_db.min() >= -6.0 - 1e-4 and gains_db.max() <= 6.0 + 1e-4
+    assert gains_db.min() < -5.0 and gains_db.max() > 5.0  # uniform over the range
+
+
+def test_noise_is_added_at_the_drawn_snr_to_the_chosen_share() -> None:
+    config = _config(
+        **{
+            "augment.gain_db": 0.0,
+            "augment.noise_probability": 0.5,
+            "augment.noise_snr_db": [10.0, 20.0],
+        }
+    )
+    x = np.tile(tone(500.0, 0.5, RATE_HZ, 0.3), (400, 1))
+    out = _augment(config, x, 1)
+    added = out - x
+    changed = np.array([rms(a) > 0 for a in added])
+    assert 0.4 < changed.mean() < 0.6
+    snr_db = 20 * np.log10(rms(x[0]) / np.array([rms(a) for a in added[changed]]))
+    assert snr_db.min() > 9.8 and snr_db.max() < 20.2
+    np.testing.assert_array_equal(out[~changed], x[~changed])
+
+
+def test_background_is_mixed_at_the_drawn_level() -> None:
+    config = _config(
+        **{
+            "augment.gain_db": 0.0,
+            "augment.noise_probability": 0.0,
+            "augment.background_probability": 1.0,
+            "augment.background_snr_db": [6.0, 6.0],
+        }
+    )
+    x = np.tile(tone(500.0, 0.2, RATE_HZ, 0.3), (20, 1))
+    background = [noise(3.0, RATE_HZ, 0.05, seed=9)]
+    added = _augment(config, x, 2, background) - x
+    for a in added:
+        assert 20 * np.log10(rms(x[0]) / rms(a)) == pytest.approx(6.0, abs=0.01)
+
+
+def test_specaugment_masks_set_bands_and_frames_to_the_window_mean() -> None:
+    config = _config(
+        **{
+            "augment.time_masks": 1,
+            "augment.time_mask_frames": 10,
+            "augment.freq_masks": 1,
+            "augment.freq_mask_bands": 5,
+        }
+    )
+    f = np.random.default_rng(0).standard_normal((50, 40, 32)).astype(np.float32)
+    out = f.copy()
+    Augmenter(config.augment, []).features(out, np.random.default_rng(1))
+    changed = out != f
+    assert changed.any()
+    for i in range(50):
+        masked = out[i][changed[i]]
+        np.testing.assert_allclose(masked, f[i].mean(), rtol=1e-6)
+        # One time mask (whole frames, at most 10) and one band mask (whole bands, at most 5).
+        frames = changed[i].all(axis=1)
+        bands = changed[i].all(axis=0)
+        assert frames.sum() <= 10 and bands.sum() <= 5
+        np.testing.assert_array_equal(changed[i], frames[:, None] | bands[None, :])
+
+
+def test_no_augmentation_when_everything_is_off(recording: Path) -> None:
+    config = _config(**{"augment.gain_db": 0.0, "augment.noise_probability": 0.0})
+    x = np.random.default_rng(0).standard_normal((8, 100)).astype(np.float32)
+    np.testing.assert_array_equal(_augment(config, x, 0), x)
+
+
+# --- splits ------------------------------------------------------------------------------------
+
+
+def _many(recordings: list[Path], per_label: dict[str, int]) -> list[Annotation]:
+    out = []
+    for label, n in per_label.items():
+        for i in range(n):
+            out.append(_ann(recordings[i % len(recordings)], i, i + 0.5, label))
+    return out
+
+
+def test_share_split_holds_out_a_share_of_every_label(recording: Path) -> None:
+    annotations = _many([recording], {"a": 20, "b": 5, "not_a": 3})
+    examples = label_examples(annotations, ["a", "b"], "overlapped", "not_")
+    ((train, val),) = splits(examples, "share", 0.2, 1, seed=0)
+    held = {
+        g: sum(examples.items[i].group == k for i in val) for k, g in enumerate(examples.groups)
+    }
+    assert held == {"a": 4, "b": 1, "not_a": 1, "not_b": 0}
+    assert sorted([*train, *val]) == list(range(len(annotations)))
+    ((_, val2),) = splits(examples, "share", 0.2, 1, seed=0)
+    np.testing.assert_array_equal(val, val2)  # deterministic for a seed
+    ((_, val3),) = splits(examples, "share", 0.2, 1, seed=1)
+    assert set(val3) != set(val)
+
+
+def test_folds_partition_the_annotations(recording: Path) -> None:
+    examples = label_examples(
+        _many([recording], {"a": 10, "b": 7}), ["a", "b"], "exclusive", "not_"
+    )
+    folds = splits(examples, "share", 0.2, 3, seed=0)
+    assert len(folds) == 3
+    vals = np.concatenate([v for _, v in folds])
+    assert sorted(vals) == list(range(17))
+    for train, val in folds:
+        assert not set(train) & set(val)
+        assert {examples.items[i].group for i in val} == {0, 1}  # every label in every fold
+
+
+def test_recording_split_holds_out_whole_recordings(tmp_path: Path, recording: Path) -> None:
+    others = [tmp_path / f"r{i}.wav" for i in range(3)]
+    examples = label_examples(
+        _many([recording, *others], {"a": 12, "b": 8}), ["a", "b"], "exclusive", "not_"
+    )
+    ((train, val),) = splits(examples, "recordings", 0.25, 1, seed=0)
+    val_recordings = {examples.items[i].annotation.recording for i in val}
+    train_recordings = {examples.items[i].annotation.recording for i in train}
+    assert len(val_recordings) == 1 and not val_recordings & train_recordings
+    with pytest.raises(DataError, match="at least 2 annotated recordings, found 1"):
+        one = label_examples(_many([recording], {"a": 4}), ["a"], "exclusive", "not_")
+        splits(one, "recordings", 0.2, 1, seed=0)

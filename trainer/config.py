@@ -1,0 +1,352 @@
+"""The training configuration: typed, frozen, validated at load, every default documented.
+
+Read with `edge.schema` like the edge's config, so a bad `train.yaml` names the key, the line and
+the value. Every key has a default; an empty file trains with them:
+
+    labels: [mel-pulse, mel-sine, ambient]
+    mode: exclusive
+    training: {epochs: 40, seed: 1}
+
+Some defaults depend on the data and are filled in by `resolve` once the recordings are known
+(`sample_rate_hz`, the frontend's frame sizes, `hop_seconds`, `labels`); the run folder keeps the
+resolved file (`<run>/train.yaml`), which trains the same model again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from edge import schema
+from edge.bundle import EventDefaults
+from edge.errors import ConfigError
+from edge.frontend import LogMelSpec
+from edge.schema import field
+from trainer.model import ModelConfig
+
+# Frame sizes derived from the sample rate when not given: the power of two nearest 25.6 ms of
+# audio (64 samples at 2500 Hz, 512 at 16 kHz) and a hop of 1/16 of it (4 and 32 samples), so
+# a 0.2 s window holds about 100 frames at any rate.
+_FFT_TARGET_SECONDS = 0.0256
+_HOPS_PER_FFT = 16
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Log-mel features, as the edge computes them (`edge.frontend.logmel`)."""
+
+    n_fft: int | None = field(
+        None, help="FFT size, samples (null: the power of two nearest 25.6 ms at the rate)"
+    )
+    win_length: int | None = field(None, help="analysis window, samples, <= n_fft (null: n_fft)")
+    hop_length: int | None = field(None, help="samples between frames (null: n_fft / 16)")
+    n_mels: int = field(32, help="mel bands")
+    window: Literal["hann", "hamming", "rect"] = field("hann", help="analysis window shape")
+    fmin_hz: float = field(50.0, help="lowest mel frequency, Hz")
+    fmax_hz: float | None = field(None, help="highest mel frequency, Hz (null: Nyquist)")
+    power: float = field(2.0, help="1: magnitude, 2: power spectrum")
+    log_offset: float = field(1e-6, help="features are ln(mel + log_offset)")
+    mel_scale: Literal["htk", "slaney"] = field("htk", help="mel formula")
+    norm: Literal["slaney"] | None = field(None, help="mel filter normalisation")
+
+
+@dataclass(frozen=True)
+class WindowsConfig:
+    """How training windows are drawn from the annotations."""
+
+    point_jitter: float = field(
+        0.25,
+        help="point annotations: window centre drawn within +-this fraction of a window",
+    )
+    balance: bool = field(
+        True,
+        help="draw each label (and each not_ label) equally often; false: each annotation",
+    )
+    windows_per_epoch: int = field(2048, help="training windows drawn per epoch")
+    validation_windows: int = field(
+        5,
+        help="validation windows per annotation: spread over a range, or over the jitter of a"
+        " point",
+    )
+    calibration_windows: int = field(
+        256, help="training windows kept in the run for int8 calibration at export"
+    )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random changes to each training window (never to validation windows)."""
+
+    gain_db: float = field(6.0, help="random gain within +-this, dB (0: off)")
+    noise_probability: float = field(0.5, help="share of windows that get white noise added")
+    noise_snr_db: list[float] = field(
+        factory=lambda: [10.0, 40.0],
+        help="signal-to-noise ratio of the added noise, dB: [low, high], drawn uniformly",
+    )
+    shift_seconds: float = field(
+        0.0, help="extra random shift of every window centre within +-this, s (0: off)"
+    )
+    background: str | None = field(
+        None, help="folder of recordings to mix in (null: none); relative to the config file"
+    )
+    background_probability: float = field(0.5, help="share of windows that get background mixed")
+    background_snr_db: list[float] = field(
+        factory=lambda: [0.0, 20.0],
+        help="window-to-background level ratio, dB: [low, high], drawn uniformly",
+    )
+    time_masks: int = field(0, help="SpecAugment: time masks per window (0: off)")
+    time_mask_frames: int = field(8, help="SpecAugment: widest time mask, frames")
+    freq_masks: int = field(0, help="SpecAugment: frequency masks per window (0: off)")
+    freq_mask_bands: int = field(4, help="SpecAugment: widest frequency mask, mel bands")
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.gain_db < 0:
+            out.append(("gain_db", f"must be 0 (off) or positive, got {self.gain_db}"))
+        if self.shift_seconds < 0:
+            out.append(("shift_seconds", f"must be 0 (off) or positive, got {self.shift_seconds}"))
+        for name in ("noise_probability", "background_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                out.append((name, f"must be within 0..1, got {value}"))
+        for name in ("noise_snr_db", "background_snr_db"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or pair[0] > pair[1]:
+                out.append((name, f"must be [low, high] with low <= high, got {pair}"))
+        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
+            if getattr(self, name) < 0:
+                out.append((name, f"must be 0 or more, got {getattr(self, name)}"))
+        return out
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = field(40, help="most epochs per model (early stopping may end sooner)")
+    patience: int = field(
+        10, help="stop after this many epochs without a better validation macro F1 (0: never)"
+    )
+    batch_size: int = field(64, help="windows per optimisation step")
+    learning_rate: float = field(3e-3, help="AdamW learning rate (cosine decay to 0 over epochs)")
+    weight_decay: float = field(1e-2, help="AdamW weight decay")
+    seed: int = field(0, help="seeds every random draw: same seed, same weights (on the CPU)")
+    device: Literal["auto", "cpu", "cuda"] = field(
+        "auto", help="auto: CUDA with mixed precision when a GPU is visible, else the CPU"
+    )
+    threads: int | None = field(None, help="CPU threads for torch (null: torch's default)")
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                out.append((name, f"must be at least 1, got {getattr(self, name)}"))
+        if self.patience < 0:
+            out.append(("patience", f"must be 0 or more, got {self.patience}"))
+        if not self.learning_rate > 0:
+            out.append(("learning_rate", f"must be positive, got {self.learning_rate}"))
+        if self.weight_decay < 0:
+            out.append(("weight_decay", f"must be 0 or more, got {self.weight_decay}"))
+        if self.threads is not None and self.threads < 1:
+            out.append(("threads", f"must be at least 1, got {self.threads}"))
+        return out
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    split: Literal["share", "recordings"] = field(
+        "share",
+        help="share: hold out a share of each label's annotations; recordings: hold out whole"
+        " recordings (tests generalisation to new recordings)",
+    )
+    share: float = field(0.2, help="share held out for validation, 0..1 (unused with folds > 1)")
+    folds: int = field(
+        1,
+        help="k > 1: k-fold cross-validation, k models; the run keeps the best fold's model and"
+        " reports the mean and spread over folds",
+    )
+    precision_recall_ratio: float = field(
+        1.0,
+        help="per-label thresholds: where precision / recall on validation is closest to this",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if not 0.0 < self.share < 1.0:
+            out.append(("share", f"must be between 0 and 1, got {self.share}"))
+        if self.folds < 1:
+            out.append(("folds", f"must be at least 1, got {self.folds}"))
+        if not self.precision_recall_ratio > 0:
+            out.append(("precision_recall_ratio", "must be positive"))
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    labels: list[str] = field(
+        factory=list,
+        help="labels in model output order (empty: every label found, negatives excluded)",
+    )
+    mode: Literal["exclusive", "overlapped"] = field(
+        "exclusive",
+        help="exclusive: one label per window (softmax); overlapped: a yes/no per label"
+        " (sigmoid), negatives from not_<label> annotations, other labels unknown",
+    )
+    negative_prefix: str = field("not_", help="overlapped mode: '<prefix><label>' means 'not'")
+    sample_rate_hz: int | None = field(
+        None, help="model sample rate, Hz (null: the recordings'); others are resampled"
+    )
+    window_seconds: float = field(0.2048, help="audio span of one model input, s")
+    hop_seconds: float | None = field(
+        None,
+        help="default stride between windows on the edge, s; a multiple of the frame hop"
+        " (null: about a quarter window)",
+    )
+    features: FeaturesConfig = field(factory=FeaturesConfig, help="log-mel features")
+    windows: WindowsConfig = field(factory=WindowsConfig, help="window drawing")
+    augment: AugmentConfig = field(factory=AugmentConfig, help="augmentation")
+    model: ModelConfig = field(factory=ModelConfig, help="the CNN")
+    training: TrainingConfig = field(factory=TrainingConfig, help="optimisation")
+    validation: ValidationConfig = field(factory=ValidationConfig, help="validation")
+    events: EventDefaults = field(
+        factory=EventDefaults, help="event detector defaults written to the bundle"
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if len(set(self.labels)) != len(self.labels):
+            out.append(("labels", "labels must be unique"))
+        for label in self.labels:
+            if self.negative_prefix and label.startswith(self.negative_prefix):
+                message = f"{label!r} is a negative label (prefix {self.negative_prefix!r})"
+                out.append(("labels", message))
+        if not self.window_seconds > 0:
+            out.append(("window_seconds", f"must be positive, got {self.window_seconds}"))
+        if self.hop_seconds is not None and not self.hop_seconds > 0:
+            out.append(("hop_seconds", f"must be positive, got {self.hop_seconds}"))
+        if self.sample_rate_hz is not None and self.sample_rate_hz < 1:
+            out.append(("sample_rate_hz", f"must be positive, got {self.sample_rate_hz}"))
+        if self.mode == "overlapped" and not self.negative_prefix:
+            out.append(("negative_prefix", "overlapped mode needs a prefix for negatives"))
+        return out
+
+    @property
+    def task(self) -> Literal["multiclass", "multilabel"]:
+        """The bundle's task: multiclass (softmax) for exclusive, multilabel (sigmoid)."""
+        return "multiclass" if self.mode == "exclusive" else "multilabel"
+
+    @property
+    def frontend(self) -> LogMelSpec:
+        """The log-mel spec; only on a resolved config (sample rate and frame sizes known)."""
+        f = self.features
+        if self.sample_rate_hz is None or f.n_fft is None or f.hop_length is None:
+            raise ConfigError("trainer config: frontend asked for before the config was resolved")
+        return LogMelSpec(
+            sample_rate_hz=self.sample_rate_hz,
+            n_fft=f.n_fft,
+            win_length=f.win_length or f.n_fft,
+            hop_length=f.hop_length,
+            n_mels=f.n_mels,
+            window=f.window,
+            fmin_hz=f.fmin_hz,
+            fmax_hz=f.fmax_hz,
+            power=f.power,
+            log_offset=f.log_offset,
+            mel_scale=f.mel_scale,
+            norm=f.norm,
+        )
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one model input window at the model rate (resolved config only)."""
+        assert self.sample_rate_hz is not None
+        return round(self.window_seconds * self.sample_rate_hz)
+
+
+def resolve(config: TrainConfig, sample_rate_hz: int, labels: list[str]) -> TrainConfig:
+    """Fill in what depends on the data: rate, labels, frame sizes, hop; check the result.
+
+    `sample_rate_hz` is the recordings' rate (used when the config gives none) and `labels`
+    the labels found (used when the config lists none). Raises ConfigError naming the key.
+    """
+    rate = config.sample_rate_hz or sample_rate_hz
+    f = config.features
+    n_fft = f.n_fft or 2 ** max(3, round(math.log2(_FFT_TARGET_SECONDS * rate)))
+    hop_length = f.hop_length or max(1, n_fft // _HOPS_PER_FFT)
+    features = replace(f, n_fft=n_fft, win_length=f.win_length or n_fft, hop_length=hop_length)
+    resolved = replace(
+        config,
+        sample_rate_hz=rate,
+        labels=list(config.labels or labels),
+        features=features,
+    )
+    spec_problems = resolved.frontend.validate()
+    if spec_problems:
+        raise ConfigError("trainer config: features: " + "; ".join(spec_problems))
+    window = resolved.window_samples
+    if window < n_fft:
+        raise ConfigError(
+            f"trainer config: window_seconds {config.window_seconds} is {window} samples at"
+            f" {rate} Hz, shorter than n_fft ({n_fft})"
+        )
+    if config.hop_seconds is None:
+        hops = max(1, round(window / 4 / hop_length))
+        hop_seconds = hops * hop_length / rate
+    else:
+        hop_seconds = config.hop_seconds
+        hop = round(hop_seconds * rate)
+        if hop < 1 or hop % hop_length:
+            raise ConfigError(
+                f"trainer config: hop_seconds {hop_seconds} is {hop} samples at {rate} Hz, not a"
+                f" multiple of the frame hop ({hop_length} samples); try"
+                f" {max(1, round(hop / hop_length)) * hop_length / rate:g}"
+            )
+    return replace(resolved, hop_seconds=hop_seconds)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config in `path` (None: the defaults) with dotted-key `overrides` applied.
+
+    Overrides come from the command line (`{"training.epochs": 5}`) and are checked like the
+    file's own values. A relative `augment.background` is taken from the file's folder.
+    """
+    data: dict[str, Any] = {}
+    lines = schema.Where.nowhere("<defaults>")
+    if path is not None:
+        loaded, lines = schema.parse_yaml(schema.read_text(path), str(path))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        data = loaded or {}
+    config = schema.build(TrainConfig, data, lines)
+    background = config.augment.background
+    if path is not None and background and not Path(background).is_absolute():
+        augment = replace(config.augment, background=str(path.parent / background))
+        config = replace(config, augment=augment)
+    if overrides:
+        config = with_overrides(config, overrides)
+    return config
+
+
+def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """`config` with dotted keys set (`"training.seed": 3`), checked like a config file."""
+    data = to_dict(config)
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        section = data
+        for part in parents:
+            section = section[part]
+        section[last] = value
+    return schema.build(TrainConfig, data, schema.Where.nowhere("<command line>"))
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain data (dicts, lists, scalars) that `schema.build` turns back into `config`."""
+    return dataclasses.asdict(config)
+
+
+def dump(config: TrainConfig) -> str:
+    """The config as YAML text, loadable with `load_config`."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None, width=100)

@@ -1,0 +1,334 @@
+"""Dense evaluation: score a bundle on fully annotated recordings with the edge's own `scan`.
+
+`soundwatch-train evaluate --model <bundle> --data <annotations>` runs `edge.scan.scan` (the
+same code as `soundwatch scan`: frontend, runtime, per-second maxima, event detector with the
+bundle's thresholds and event defaults) over every annotated recording, reads back the
+per-second CSV and the events JSONL it wrote, and counts, per label:
+
+- segment-based, 1 s: a second is true when an annotation of the label overlaps it (a point
+  annotation falls in it) and predicted when its per-second probability is at least the
+  label's threshold. Seconds the edge could not analyse (stream edges, gaps) are left out and
+  counted.
+- event-based: a predicted event matches a true one of the same label when their onsets are
+  within the tolerance; each true and each predicted event is matched at most once.
+
+"Dense" means every occurrence of every scored label is annotated: whatever is not annotated
+counts as absent. Annotation labels that are not the bundle's (e.g. `not_<label>`) are ignored.
+No torch here: evaluating a bundle needs only the edge and the annotation loaders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Protocol
+
+from edge.errors import SoundwatchError
+
+FileChoice = Literal["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"]
+SEGMENT_SECONDS = 1.0  # the edge's per-second rows
+DEFAULT_ONSET_TOLERANCE_SECONDS = 0.2
+
+
+class EvaluateError(SoundwatchError):
+    """Evaluation cannot run (no annotations for the bundle's labels, unreadable recording)."""
+
+
+class Annotated(Protocol):
+    """What evaluation needs of an annotation (`trainer.annotations.Annotation` has it)."""
+
+    @property
+    def recording(self) -> Path: ...
+    @property
+    def start_seconds(self) -> float: ...
+    @property
+    def end_seconds(self) -> float: ...
+    @property
+    def label(self) -> str: ...
+
+
+def f1_score(tp: int, fp: int, fn: int) -> float | None:
+    """2TP / (2TP + FP + FN); None when undefined (nothing to find and nothing found)."""
+    denominator = 2 * tp + fp + fn
+    return None if denominator == 0 else 2 * tp / denominator
+
+
+@dataclass
+class Counts:
+    """True positives, false positives, false negatives, and the figures they give."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.tp, self.fp, self.fn = self.tp + other.tp, self.fp + other.fp, self.fn + other.fn
+
+    @property
+    def precision(self) -> float | None:
+        return None if self.tp + self.fp == 0 else self.tp / (self.tp + self.fp)
+
+    @property
+    def recall(self) -> float | None:
+        return None if self.tp + self.fn == 0 else self.tp / (self.tp + self.fn)
+
+    @property
+    def f1(self) -> float | None:
+        return f1_score(self.tp, self.fp, self.fn)
+
+    def figures(self) -> dict[str, float | int | None]:
+        return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
+
+
+@dataclass
+class LabelScores:
+    label: str
+    threshold: float
+    segment: Counts = field(default_factory=Counts)
+    event: Counts = field(default_factory=Counts)
+
+
+@dataclass
+class EvaluationReport:
+    """Per-label segment (1 s) and event figures over all recordings."""
+
+    model: str
+    labels: list[LabelScores]
+    recordings: int
+    onset_tolerance_seconds: float
+    seconds_scored: int = 0
+    seconds_excluded: int = 0  # not analysed by the edge (stream edges, gaps)
+    ignored_labels: list[str] = field(default_factory=list)  # in the annotations, not the model
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "recordings": self.recordings,
+            "onset_tolerance_seconds": self.onset_tolerance_seconds,
+            "segment_seconds": SEGMENT_SECONDS,
+            "seconds_scored": self.seconds_scored,
+            "seconds_excluded": self.seconds_excluded,
+            "ignored_labels": self.ignored_labels,
+            "labels": {
+                s.label: {
+                    "threshold": s.threshold,
+                    "segment": s.segment.figures(),
+                    "event": s.event.figures(),
+                }
+                for s in self.labels
+            },
+        }
+
+    def table(self) -> str:
+        """A fixed-width table for the terminal: one row per label."""
+        head = (
+            f"{'label':<16} {'thr':>5} | {'seg P':>6} {'seg R':>6} {'seg F1':>6} {'tp/fp/fn':>14}"
+            f" | {'ev P':>6} {'ev R':>6} {'ev F1':>6} {'tp/fp/fn':>14}"
+        )
+        rows = [head, "-" * len(head)]
+        for s in self.labels:
+            seg, ev = s.segment, s.event
+            rows.append(
+                f"{s.label:<16} {s.threshold:>5.2f} | {_pct(seg.precision)} {_pct(seg.recall)}"
+                f" {_pct(seg.f1)} {f'{seg.tp}/{seg.fp}/{seg.fn}':>14} | {_pct(ev.precision)}"
+                f" {_pct(ev.recall)} {_pct(ev.f1)} {f'{ev.tp}/{ev.fp}/{ev.fn}':>14}"
+            )
+        rows.append(
+            f"{self.recordings} recording(s), {self.seconds_scored} s scored"
+            f" ({self.seconds_excluded} s not analysed, left out), onset tolerance"
+            f" {self.onset_tolerance_seconds:g} s"
+        )
+        if self.ignored_labels:
+            rows.append(
+                f"annotation labels not in the model, ignored: {', '.join(self.ignored_labels)}"
+            )
+        return "\n".join(rows)
+
+    def write(self, out: Path) -> None:
+        """`evaluation.json` (everything) and `evaluation.csv` (one row per label) in `out`."""
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        with (out / "evaluation.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            kinds = ("segment", "event")
+            stats = ("tp", "fp", "fn", "precision", "recall", "f1")
+            writer.writerow(["label", "threshold", *(f"{k}_{s}" for k in kinds for s in stats)])
+            for s in self.labels:
+                figures = [s.segment.figures(), s.event.figures()]
+                writer.writerow(
+                    [s.label, s.threshold, *(_cell(f[x]) for f in figures for x in stats)]
+                )
+
+
+def _pct(value: float | None) -> str:
+    return f"{'-':>6}" if value is None else f"{value:>6.3f}"
+
+
+def _cell(value: float | int | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+# ------------------------------------------------------------------------------- counting
+
+
+def segment_counts(
+    truth: Sequence[tuple[float, float]], seconds: dict[int, float], threshold: float
+) -> Counts:
+    """Counts over the analysed seconds (second index -> probability) of one recording.
+
+    truth: (start, end) seconds of the label's annotations; start == end for a point. Second
+    i covers [i, i + 1): true when an interval overlaps it (a point falls in it).
+    """
+    true_seconds: set[int] = set()
+    for start, end in truth:
+        first = math.floor(start)
+        last = first if end <= start else math.ceil(end) - 1  # end is exclusive
+        true_seconds.update(range(first, last + 1))
+    counts = Counts()
+    for i, p in seconds.items():
+        truth_i, predicted = i in true_seconds, p >= threshold
+        counts.tp += truth_i and predicted
+        counts.fp += predicted and not truth_i
+        counts.fn += truth_i and not predicted
+    return counts
+
+
+def event_counts(
+    true_onsets: Sequence[float], predicted_onsets: Sequence[float], tolerance_seconds: float
+) -> Counts:
+    """Match onsets one to one within the tolerance; the most matches possible.
+
+    Greedy in time order is optimal here: every predicted onset accepts the same width of
+    true onsets, so taking the earliest unmatched true onset in reach never blocks a later one.
+    """
+    truth = sorted(true_onsets)
+    matched = 0
+    j = 0
+    for onset in sorted(predicted_onsets):
+        while j < len(truth) and truth[j] < onset - tolerance_seconds - 1e-9:
+            j += 1  # too early for this and every later prediction
+        if j < len(truth) and truth[j] <= onset + tolerance_seconds + 1e-9:
+            matched += 1
+            j += 1
+    return Counts(matched, len(predicted_onsets) - matched, len(truth) - matched)
+
+
+def read_seconds(path: Path, labels: list[str]) -> tuple[dict[str, dict[int, float]], int]:
+    """Per label, analysed second index -> probability, from a scan `.probabilities.csv`;
+    and how many seconds were not analysed."""
+    out: dict[str, dict[int, float]] = {label: {} for label in labels}
+    excluded = 0
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["status"] != "analysed":
+                excluded += 1
+                continue
+            i = round(float(row["offset_seconds"]) / SEGMENT_SECONDS)
+            for label in labels:
+                out[label][i] = float(row[label])
+    return out, excluded
+
+
+def read_onsets(path: Path, labels: list[str]) -> dict[str, list[float]]:
+    """Per label, onsets (s from the recording's start) of the events in a scan JSONL."""
+    out: dict[str, list[float]] = {label: [] for label in labels}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        message = json.loads(line)
+        if message["type"] == "end" and message["label"] in out:
+            out[message["label"]].append(float(message["start_offset"]))
+    return out
+
+
+def score_recording(
+    report: EvaluationReport,
+    annotations: Sequence[Annotated],
+    probabilities_csv: Path,
+    events_jsonl: Path,
+) -> None:
+    """Add one scanned recording (its annotations and scan outputs) to `report`."""
+    labels = [s.label for s in report.labels]
+    seconds, excluded = read_seconds(probabilities_csv, labels)
+    onsets = read_onsets(events_jsonl, labels)
+    report.seconds_scored += len(seconds[labels[0]]) if labels else 0
+    report.seconds_excluded += excluded
+    for s in report.labels:
+        mine = [a for a in annotations if a.label == s.label]
+        s.segment.add(
+            segment_counts([(a.start_seconds, a.end_seconds) for a in mine], seconds[s.label],
+                           s.threshold)
+        )  # fmt: skip
+        s.event.add(
+            event_counts([a.start_seconds for a in mine], onsets[s.label],
+                         report.onset_tolerance_seconds)
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- the scan
+
+
+def evaluate(
+    bundle: Path,
+    annotations: Sequence[Annotated],
+    *,
+    onset_tolerance_seconds: float = DEFAULT_ONSET_TOLERANCE_SECONDS,
+    model_file: FileChoice = "auto",
+    scan_dir: Path | None = None,
+) -> EvaluationReport:
+    """Scan every annotated recording with `bundle` and count against `annotations`.
+
+    model_file: which of the bundle's files to run (auto: as the edge picks). scan_dir: keep
+    the scan's outputs there (one numbered folder per recording); a temporary folder otherwise.
+    """
+    from edge.app import build_analyzer
+    from edge.config import load_config
+    from edge.scan import SCAN_BATCH_WINDOWS, output_bases, scan
+
+    if not onset_tolerance_seconds >= 0:
+        raise EvaluateError(f"onset tolerance {onset_tolerance_seconds}: must be 0 s or more")
+    loaded = load_config(None)
+    c = loaded.config
+    model = replace(c.model, path=str(Path(bundle).resolve()), file=model_file)
+    loaded = replace(loaded, config=replace(c, model=model))
+    loaded_bundle, analyzer = build_analyzer(loaded, [], batch_windows=SCAN_BATCH_WINDOWS)
+    m = loaded_bundle.manifest
+    kept = set(m.labels)
+    report = EvaluationReport(
+        model=f"{m.name} {m.version} ({analyzer.backend.path.name})",
+        labels=[LabelScores(s.label, s.rules.threshold) for s in analyzer.labels],
+        recordings=0,
+        onset_tolerance_seconds=onset_tolerance_seconds,
+        ignored_labels=sorted({a.label for a in annotations} - kept),
+    )
+    by_recording: dict[Path, list[Annotated]] = {}
+    for a in annotations:
+        by_recording.setdefault(Path(a.recording), []).append(a)
+    try:
+        if not any(a.label in kept for a in annotations):
+            raise EvaluateError(
+                f"no annotations of the model's labels ({', '.join(m.labels)}); "
+                f"the annotations have: {', '.join(report.ignored_labels) or 'none'}"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(scan_dir) if scan_dir is not None else Path(tmp)
+            for i, (recording, mine) in enumerate(sorted(by_recording.items())):
+                # One folder per recording: two recordings may share a file name.
+                out = root / f"{i:04d}"
+                result = scan(analyzer, [recording], out, device="evaluate", progress=False)
+                if result.files_skipped or result.files_scored != 1:
+                    raise EvaluateError(f"{recording}: could not be scanned (see the log above)")
+                base = output_bases([recording], out)[recording]
+                score_recording(
+                    report,
+                    mine,
+                    base.with_name(base.name + ".probabilities.csv"),
+                    base.with_name(base.name + ".events.jsonl"),
+                )
+                report.recordings += 1
+    finally:
+        analyzer.backend.close()
+    return report

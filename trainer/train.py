@@ -1,0 +1,443 @@
+"""Training: annotations in, a run folder out (model, thresholds, validation figures, report).
+
+`fit` reads top to bottom: label the annotations, read the recordings, split off validation,
+train one model per fold, keep the best fold's model, choose thresholds on its validation
+windows, and (with a run folder) `save_run` and write the report. `load_run` reads a run folder
+back as a `Trained`, which is what export uses.
+
+Devices: `training.device` auto picks CUDA when torch sees a GPU, else the CPU. On CUDA the
+forward pass runs under `torch.autocast` in bfloat16 where the GPU supports it (no loss scaling
+needed), else float16 with a `GradScaler`; on the CPU everything is float32. The CPU path is
+bit-for-bit reproducible for a seed (same machine, same thread count); CUDA runs are seeded
+and use deterministic cuDNN, but autocast reductions may still differ in the last bits.
+
+k-fold (`validation.folds` k > 1): k models, each validated on its own fold. The run keeps the
+model of the fold with the best validation macro F1, with its thresholds and windows, and the
+report gives the mean and spread over folds as the estimate of accuracy on new data. (A final
+model trained on all the data would have no validation windows left to choose its thresholds,
+stop early, or check the int8 export against.)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge.audiofile import AudioFile
+from edge.errors import SoundwatchError
+from trainer import report
+from trainer.annotations import AnnotationSet
+from trainer.config import TrainConfig, dump, load_config, resolve
+from trainer.dataset import (
+    Audio,
+    Augmenter,
+    DataError,
+    Examples,
+    Windows,
+    label_examples,
+    load_background,
+    splits,
+)
+from trainer.model import (
+    SoundCNN,
+    count_parameters,
+    load_checkpoint,
+    loss_for,
+    save_checkpoint,
+)
+
+_PREDICT_BATCH = 1024
+
+
+class TrainError(SoundwatchError):
+    """Training cannot start or a run folder cannot be read; the message says what and where."""
+
+
+@dataclass
+class Trained:
+    """A trained model with everything export needs (see trainer.md / the run folder)."""
+
+    model: torch.nn.Module  # float32, eval(); (N, frames, mels) -> (N, labels) probabilities
+    config: TrainConfig  # resolved: labels, task, rate, window, hop, frontend, events
+    thresholds: dict[str, float]
+    threshold_rule: dict[str, Any]
+    metrics: dict[str, Any]
+    calibration: np.ndarray  # float32 (K, frames, mels) training windows, int8 calibration
+    validation_x: np.ndarray  # float32 (N, frames, mels)
+    validation_y: np.ndarray  # float32 (N, labels), NaN where unknown
+    data_description: str
+    command: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- device and precision -------------------------------------------------------------------------
+
+
+def resolve_device(wanted: str) -> torch.device:
+    """`auto`: CUDA if torch sees a GPU, else the CPU; `cuda` without a GPU is an error."""
+    if wanted == "cpu":
+        return torch.device("cpu")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise TrainError(f"device cuda: torch ({torch.__version__}, {build}) sees no CUDA GPU")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs: autocast dtype (None: float32) and whether to scale the loss."""
+
+    autocast_dtype: torch.dtype | None
+    grad_scaler: bool
+
+
+def precision_for(device: torch.device, bf16_supported: bool | None = None) -> Precision:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16 + GradScaler); float32
+    on the CPU. `bf16_supported` None asks the GPU."""
+    if device.type != "cuda":
+        return Precision(None, False)
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    # float16 has a narrow exponent: small gradients underflow unless the loss is scaled.
+    return Precision(torch.bfloat16, False) if bf16_supported else Precision(torch.float16, True)
+
+
+# --- fit ------------------------------------------------------------------------------------------
+
+
+def fit(
+    config: TrainConfig,
+    data: AnnotationSet,
+    run_dir: Path | None = None,
+    *,
+    command: str = "",
+    log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
+) -> Trained:
+    """Train on `data` as `config` says; with `run_dir`, write the run folder and report."""
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    show = sys.stderr.isatty() if progress is None else progress
+    began = time.perf_counter()
+    t = config.training
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    if device.type == "cuda":  # seeded runs should not depend on cuDNN's algorithm search
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+    # Labels: the config's, or every positive label found; then each annotation's target.
+    found = [
+        label for label in data.labels() if not label.startswith(config.negative_prefix or "\0")
+    ]
+    config = resolve(config, _sample_rate(config, data), config.labels or found)
+    examples = label_examples(data.annotations, config.labels, config.mode, config.negative_prefix)
+    for label, count in sorted(examples.ignored.items()):
+        say(f"not used: {count} annotations labelled {label!r} ({config.mode} mode)")
+    for label in examples.without_negatives():
+        say(
+            f"warning: no {config.negative_prefix}{label} annotations: {label!r} learns from"
+            " positives only, so it will say yes to everything"
+        )
+
+    # Audio once, in memory, at the model rate.
+    recordings = sorted({e.annotation.recording for e in examples.items})
+    audio = Audio(recordings, config.sample_rate_hz or 0, config.window_samples)
+    augmenter = Augmenter(
+        config.augment, load_background(config.augment.background, config.sample_rate_hz or 0)
+    )
+    v = config.validation
+    folds = splits(examples, v.split, v.share, v.folds, t.seed)
+
+    results = []
+    for fold, (train_idx, val_idx) in enumerate(folds):
+        _check_split(examples, train_idx, val_idx, config.labels, fold, len(folds), say)
+        train_windows = Windows([examples.items[i] for i in train_idx], audio, config, augmenter)
+        val_x, val_y = Windows(
+            [examples.items[i] for i in val_idx], audio, config, augmenter
+        ).fixed()
+        result = _train_fold(
+            config, train_windows, val_x, val_y, device, fold, len(folds), run_dir, say, show
+        )
+        result["train_windows"] = train_windows
+        results.append(result)
+
+    # The run's model: the best fold's (the only one without k-fold).
+    kept = int(np.argmax([r["best"]["macro_f1"] for r in results]))
+    chosen = results[kept]
+    ratio = v.precision_recall_ratio
+    scored = report.score_labels(config.labels, chosen["val_y"], chosen["scores"], ratio)
+    thresholds = {label: m["threshold"] for label, m in scored["per_label"].items()}
+    model = chosen["model"]
+    rng = np.random.default_rng([t.seed, 104729])
+    calibration, _ = chosen["train_windows"].batch(
+        config.windows.calibration_windows, rng, augment=False
+    )
+    history = [row for r in results for row in r["history"]]
+    seconds = time.perf_counter() - began
+    metrics: dict[str, Any] = {
+        "task": config.task,
+        "labels": config.labels,
+        **scored,
+        "threshold_rule": {"precision_recall_ratio": ratio},
+        "best_epoch": chosen["best"]["epoch"],
+        "epochs_run": chosen["history"][-1]["epoch"],
+        "train_seconds": round(seconds, 1),
+        "device": str(device),
+        "parameters": count_parameters(model),
+    }
+    if config.task == "multiclass":
+        metrics["accuracy"] = float(
+            np.mean(chosen["scores"].argmax(axis=1) == chosen["val_y"].argmax(axis=1))
+        )
+    if len(results) > 1:
+        metrics["cross_validation"] = report.cross_validation(config.labels, results, kept, ratio)
+    metrics = report.clean(metrics)  # undefined figures are None (null in JSON), not NaN
+    description = report.describe_data(config, examples, folds[kept], kept, len(folds), audio)
+    trained = Trained(
+        model=model,
+        config=config,
+        thresholds=thresholds,
+        threshold_rule={"precision_recall_ratio": ratio},
+        metrics=metrics,
+        calibration=calibration,
+        validation_x=chosen["val_x"],
+        validation_y=chosen["val_y"],
+        data_description=description,
+        command=command,
+        history=history,
+    )
+    line = ", ".join(f"{k} F1 {_f(m['f1'])}" for k, m in scored["per_label"].items())
+    say(f"validation: {line}; macro F1 {_f(scored['macro_f1'])} ({seconds:.0f} s)")
+    if run_dir is not None:
+        save_run(run_dir, trained)
+        report.write_report(
+            run_dir / "report",
+            trained,
+            chosen["scores"],
+            summary_lines=[
+                f"Command: `{command}`" if command else "",
+                f"Data: {description}",
+                f"Model: {count_parameters(model):,} parameters ({config.model.channels} channels,"
+                f" {config.task}); trained {seconds:.0f} s on {device}, best epoch"
+                f" {metrics['best_epoch']} of {metrics['epochs_run']}.",
+            ],
+        )
+    return trained
+
+
+def _sample_rate(config: TrainConfig, data: AnnotationSet) -> int:
+    """The model rate: the config's, else the recordings' (which must then agree)."""
+    if config.sample_rate_hz:
+        return config.sample_rate_hz
+    rates: dict[int, Path] = {}
+    for path in data.recordings():
+        with AudioFile.open(path) as audio:
+            rates.setdefault(audio.sample_rate_hz, path)
+    if not rates:
+        raise DataError("no usable annotations: nothing to train on")
+    if len(rates) > 1:
+        listed = ", ".join(f"{p.name} {r} Hz" for r, p in sorted(rates.items()))
+        raise DataError(f"recordings have different sample rates ({listed}): set sample_rate_hz")
+    return next(iter(rates))
+
+
+def _check_split(
+    examples: Examples,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    labels: list[str],
+    fold: int,
+    n_folds: int,
+    say: Callable[[str], None],
+) -> None:
+    where = f"fold {fold + 1} of {n_folds}: " if n_folds > 1 else ""
+    train_groups = {examples.items[i].group for i in train_idx}
+    val_groups = {examples.items[i].group for i in val_idx}
+    for g, label in enumerate(labels):
+        if g not in train_groups:
+            raise DataError(
+                f"{where}no usable training windows for label {label!r}: its"
+                f" {examples.counts()[label]} annotation(s) are all held out for validation"
+            )
+        if g not in val_groups:
+            say(f"warning: {where}no validation annotations for {label!r}: its F1 is not measured")
+    if len(val_idx) == 0:
+        raise DataError(f"{where}no validation annotations: every label has a single annotation")
+
+
+def _train_fold(
+    config: TrainConfig,
+    windows: Windows,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    device: torch.device,
+    fold: int,
+    n_folds: int,
+    run_dir: Path | None,
+    say: Callable[[str], None],
+    show: bool,
+) -> dict[str, Any]:
+    """Train one model; keep the weights of its best validation epoch (macro F1, then loss)."""
+    t = config.training
+    torch.manual_seed(t.seed * 1000 + fold)
+    rng = np.random.default_rng([t.seed, fold])
+    frames, mels = val_x.shape[1:]
+    model = SoundCNN(config.model, (frames, mels), len(config.labels), config.task).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
+    )
+    steps = -(-config.windows.windows_per_epoch // t.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs * steps)
+    precision = precision_for(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
+    loss_fn = loss_for(config.task)
+    ratio = config.validation.precision_recall_ratio
+    best: dict[str, Any] = {"macro_f1": -math.inf, "loss": math.inf, "epoch": 0}
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict[str, Any]] = []
+    scores = np.zeros_like(val_y)
+    name = f"fold {fold + 1}/{n_folds} " if n_folds > 1 else ""
+    for epoch in range(1, t.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        total = 0.0
+        bar = report.ProgressBar(f"{name}epoch {epoch}/{t.epochs}", steps) if show else None
+        for step in range(steps):
+            x, y = windows.batch(t.batch_size, rng)
+            xb = torch.from_numpy(x).to(device, non_blocking=True)
+            yb = torch.from_numpy(y).to(device, non_blocking=True)
+            with torch.autocast(
+                device.type,
+                dtype=precision.autocast_dtype,
+                enabled=precision.autocast_dtype is not None,
+            ):
+                logits = model.logits(xb)
+            loss = loss_fn(logits.float(), yb)  # the loss in float32 whatever the autocast
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            total += loss.item()
+            if bar is not None:
+                bar.update(step + 1, total / (step + 1))
+        if bar is not None:
+            bar.done()
+        logits_val = _predict_logits(model, val_x, device)
+        val_loss = float(loss_fn(logits_val, torch.from_numpy(val_y)))
+        epoch_scores = model.activation(logits_val).numpy()
+        macro = report.score_labels(config.labels, val_y, epoch_scores, ratio)["macro_f1"]
+        macro = -math.inf if math.isnan(macro) else macro
+        history.append(
+            {
+                "fold": fold + 1,
+                "epoch": epoch,
+                "train_loss": total / steps,
+                "validation_loss": val_loss,
+                "validation_macro_f1": macro,
+                "learning_rate": schedule.get_last_lr()[0],
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+        improved = (macro, -val_loss) > (best["macro_f1"], -best["loss"])
+        say(
+            f"{name}epoch {epoch:3d}: loss {total / steps:.4f}, validation loss {val_loss:.4f},"
+            f" macro F1 {macro:.3f}{' *' if improved else ''}"
+        )
+        if improved:
+            best = {"macro_f1": macro, "loss": val_loss, "epoch": epoch}
+            best_state = copy.deepcopy(model.state_dict())
+            scores = epoch_scores
+            if run_dir is not None:
+                save_checkpoint(run_dir / "checkpoints" / f"fold{fold + 1}-best.pt", model)
+        elif t.patience and epoch - best["epoch"] >= t.patience:
+            say(f"{name}stopping early: no better validation macro F1 for {t.patience} epochs")
+            break
+    model.load_state_dict(best_state)
+    model = model.float().cpu().eval()
+    return {
+        "model": model,
+        "best": best,
+        "history": history,
+        "val_x": val_x,
+        "val_y": val_y,
+        "scores": scores,
+    }
+
+
+@torch.no_grad()
+def _predict_logits(model: SoundCNN, x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Logits for (N, frames, mels) windows, float32 on the CPU; model left in eval mode."""
+    model.eval()
+    out = [
+        model.logits(torch.from_numpy(x[i : i + _PREDICT_BATCH]).to(device)).float().cpu()
+        for i in range(0, len(x), _PREDICT_BATCH)
+    ]
+    return torch.cat(out) if out else torch.zeros((0, model.n_labels))
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+# --- the run folder -------------------------------------------------------------------------------
+
+
+def save_run(run_dir: Path, trained: Trained) -> None:
+    """Write `checkpoint.pt`, `train.yaml`, `arrays.npz` and `run.json` into `run_dir`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    assert isinstance(trained.model, SoundCNN)
+    save_checkpoint(run_dir / "checkpoint.pt", trained.model)
+    (run_dir / "train.yaml").write_text(dump(trained.config))
+    np.savez_compressed(
+        run_dir / "arrays.npz",
+        calibration=trained.calibration.astype(np.float32),
+        validation_x=trained.validation_x.astype(np.float32),
+        validation_y=trained.validation_y.astype(np.float32),
+    )
+    run = {
+        "thresholds": trained.thresholds,
+        "threshold_rule": trained.threshold_rule,
+        "metrics": trained.metrics,
+        "data_description": trained.data_description,
+        "command": trained.command,
+        "history": trained.history,
+    }
+    (run_dir / "run.json").write_text(report.to_json(run) + "\n")
+
+
+def load_run(run_dir: Path | str) -> Trained:
+    """Read a run folder written by `save_run`; TrainError names a missing or bad file."""
+    run_dir = Path(run_dir)
+    for name in ("checkpoint.pt", "train.yaml", "arrays.npz", "run.json"):
+        if not (run_dir / name).is_file():
+            raise TrainError(f"{run_dir}: not a training run (no {name}); make one with fit")
+    config = load_config(run_dir / "train.yaml")
+    model = load_checkpoint(run_dir / "checkpoint.pt")
+    with np.load(run_dir / "arrays.npz") as arrays:
+        calibration = arrays["calibration"]
+        validation_x, validation_y = arrays["validation_x"], arrays["validation_y"]
+    run = json.loads((run_dir / "run.json").read_text())
+    return Trained(
+        model=model,
+        config=config,
+        thresholds={k: float(v) for k, v in run["thresholds"].items()},
+        threshold_rule=run["threshold_rule"],
+        metrics=run["metrics"],
+        calibration=calibration,
+        validation_x=validation_x,
+        validation_y=validation_y,
+        data_description=run["data_description"],
+        command=run["command"],
+        history=run.get("history", []),
+    )
