@@ -33,7 +33,8 @@ packages=(libportaudio2 libsndfile1)
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)
 if [ "$extras" = dev ]; then
-  packages+=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils libasound2-plugins openssl)
+  # systemd: `systemd-analyze verify` checks the unit (tests/test_deploy.py); nothing is started.
+  packages+=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils libasound2-plugins openssl systemd)
 fi
 apt_install "${packages[@]}"
 
@@ -48,7 +49,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 say "installing soundwatch into .venv"
 spec=".[tflite]"
-[ "$extras" = dev ] && spec=".[tflite,dev]"
 .venv/bin/python -m pip install -q --upgrade pip || die "pip upgrade failed"
+if [ "$extras" = dev ]; then
+  # The tests train and export small models, so they need the trainer too. torch is pinned
+  # first: a bare `torch` requirement would pull the newest build with GBs of CUDA libraries
+  # (where a CPU wheel of this version is on the index, pip takes that one).
+  spec=".[tflite,dev,trainer]"
+  .venv/bin/python -m pip install -q "torch==2.13.0" || die "pip install torch==2.13.0 failed"
+fi
 .venv/bin/python -m pip install -q -e "$spec" || die "pip install -e '$spec' failed"
 say "ready: .venv/bin/soundwatch"
