@@ -1,12 +1,23 @@
 """The daemon: one place that builds the pipeline from a config and runs it until stopped.
 
     source ──► conditioner (channel, resample) ──► Analyzer (frontend, model, seconds, events)
-                                                        └──► sinks (stdout, files, MQTT)
+    (edge/live.py: reconnects,                          └──► sinks (stdout, files, MQTT, metrics)
+     sheds load)
 
 The processing loop runs on the calling thread; PortAudio's callback thread only fills the ring
-buffer. SIGINT/SIGTERM set one stop event: the loop finishes its block, open events are closed,
-files flushed, the MQTT outbox flushed (for a few seconds at most) and `offline` published, and
-`run()` returns.
+buffer, the metrics endpoint and MQTT have threads of their own. Between blocks, the loop calls
+`App.tick`: metrics move, systemd hears READY/WATCHDOG/STATUS (edge/notify.py), and a reload
+asked for by SIGHUP is carried out.
+
+Signals:
+- SIGINT/SIGTERM set one stop event: the loop finishes its block, open events are closed, files
+  flushed, the MQTT outbox flushed (for `mqtt.flush_seconds` at most) and `offline` published,
+  and `run()` returns 0.
+- SIGHUP re-reads the config file and the model bundle while capture goes on. The new model,
+  labels and event rules take over at the next whole second of the stream (an event open then
+  is closed and, if the sound goes on, starts again). A config or bundle that does not load is
+  refused with one log line and the running one stays. Changes to source, output, mqtt and
+  metrics are reported and take effect at the next start.
 """
 
 from __future__ import annotations
@@ -14,22 +25,32 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from edge.analysis import Analyzer
 from edge.audiofile import find_audio_files
 from edge.bundle import Bundle, load_bundle
 from edge.clock import parse_start, utc_now
-from edge.config import Loaded, label_setups, model_folder
-from edge.errors import AudioError
+from edge.config import Loaded, label_setups, load_config, model_folder
+from edge.errors import AudioError, ConfigError, SoundwatchError
+from edge.metrics import FeedMetrics, MetricsServer, MetricsSink, create_metrics, timed, watch
 from edge.mqtt import MqttSink
+from edge.notify import Notifier
 from edge.records import StreamInfo
 from edge.sinks import DaemonFiles, Fanout, Printer, Sink
-from edge.sources import Stream, demo_stream, feed, file_streams, live_stream
+from edge.sources import Conditioner, Stream, demo_stream, feed, file_streams
+
+if TYPE_CHECKING:  # imported when used: it needs PortAudio
+    from edge.live import LiveSource
 
 logger = logging.getLogger(__name__)
+
+STATUS_SECONDS = 5.0  # how often the systemd status line is brought up to date
 
 
 def build_analyzer(
@@ -52,22 +73,36 @@ def build_analyzer(
     return bundle, analyzer
 
 
+@dataclass
+class _Reloaded:
+    loaded: Loaded
+    bundle: Bundle
+
+
 class App:
-    def __init__(self, loaded: Loaded) -> None:
+    """The daemon. `reload_config` gives the config for SIGHUP (default: the file again)."""
+
+    def __init__(self, loaded: Loaded, reload_config: Callable[[], Loaded] | None = None) -> None:
         self.loaded = loaded
+        self._reload_config = reload_config or (lambda: load_config(self.loaded.path))
         config = loaded.config
         self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.metrics = create_metrics()
+        self.metrics_sink = MetricsSink(self.metrics)
         self.sinks: list[Sink] = []
         if config.output.print != "none":
             self.sinks.append(Printer(config.output.print))
         self.bundle, self.analyzer = build_analyzer(loaded, self.sinks)
+        self.analyzer.backend = timed(self.analyzer.backend, self.metrics)
+        m = self.bundle.manifest
+        self.files: DaemonFiles | None = None
         if config.output.files:
             out = loaded.resolve(config.output.dir)
-            m = self.bundle.manifest
-            self.sinks.append(DaemonFiles(out, m.name, m.version, config.output.device))
+            self.files = DaemonFiles(out, m.name, m.version, config.output.device)
+            self.sinks.append(self.files)
         self.mqtt: MqttSink | None = None
         if config.mqtt.host:
-            m = self.bundle.manifest
             outbox = config.mqtt.outbox or str(Path(config.output.dir) / "mqtt-outbox.sqlite3")
             self.mqtt = MqttSink(
                 config.mqtt,
@@ -79,7 +114,23 @@ class App:
                 resolve=loaded.resolve,
             )
             self.sinks.append(self.mqtt)
+            mqtt = self.mqtt
+            watch(self.metrics.mqtt_connected, lambda: mqtt.connected)
+            watch(self.metrics.outbox_pending, lambda: len(mqtt.outbox))
+        self.sinks.append(self.metrics_sink)
+        self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         self.files_failed = 0
+        self.notifier = Notifier.from_environment()
+        self.live: LiveSource | None = None
+        self._feed_metrics = FeedMetrics(self.metrics)
+        self._server: MetricsServer | None = None
+        self._stream: Stream | None = None
+        self._ready = False
+        self._next_status = 0.0
+        self._overload_seen = 0.0
+        self._reloaded: _Reloaded | None = None
+
+    # -- sources -------------------------------------------------------------------------------
 
     def streams(self) -> Iterator[Stream]:
         source = self.loaded.config.source
@@ -89,14 +140,25 @@ class App:
             if kind == "demo":
                 logger.warning("no input device found: listening to the built-in demo source")
         if kind == "device":
-            yield live_stream(
+            from edge.live import LiveSource
+
+            live = LiveSource(
                 source.device,
                 sample_rate_hz=source.sample_rate_hz,
                 channels=source.channels,
                 block_seconds=source.block_seconds,
                 buffer_seconds=source.buffer_seconds,
                 stop=self.stop,
+                device_timeout_seconds=source.device_timeout_seconds,
+                reconnect_min_seconds=source.reconnect_min_seconds,
+                reconnect_max_seconds=source.reconnect_max_seconds,
+                max_lag_seconds=source.max_lag_seconds,
             )
+            self.live = live
+            watch(self.metrics.device_connected, lambda: live.connected)
+            watch(self.metrics.ring_fill, lambda: live.fill_ratio)
+            watch(self.metrics.lag_seconds, lambda: live.lag_seconds)
+            yield live.stream()
         elif kind == "demo":
             yield demo_stream(source.block_seconds, self.stop, utc_now())
         else:
@@ -115,19 +177,35 @@ class App:
         self.files_failed += 1
         logger.error("skipped: %s", error)
 
+    # -- the processing loop -------------------------------------------------------------------
+
     def run(self) -> int:
         """Process until the source ends or stop is requested; 0 on a clean finish."""
-        source = self.loaded.config.source
-        labels = [s.label for s in self.analyzer.labels]
+        config = self.loaded.config
         m = self.bundle.manifest
-        logger.info("model %s %s, labels %s", m.name, m.version, ", ".join(labels))
+        labels = ", ".join(s.label for s in self.analyzer.labels)
+        logger.info("model %s %s, labels %s", m.name, m.version, labels)
         try:
+            if config.metrics.enabled:
+                try:
+                    self._server = MetricsServer(self.metrics, config.metrics.address)
+                except ConfigError as exc:  # e.g. a second daemon on one machine: detect anyway
+                    logger.error("%s; going on without metrics", exc)
             if self.mqtt is not None:
                 self.mqtt.start()  # connects in the background; events wait in its outbox
             for stream in self.streams():
+                self._stream = stream
                 logger.info("listening to %s at %d Hz", stream.name, stream.rate_hz)
-                info = StreamInfo(stream.name, labels, stream.anchor, stream.rate_hz)
-                conditioner = feed(stream, self.analyzer, info, source.channel, self.stop)
+                labels_now = [s.label for s in self.analyzer.labels]
+                info = StreamInfo(stream.name, labels_now, stream.anchor, stream.rate_hz)
+                channel = self.loaded.config.source.channel
+                try:
+                    conditioner = feed(stream, self.analyzer, info, channel, self.stop, self)
+                finally:
+                    close = getattr(stream.blocks, "close", None)
+                    if close is not None:  # a generator: release its device or file now
+                        close()
+                self._update_metrics(conditioner)  # the stream's last counts
                 if conditioner.bad_samples:
                     logger.warning(
                         "%s: %d NaN/inf samples replaced by 0", stream.name, conditioner.bad_samples
@@ -135,17 +213,123 @@ class App:
                 if self.stop.is_set():
                     break
         finally:
+            self.notifier.stopping()
             for sink in self.sinks:
                 sink.close()
+            if self._server is not None:
+                self._server.close()
+            self.notifier.close()
         return 1 if self.files_failed else 0
 
+    def tick(self, conditioner: Conditioner) -> Analyzer | None:
+        """Between blocks, on the processing thread (see FeedHooks): cheap unless it is time
+        for a status line or a reload."""
+        self._update_metrics(conditioner)
+        live = self.live
+        now = time.monotonic()
+        if not self._ready and (
+            conditioner.counts.audio_seconds > 0 or (live is not None and not live.connected)
+        ):
+            self._ready = True
+            self.notifier.ready(self._status_text())
+        elif now >= self._next_status:
+            self._next_status = now + STATUS_SECONDS
+            self.notifier.status(self._status_text())
+        self.notifier.watchdog(now)
+        if self.reload.is_set():
+            self.reload.clear()
+            return self._reload()
+        return None
+
+    def _update_metrics(self, conditioner: Conditioner) -> None:
+        live = self.live
+        overruns, reconnects = (live.overruns, live.reconnects) if live is not None else (0, 0)
+        self._feed_metrics.update(conditioner.counts, overruns=overruns, reconnects=reconnects)
+
+    def _status_text(self) -> str:
+        live = self.live
+        if live is not None and not live.connected:
+            return f"waiting for input device {live.name}: {live.problem}"
+        stream = self._stream
+        m = self.bundle.manifest
+        where = f"{stream.name} at {stream.rate_hz} Hz" if stream is not None else "nothing yet"
+        text = f"listening to {where}, model {m.name} {m.version}"
+        text += f"; {self.metrics_sink.events_within(3600)} events in the last hour"
+        if live is not None and live.overload_seconds > self._overload_seen:
+            self._overload_seen = live.overload_seconds
+            text += f"; too slow: {live.overload_seconds:.0f} s of audio dropped (overload)"
+        return text
+
+    # -- SIGHUP --------------------------------------------------------------------------------
+
+    def _reload(self) -> Analyzer | None:
+        """The reloaded config's analyzer, to take over at the next whole second; None (and
+        one log line) when the new config or bundle does not load."""
+        self.notifier.reloading()
+        running = f"{self.bundle.manifest.name} {self.bundle.manifest.version}"
+        try:
+            loaded = self._reload_config()
+            bundle, analyzer = build_analyzer(loaded, self.sinks)
+        except SoundwatchError as exc:
+            problem = "; ".join(str(exc).splitlines())
+            logger.error("reload refused, still running model %s: %s", running, problem)
+            self.notifier.ready(self._status_text())
+            return None
+        except Exception as exc:  # a reload must never take the running daemon down
+            logger.exception("reload refused, still running model %s: %s", running, exc)
+            self.notifier.ready(self._status_text())
+            return None
+        analyzer.backend = timed(analyzer.backend, self.metrics)
+        old, new = self.loaded.config, loaded.config
+        later = [
+            name
+            for name in ("source", "output", "mqtt", "metrics", "log_level")
+            if getattr(old, name) != getattr(new, name)
+        ]
+        if later:
+            logger.warning("reload: %s changed; that takes effect at the next start", later)
+        m = bundle.manifest
+        logger.info(
+            "reload: model %s %s (%s), labels %s; switching at the next whole second",
+            m.name,
+            m.version,
+            bundle.folder,
+            ", ".join(s.label for s in analyzer.labels),
+        )
+        self._reloaded = _Reloaded(loaded, bundle)
+        return analyzer
+
+    def switched(self, analyzer: Analyzer, info: StreamInfo) -> None:
+        """The reloaded analyzer took over (see FeedHooks)."""
+        old = self.analyzer
+        self.analyzer = analyzer
+        if self._reloaded is not None:
+            self.loaded, self.bundle = self._reloaded.loaded, self._reloaded.bundle
+            self._reloaded = None
+        m = self.bundle.manifest
+        self.metrics.set_model(m.name, m.version, analyzer.backend.key)
+        for sink in (self.files, self.mqtt):
+            if sink is not None:  # event messages name the model that found them
+                sink.model, sink.model_version = m.name, m.version
+        if old is not analyzer:
+            old.backend.close()
+        logger.info("reload: model %s %s is listening", m.name, m.version)
+        self.notifier.ready(self._status_text())
+
+    # -- signals -------------------------------------------------------------------------------
+
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
             logger.info("%s: stopping", signal.Signals(signum).name)
             self.stop.set()
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+        def reload(signum: int, frame: FrameType | None) -> None:
+            logger.info("SIGHUP: reloading %s", self.loaded.path or "the built-in defaults")
+            self.reload.set()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGHUP, reload)
 
 
 def _has_input_device() -> bool:

@@ -36,6 +36,14 @@ except OSError as error:  # sounddevice loads the PortAudio C library at import
 _COMMON_RATES_HZ = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 192000)
 
 
+class SettingsRefused(AudioError):
+    """The device is there and works, but not with these settings (rate, channels).
+
+    A config mistake rather than a missing device: the daemon stops with this at start instead
+    of waiting for the device to come back.
+    """
+
+
 class BlockWriter(Protocol):
     """Where captured audio goes: `edge.ringbuffer.RingBuffer` or anything with `write`."""
 
@@ -189,7 +197,7 @@ class Capture:
         self._ring = ring
         self._device = resolve_device(device)
         if not 1 <= channels <= self._device.max_input_channels:
-            raise AudioError(
+            raise SettingsRefused(
                 f"input device {self._device.describe()} has "
                 f"{self._device.max_input_channels} input channel(s); {channels} requested"
             )
@@ -317,6 +325,15 @@ def _portaudio_reason(error: Exception) -> str:
     return str(error.args[0]) if error.args else str(error)
 
 
+def accepts(device: DeviceInfo, rate_hz: int, channels: int) -> bool:
+    """Whether `device` would open at these settings now: one PortAudio check, no stream.
+
+    Cheaper and quieter than a failing `Capture` (which tries every common rate to explain
+    itself; ALSA prints two lines to stderr for each try), for retrying a lost device.
+    """
+    return _accepts(device, rate_hz, channels)
+
+
 def _accepts(device: DeviceInfo, rate_hz: float, channels: int) -> bool:
     try:
         sd.check_input_settings(
@@ -340,7 +357,10 @@ def _check_settings(device: DeviceInfo, rate_hz: int, channels: int) -> None:
             if accepted
             else "it accepts none of the common rates"
         )
-        raise AudioError(
+        # A device that accepts no common rate at all is broken or gone (PulseAudio answers
+        # so while its source is missing), not misconfigured.
+        kind = SettingsRefused if accepted else AudioError
+        raise kind(
             f"input device {device.describe()} refuses {rate_hz} Hz with {channels} "
             f"channel(s) ({_portaudio_reason(error)}); {accepts} "
             f"(default {device.default_sample_rate_hz:.0f} Hz)"

@@ -81,6 +81,18 @@ class SourceConfig:
     start: str | None = field(
         None, help="UTC start time (ISO 8601) of files without a timestamp in their names"
     )
+    device_timeout_seconds: float = field(
+        5.0, help="no audio from the device for this long: it is lost, closed and reopened, s"
+    )
+    reconnect_min_seconds: float = field(
+        0.5, help="first retry after the device is lost, s; doubles per failed retry"
+    )
+    reconnect_max_seconds: float = field(30.0, help="longest wait between retries, s")
+    max_lag_seconds: float | None = field(
+        5.0,
+        help="analysis further behind than this drops the unread audio (gap:overload) to"
+        " stay real-time, s; less than buffer_seconds (null: never; overruns drop it instead)",
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -98,6 +110,20 @@ class SourceConfig:
             out.append(("channel", f"{self.channel} is not one of the {self.channels} channels"))
         if self.sample_rate_hz is not None and self.sample_rate_hz <= 0:
             out.append(("sample_rate_hz", f"must be positive, got {self.sample_rate_hz}"))
+        for name in ("device_timeout_seconds", "reconnect_min_seconds", "reconnect_max_seconds"):
+            if not 0.01 <= getattr(self, name) <= 86400:
+                out.append((name, f"must be within 0.01..86400, got {getattr(self, name)}"))
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            out.append(("reconnect_max_seconds", "must be at least reconnect_min_seconds"))
+        lag = self.max_lag_seconds
+        if lag is not None and not self.block_seconds < lag < self.buffer_seconds:
+            out.append(
+                (
+                    "max_lag_seconds",
+                    f"must be more than block_seconds ({self.block_seconds:g}) and less than"
+                    f" buffer_seconds ({self.buffer_seconds:g}), got {lag:g}",
+                )
+            )
         if self.start is not None:
             from edge.clock import parse_start
 
@@ -259,6 +285,27 @@ MQTT_RANGES = (
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (edge/metrics.py)."""
+
+    enabled: bool = field(True, help="serve Prometheus metrics")
+    address: str = field(
+        "127.0.0.1:9464",
+        help="host:port to serve /metrics on; 0.0.0.0:9464 for every interface, port 0 for"
+        " any free port (logged)",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        from edge.metrics import parse_address
+
+        try:
+            parse_address(self.address)
+        except ValueError as exc:
+            return [("address", str(exc))]
+        return []
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(factory=ModelConfig, help="the model bundle")
     source: SourceConfig = field(factory=SourceConfig, help="where audio comes from")
@@ -266,6 +313,7 @@ class Config:
     events: EventsConfig = field(factory=EventsConfig, help="event detection")
     output: OutputConfig = field(factory=OutputConfig, help="outputs")
     mqtt: MqttConfig = field(factory=MqttConfig, help="MQTT broker and topics")
+    metrics: MetricsConfig = field(factory=MetricsConfig, help="Prometheus metrics")
     log_level: Literal["debug", "info", "warning", "error"] = field("info", help="log level")
 
     def problems(self) -> list[tuple[str | tuple[str | int, ...], str]]:

@@ -4,69 +4,116 @@ A source yields `Stream`s: a file, a live capture session, the demo. Each stream
 blocks (frames, channels) at its own rate, or `Gap`s where audio is missing. `feed()` is the one
 loop that drives an Analyzer from a stream, for `run` and `scan` alike, so both score a file
 identically.
+
+A live stream is one stream for the daemon's whole life, whatever happens to the device: a lost
+and reopened device is a `Gap(reason="device")` inside it (edge/live.py), so its clock and the
+hourly CSVs run on without a break. A device that comes back at another rate says so in the gap
+(`resume_rate_hz`); `feed` then re-tunes the resampler, and time keeps counting in seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from edge.analysis import Analyzer
-from edge.audiofile import AudioFile, ChannelChoice, sanitize, select_channel, start_time_from_name
+from edge.audiofile import (
+    CLIP_LEVEL,
+    AudioFile,
+    ChannelChoice,
+    count_clipped,
+    sanitize,
+    select_channel,
+    start_time_from_name,
+)
 from edge.errors import AudioError
 from edge.records import StreamInfo
 from edge.resample import StreamingResampler
-
-if TYPE_CHECKING:
-    from edge.capture import Capture
-    from edge.ringbuffer import RingBuffer
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Gap:
-    frames: int  # at the stream's own rate
+    frames: int  # at the stream's rate before the gap
     reason: str  # overrun | device | overload
+    resume_rate_hz: int | None = None  # the stream's rate after the gap, if it changed
 
 
 @dataclass
 class Stream:
     name: str  # file path or device name
     anchor: datetime | None  # UTC time of the first frame
-    rate_hz: int
+    rate_hz: int  # of the first block; a Gap's resume_rate_hz may change it later
     channels: int
     blocks: Iterator[np.ndarray | Gap]
     duration_seconds: float | None = None  # known for files
 
 
+@dataclass
+class Counts:
+    """What went through a feed, for metrics and logs; shared by every conditioner of a stream."""
+
+    audio_seconds: float = 0.0  # received and analysed
+    gap_seconds: dict[str, float] = field(default_factory=dict)  # missing, by reason
+    bad_samples: int = 0  # NaN or inf samples replaced by 0
+    clipped_samples: int = 0  # at full scale (|x| >= CLIP_LEVEL): legal but suspicious
+
+
 class Conditioner:
     """Channel choice, NaN/inf repair and resampling: stream rate to model rate, mono."""
 
-    def __init__(self, in_rate_hz: int, out_rate_hz: int, channel: ChannelChoice = "mix") -> None:
+    def __init__(
+        self,
+        in_rate_hz: int,
+        out_rate_hz: int,
+        channel: ChannelChoice = "mix",
+        counts: Counts | None = None,
+    ) -> None:
         self.in_rate_hz, self.out_rate_hz, self.channel = in_rate_hz, out_rate_hz, channel
+        self.counts = counts or Counts()
         self._resampler = StreamingResampler(in_rate_hz, out_rate_hz)
         self._mono = np.empty(0, dtype=np.float32)
-        self.frames_in = 0  # stream frames consumed, gaps included: the clock
+        self.frames_in = 0  # stream frames consumed at in_rate_hz, gaps included: the clock
         self.frames_out = 0  # model-rate samples produced, gaps included
-        self.bad_samples = 0  # NaN or inf samples replaced by 0
+        self._base_seconds = 0.0  # stream seconds before the last retune
+        self._base_out = 0  # model-rate samples before the last retune
+
+    @property
+    def bad_samples(self) -> int:
+        return self.counts.bad_samples
+
+    @property
+    def seconds_in(self) -> float:
+        """Stream time consumed, s, gaps included."""
+        return self._base_seconds + self.frames_in / self.in_rate_hz
 
     def process(self, block: np.ndarray) -> np.ndarray:
         if len(block) > len(self._mono):
             self._mono = np.empty(len(block), dtype=np.float32)  # grows once, to the block size
-        self.bad_samples += sanitize(block)
+        counts = self.counts
+        if len(block):
+            # One max and one min answer both questions in the common case (finite, unclipped).
+            high, low = block.max(), block.min()
+            if not (math.isfinite(high) and math.isfinite(low)):
+                counts.bad_samples += sanitize(block)
+                high, low = block.max(), block.min()
+            if high >= CLIP_LEVEL or low <= -CLIP_LEVEL:
+                counts.clipped_samples += count_clipped(block)
         mono = select_channel(block, self.channel, self._mono)
         out = self._resampler.process(mono)
         self.frames_in += len(block)
         self.frames_out += len(out)
+        counts.audio_seconds += len(block) / self.in_rate_hz
         return out
 
     def flush(self) -> np.ndarray:
@@ -81,11 +128,34 @@ class Conditioner:
         Counted from the stream's total so rounding never drifts the clock.
         """
         self.frames_in += frames
-        target = round(self.frames_in * self.out_rate_hz / self.in_rate_hz)
+        target = self._base_out + round(self.frames_in * self.out_rate_hz / self.in_rate_hz)
         missing = max(0, target - self.frames_out)
         self.frames_out += missing
         self._resampler.reset()
         return missing
+
+    def retune(self, in_rate_hz: int) -> None:
+        """From now on the stream comes at `in_rate_hz` (call after a flush or a gap)."""
+        if in_rate_hz == self.in_rate_hz:
+            return
+        self._base_seconds = self.seconds_in
+        self._base_out = self.frames_out
+        self.frames_in = 0
+        self.in_rate_hz = in_rate_hz
+        self._resampler = StreamingResampler(in_rate_hz, self.out_rate_hz)
+
+
+class FeedHooks(Protocol):
+    """The daemon's view into `feed`, called on the processing thread between blocks."""
+
+    def tick(self, conditioner: Conditioner) -> Analyzer | None:
+        """After every block or gap. Returning an Analyzer asks `feed` to switch to it at the
+        next whole second of the stream (a reloaded model), without a break in the stream."""
+        ...
+
+    def switched(self, analyzer: Analyzer, info: StreamInfo) -> None:
+        """`analyzer` now scores the stream; `info` describes the segment it began."""
+        ...
 
 
 def feed(
@@ -94,23 +164,99 @@ def feed(
     info: StreamInfo,
     channel: ChannelChoice,
     stop: threading.Event,
+    hooks: FeedHooks | None = None,
 ) -> Conditioner:
     """Drive `analyzer` with every block of `stream` until it ends or `stop` is set."""
-    conditioner = Conditioner(stream.rate_hz, analyzer.rate_hz, channel)
+    counts = Counts()
+    conditioner = Conditioner(stream.rate_hz, analyzer.rate_hz, channel, counts)
     analyzer.begin(info)
+    pending: Analyzer | None = None  # to switch to at the next whole second
     try:
         for item in stream.blocks:
-            if isinstance(item, Gap):
-                analyzer.push(conditioner.flush())
-                analyzer.gap(conditioner.gap(item.frames), item.reason)
-            else:
-                analyzer.push(conditioner.process(item))
+            while pending is not None:
+                frames = len(item) if isinstance(item, np.ndarray) else item.frames
+                at = _frames_to_next_second(conditioner, info)
+                if at > frames:
+                    break
+                if at > 0:  # the part before the boundary still belongs to the old analyzer
+                    _one(_head(item, at), analyzer, conditioner, counts)
+                    item = _tail(item, at)
+                analyzer, info, conditioner = _switch(analyzer, pending, info, conditioner)
+                pending = None
+                if hooks is not None:
+                    hooks.switched(analyzer, info)
+            _one(item, analyzer, conditioner, counts)
+            if hooks is not None:
+                replacement = hooks.tick(conditioner)
+                if replacement is not None:
+                    pending = replacement
             if stop.is_set():
                 break
         analyzer.push(conditioner.flush())
     finally:
         analyzer.end()
     return conditioner
+
+
+def _one(
+    item: np.ndarray | Gap, analyzer: Analyzer, conditioner: Conditioner, counts: Counts
+) -> None:
+    if isinstance(item, Gap):
+        analyzer.push(conditioner.flush())
+        seconds = item.frames / conditioner.in_rate_hz
+        counts.gap_seconds[item.reason] = counts.gap_seconds.get(item.reason, 0.0) + seconds
+        analyzer.gap(conditioner.gap(item.frames), item.reason)
+        if item.resume_rate_hz is not None:
+            conditioner.retune(item.resume_rate_hz)
+    elif len(item):
+        analyzer.push(conditioner.process(item))
+
+
+def _head(item: np.ndarray | Gap, frames: int) -> np.ndarray | Gap:
+    if isinstance(item, Gap):
+        return Gap(frames, item.reason)
+    return item[:frames]
+
+
+def _tail(item: np.ndarray | Gap, frames: int) -> np.ndarray | Gap:
+    if isinstance(item, Gap):
+        return replace(item, frames=item.frames - frames)
+    return item[frames:]
+
+
+def _frames_to_next_second(conditioner: Conditioner, info: StreamInfo) -> int:
+    """Stream frames from now to the next whole (UTC) second of this segment, at most."""
+    phase = 0.0 if info.anchor is None else -info.anchor.timestamp() % 1.0
+    now = conditioner.seconds_in
+    boundary = phase + math.ceil(now - phase - 1e-9)
+    return max(0, math.floor((boundary - now) * conditioner.in_rate_hz + 1e-6))
+
+
+def _switch(
+    old: Analyzer, new: Analyzer, info: StreamInfo, conditioner: Conditioner
+) -> tuple[Analyzer, StreamInfo, Conditioner]:
+    """End `old`'s segment at this whole second and begin `new`'s there.
+
+    The old segment must end at or before the boundary, or both would write a row for the
+    second that starts there: the resampler's tail is cut at the boundary (it may reach up to
+    one model sample past it).
+    """
+    offset = conditioner.seconds_in
+    tail = conditioner.flush()
+    allowed = math.floor(offset * old.rate_hz + 1e-6) - (conditioner.frames_out - len(tail))
+    old.push(tail[: max(0, allowed)])
+    old.end()
+    anchor = None
+    if info.anchor is not None:  # exactly the whole second, free of float rounding
+        at = info.anchor + timedelta(seconds=offset, microseconds=500_000)
+        anchor = at.replace(microsecond=0)
+    labels = [s.label for s in new.labels]
+    info = replace(info, labels=labels, anchor=anchor, source_rate_hz=conditioner.in_rate_hz)
+    fresh = Conditioner(
+        conditioner.in_rate_hz, new.rate_hz, conditioner.channel, conditioner.counts
+    )
+    new.begin(info)
+    return new, info, fresh
 
 
 def file_streams(
@@ -207,9 +353,6 @@ def _demo_blocks(block_seconds: float, stop: threading.Event, seed: int) -> Iter
         yield out
 
 
-SILENT_DEVICE_SECONDS = 5.0  # no callback for this long: the device is gone
-
-
 def live_stream(
     device: int | str | None,
     *,
@@ -220,47 +363,20 @@ def live_stream(
     stop: threading.Event,
     first_audio_timeout: float = 10.0,
 ) -> Stream:
-    """Capture from an input device through the ring buffer.
+    """Capture from an input device through the ring buffer (`edge.live.LiveSource`).
 
-    The PortAudio callback only copies into the ring; this generator, on the processing
-    thread, reads it. Audio the ring had to drop because processing fell behind comes out as
-    a `Gap(reason="overrun")`, so it is counted and shown, never silently lost.
+    Audio the ring had to drop because processing fell behind comes out as a
+    `Gap(reason="overrun")`; a lost device as `Gap(reason="device")` until it is back.
     """
-    from edge.capture import Capture, resolve_device
-    from edge.clock import utc_now
-    from edge.ringbuffer import RingBuffer
+    from edge.live import LiveSource
 
-    info = resolve_device(device)
-    rate = sample_rate_hz or round(info.default_sample_rate_hz)
-    ring = RingBuffer(max(1, round(buffer_seconds * rate)), channels)
-    capture = Capture(ring, info, rate, channels, block_seconds)
-    capture.start()
-    if not capture.wait_for_audio(first_audio_timeout):
-        capture.close()
-        raise AudioError(
-            f"input device {info.describe()}: no audio within {first_audio_timeout:g} s"
-        )
-    # The first frame was captured about one block before its callback ran.
-    anchor = utc_now() - timedelta(seconds=capture.block_frames / rate)
-    return Stream(info.name, anchor, rate, channels, _drain(capture, ring, stop))
-
-
-def _drain(capture: Capture, ring: RingBuffer, stop: threading.Event) -> Iterator[np.ndarray | Gap]:
-    buffer = np.empty((capture.block_frames * 4, capture.channels), dtype=np.float32)
-    period = capture.block_frames / capture.sample_rate_hz / 2
-    try:
-        while not stop.wait(period):
-            while True:
-                n, dropped = ring.read(buffer)
-                if dropped:
-                    yield Gap(dropped, "overrun")
-                if n == 0:
-                    break
-                yield buffer[:n]
-            if time.monotonic() - capture.last_callback_monotonic > SILENT_DEVICE_SECONDS:
-                raise AudioError(
-                    f"input device {capture.device.describe()}: no audio for"
-                    f" {SILENT_DEVICE_SECONDS:g} s (unplugged or stopped)"
-                )
-    finally:
-        capture.close()
+    source = LiveSource(
+        device,
+        sample_rate_hz=sample_rate_hz,
+        channels=channels,
+        block_seconds=block_seconds,
+        buffer_seconds=buffer_seconds,
+        stop=stop,
+        first_audio_timeout_seconds=first_audio_timeout,
+    )
+    return source.stream()

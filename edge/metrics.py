@@ -1,0 +1,276 @@
+"""Prometheus metrics (ARCHITECTURE.md, contract 3): created in one function, served over HTTP.
+
+Every metric is a plain prometheus_client object in one `Metrics`, made by `create_metrics()`
+in its own registry (nothing is registered at import, so tests can make as many as they like).
+They are updated where things happen, and cheaply: the processing thread moves its counters
+over once per block (`FeedMetrics`), the sinks once per second and per event (`MetricsSink`),
+the model call once per batch (`TimedBackend`); what other threads own (the ring's fill, the
+MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_function`).
+
+    soundwatch_audio_seconds_total              audio received and analysed, s
+    soundwatch_audio_overruns_total             times audio was lost before analysis read it
+    soundwatch_gap_seconds_total{reason}        audio missing: overrun, device, overload, s
+    soundwatch_ring_fill_ratio                  unread audio / ring buffer size
+    soundwatch_lag_seconds                      audio captured but not yet analysed, s
+    soundwatch_inference_seconds                model call time per batch, s (histogram)
+    soundwatch_windows_total                    windows scored
+    soundwatch_events_total{label}              events started
+    soundwatch_probability{label}               the last second's probability (NaN: not analysed)
+    soundwatch_nonfinite_samples_total          NaN/inf input samples replaced by 0
+    soundwatch_clipped_samples_total            input samples at full scale
+    soundwatch_device_connected                 1 while the input device delivers audio
+    soundwatch_device_reconnects_total          input device reopened after a loss
+    soundwatch_mqtt_connected                   1 while connected to the broker
+    soundwatch_outbox_pending                   event messages not yet acknowledged
+    soundwatch_model_info{name,version,backend} 1, for the model running now
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.process_collector import ProcessCollector
+
+from edge.errors import ConfigError
+from edge.records import ANALYSED, Event, SecondRow, StreamInfo
+from edge.runtime.base import Backend
+from edge.sinks import Sink
+from edge.sources import Counts
+
+logger = logging.getLogger(__name__)
+
+# Model calls take from well under a millisecond (small CNN, few windows) to seconds (a big
+# model on a Pi): buckets from 0.5 ms to 5 s.
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+GAP_REASONS = ("overrun", "device", "overload")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    audio_seconds: Counter
+    overruns: Counter
+    gap_seconds: Counter
+    ring_fill: Gauge
+    lag_seconds: Gauge
+    inference_seconds: Histogram
+    windows: Counter
+    events: Counter
+    probability: Gauge
+    nonfinite_samples: Counter
+    clipped_samples: Counter
+    device_connected: Gauge
+    device_reconnects: Counter
+    mqtt_connected: Gauge
+    outbox_pending: Gauge
+    model_info: Gauge
+
+    def set_model(self, name: str, version: str, backend: str) -> None:
+        """The model now running (after a start or a reload)."""
+        self.model_info.clear()
+        self.model_info.labels(name=name, version=version, backend=backend).set(1)
+
+
+def create_metrics() -> Metrics:
+    """Every soundwatch metric, in a new registry (with the process's CPU and memory)."""
+    r = CollectorRegistry()
+    ProcessCollector(registry=r)
+    p = "soundwatch_"
+    metrics = Metrics(
+        registry=r,
+        audio_seconds=Counter(p + "audio_seconds", "Audio received and analysed, s", registry=r),
+        overruns=Counter(
+            p + "audio_overruns", "Times audio was lost before analysis read it", registry=r
+        ),
+        gap_seconds=Counter(
+            p + "gap_seconds", "Audio missing, s, by reason", ["reason"], registry=r
+        ),
+        ring_fill=Gauge(p + "ring_fill_ratio", "Unread audio / ring buffer size", registry=r),
+        lag_seconds=Gauge(p + "lag_seconds", "Audio captured but not yet analysed, s", registry=r),
+        inference_seconds=Histogram(
+            p + "inference_seconds",
+            "Model call time per batch of windows, s",
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        ),
+        windows=Counter(p + "windows", "Windows scored by the model", registry=r),
+        events=Counter(p + "events", "Events started, by label", ["label"], registry=r),
+        probability=Gauge(
+            p + "probability", "The last second's probability, by label", ["label"], registry=r
+        ),
+        nonfinite_samples=Counter(
+            p + "nonfinite_samples", "NaN/inf input samples replaced by 0", registry=r
+        ),
+        clipped_samples=Counter(p + "clipped_samples", "Input samples at full scale", registry=r),
+        device_connected=Gauge(
+            p + "device_connected", "1 while the input device delivers audio", registry=r
+        ),
+        device_reconnects=Counter(
+            p + "device_reconnects", "Input device reopened after a loss", registry=r
+        ),
+        mqtt_connected=Gauge(p + "mqtt_connected", "1 while connected to the broker", registry=r),
+        outbox_pending=Gauge(
+            p + "outbox_pending", "Event messages not yet acknowledged by the broker", registry=r
+        ),
+        model_info=Gauge(
+            p + "model_info", "The model running", ["name", "version", "backend"], registry=r
+        ),
+    )
+    for reason in GAP_REASONS:  # present from the start, so rate() works on the first gap
+        metrics.gap_seconds.labels(reason)
+    return metrics
+
+
+def watch(gauge: Gauge, read: Callable[[], float]) -> None:
+    """`gauge` reads `read()` when scraped: for values that another thread owns."""
+
+    def value() -> float:
+        try:
+            return float(read())
+        except Exception:  # a scrape must never fail because one source is gone
+            return math.nan
+
+    gauge.set_function(value)
+
+
+class FeedMetrics:
+    """Moves a feed's counters (and the live source's) into the metrics, by difference."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._counts: Counts | None = None
+        self._audio = 0.0
+        self._gaps: dict[str, float] = {}
+        self._bad = self._clipped = self._overruns = self._reconnects = 0
+
+    def update(self, counts: Counts, *, overruns: int = 0, reconnects: int = 0) -> None:
+        """Once per block on the processing thread: a few subtractions, nothing when idle."""
+        m = self.metrics
+        if counts is not self._counts:  # a new stream: its counts start from 0
+            self._counts = counts
+            self._audio, self._gaps, self._bad, self._clipped = 0.0, {}, 0, 0
+        if counts.audio_seconds != self._audio:
+            m.audio_seconds.inc(max(0.0, counts.audio_seconds - self._audio))
+            self._audio = counts.audio_seconds
+        for reason, seconds in counts.gap_seconds.items():
+            before = self._gaps.get(reason, 0.0)
+            if seconds != before:
+                m.gap_seconds.labels(reason).inc(max(0.0, seconds - before))
+                self._gaps[reason] = seconds
+        if counts.bad_samples != self._bad:
+            m.nonfinite_samples.inc(max(0, counts.bad_samples - self._bad))
+            self._bad = counts.bad_samples
+        if counts.clipped_samples != self._clipped:
+            m.clipped_samples.inc(max(0, counts.clipped_samples - self._clipped))
+            self._clipped = counts.clipped_samples
+        if overruns != self._overruns:
+            m.overruns.inc(max(0, overruns - self._overruns))
+            self._overruns = overruns
+        if reconnects != self._reconnects:
+            m.device_reconnects.inc(max(0, reconnects - self._reconnects))
+            self._reconnects = reconnects
+
+
+class MetricsSink(Sink):
+    """Per-second probabilities and events into the metrics; counts events for the status."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._labels: list[str] = []
+        self._gauges: list[Any] = []
+        self._events: deque[float] = deque()  # time.monotonic() of recent event starts
+
+    def begin(self, info: StreamInfo) -> None:
+        if info.labels != self._labels:
+            for label in self._labels:
+                with contextlib.suppress(KeyError):
+                    self.metrics.probability.remove(label)
+            self._labels = list(info.labels)
+            self._gauges = [self.metrics.probability.labels(label) for label in self._labels]
+
+    def second(self, row: SecondRow) -> None:
+        analysed = row.status == ANALYSED
+        for gauge, p in zip(self._gauges, row.scores.tolist(), strict=True):
+            gauge.set(p if analysed else math.nan)
+
+    def event(self, event: Event) -> None:
+        if event.type == "start":
+            self.metrics.events.labels(event.label).inc()
+            self._events.append(time.monotonic())
+
+    def events_within(self, seconds: float) -> int:
+        """Events started in the last `seconds` (processing thread)."""
+        since = time.monotonic() - seconds
+        while self._events and self._events[0] < since:
+            self._events.popleft()
+        return len(self._events)
+
+
+class TimedBackend:
+    """A backend whose `predict` calls are timed and its windows counted."""
+
+    def __init__(self, backend: Backend, metrics: Metrics) -> None:
+        self._backend = backend
+        self._observe = metrics.inference_seconds.observe
+        self._windows = metrics.windows
+
+    def predict(self, batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        began = time.perf_counter()
+        try:
+            return self._backend.predict(batch, out=out)
+        finally:
+            self._observe(time.perf_counter() - began)
+            self._windows.inc(len(batch))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+def timed(backend: Backend, metrics: Metrics) -> Backend:
+    """`backend` with its model calls timed (an `Analyzer.backend` takes it as a Backend)."""
+    if isinstance(backend, TimedBackend):
+        return backend
+    return cast(Backend, TimedBackend(backend, metrics))
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:9464`) as (host, port); ValueError says what is wrong."""
+    host, sep, port_text = address.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"must be host:port, e.g. 127.0.0.1:9464, got {address!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
+
+
+class MetricsServer:
+    """The /metrics endpoint on its own thread (prometheus_client's WSGI server)."""
+
+    def __init__(self, metrics: Metrics, address: str) -> None:
+        host, port = parse_address(address)
+        try:
+            server, thread = start_http_server(port, host, registry=metrics.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.address {address}: cannot serve metrics there: {exc.strerror or exc}"
+            ) from None
+        self._server, self._thread = server, thread
+        self.host, self.port = host, int(server.server_port)
+        logger.info("metrics on http://%s:%d/metrics", _url_host(host), self.port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2.0)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

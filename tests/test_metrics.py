@@ -1,0 +1,221 @@
+"""Prometheus metrics: made in one function, served over real HTTP, and moving as they should
+while the daemon runs as a subprocess (live on PulseAudio, replaying a file, falling behind)."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config
+from edge.errors import ConfigError
+from edge.metrics import FeedMetrics, MetricsServer, create_metrics, parse_address
+from edge.sources import Counts
+from tests.audio import tone_events, write_wav
+from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
+
+# --- in process -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("[::1]:9000", ("::1", 9000)),
+        (":9464", ("0.0.0.0", 9464)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+    ],
+)
+def test_addresses_are_host_and_port(address: str, expected: tuple[str, int]) -> None:
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["localhost", "127.0.0.1:http", "host:70000", ""])
+def test_a_bad_address_is_refused_in_the_config_with_its_line(address: str, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"metrics:\n  enabled: true\n  address: '{address}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}:3" in str(caught.value) and "metrics.address" in str(caught.value)
+    assert "host:port" in str(caught.value)
+
+
+def scrape(url: str) -> Scrape:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return Scrape(answer.read().decode())
+
+
+def test_metrics_are_served_and_a_taken_port_is_one_clear_error() -> None:
+    first, second = create_metrics(), create_metrics()  # own registries: no clash
+    server = MetricsServer(first, "127.0.0.1:0")
+    try:
+        first.set_model("tone", "2026.11.22", "onnx")
+        got = scrape(f"http://127.0.0.1:{server.port}/metrics")
+        assert got.value("soundwatch_audio_seconds_total") == 0
+        assert got.labelled("soundwatch_gap_seconds_total") == {
+            "overrun": 0,
+            "device": 0,
+            "overload": 0,
+        }
+        assert got.value("soundwatch_model_info", name="tone", version="2026.11.22", backend="onnx")
+        assert got.value("process_resident_memory_bytes") > 0
+        with pytest.raises(ConfigError, match=f"metrics.address 127.0.0.1:{server.port}: cannot"):
+            MetricsServer(second, f"127.0.0.1:{server.port}")
+    finally:
+        server.close()
+
+
+def test_feed_counters_move_by_difference_across_streams() -> None:
+    metrics = create_metrics()
+    feed = FeedMetrics(metrics)
+    counts = Counts()
+    counts.audio_seconds = 2.5
+    counts.gap_seconds["overrun"] = 0.5
+    counts.bad_samples, counts.clipped_samples = 3, 7
+    feed.update(counts, overruns=2, reconnects=1)
+    feed.update(counts, overruns=2, reconnects=1)  # nothing new: nothing added
+    counts.audio_seconds = 4.0
+    counts.gap_seconds["device"] = 1.25
+    feed.update(counts, overruns=5, reconnects=1)
+    fresh = Counts()  # the next stream starts from 0; the totals go on
+    fresh.audio_seconds = 1.0
+    feed.update(fresh, overruns=5, reconnects=2)
+
+    def value(name: str, **labels: str) -> float:
+        got = metrics.registry.get_sample_value(name, labels)
+        assert got is not None, name
+        return got
+
+    assert value("soundwatch_audio_seconds_total") == 5.0
+    assert value("soundwatch_gap_seconds_total", reason="overrun") == 0.5
+    assert value("soundwatch_gap_seconds_total", reason="device") == 1.25
+    assert value("soundwatch_nonfinite_samples_total") == 3
+    assert value("soundwatch_clipped_samples_total") == 7
+    assert value("soundwatch_audio_overruns_total") == 5
+    assert value("soundwatch_device_reconnects_total") == 2
+
+
+# --- the daemon ---------------------------------------------------------------------------------
+
+# (start s, end s, Hz): two 1 kHz events and one 3 kHz event in 7 s.
+EVENTS = [(1.0, 2.0, 1000.0), (3.0, 3.8, 3000.0), (5.0, 6.0, 1000.0)]
+
+
+def write_events(path: Path) -> Path:
+    x = tone_events(48000, 7.0, EVENTS, noise_amplitude=0.01, tone_amplitude=0.3)
+    return write_wav(path, x, 48000)
+
+
+def test_metrics_follow_the_live_daemon(
+    tone_bundle: Path, tmp_path: Path, pulse_server: PulseServer
+) -> None:
+    wav = write_events(tmp_path / "events.wav")
+    with Daemon(tmp_path, daemon_config(tmp_path, tone_bundle)) as daemon:
+        daemon.wait_for_log("listening to pulse")
+        first = daemon.scrape()
+        began = time.monotonic()
+        pulse_server.play(wav)
+        time.sleep(1.0)
+        second = daemon.scrape()
+        elapsed = time.monotonic() - began
+        code, _ = daemon.stop()
+    assert code == 0, daemon.log()
+
+    grew = second.value("soundwatch_audio_seconds_total") - first.value(
+        "soundwatch_audio_seconds_total"
+    )
+    assert abs(grew - elapsed) <= 0.5, (grew, elapsed)  # all the audio, in real time
+    starts: dict[str, int] = {}
+    for message in daemon.events():
+        if message["type"] == "start":
+            label = str(message["label"])
+            starts[label] = starts.get(label, 0) + 1
+    assert starts == {"tone-1k": 2, "tone-3k": 1}
+    assert second.labelled("soundwatch_events_total") == starts
+    probabilities = second.labelled("soundwatch_probability")
+    assert set(probabilities) == {"tone-1k", "tone-3k"}
+    assert all(0.0 <= p <= 1.0 for p in probabilities.values())
+    calls = second.value("soundwatch_inference_seconds_count")
+    windows = second.value("soundwatch_windows_total")
+    audio = second.value("soundwatch_audio_seconds_total")
+    assert 0 < calls <= windows
+    assert abs(windows - audio / 0.1) <= 20  # one window per 0.1 s hop
+    assert second.value("soundwatch_inference_seconds_sum") < audio  # faster than real time
+    assert second.labelled("soundwatch_gap_seconds_total") == {
+        "overrun": 0,
+        "device": 0,
+        "overload": 0,
+    }
+    assert second.value("soundwatch_audio_overruns_total") == 0
+    assert 0 <= second.value("soundwatch_ring_fill_ratio") < 0.05
+    assert 0 <= second.value("soundwatch_lag_seconds") < 0.5
+    assert second.value("soundwatch_device_connected") == 1
+    assert second.value("soundwatch_mqtt_connected") == 0  # no broker configured
+    assert second.value("soundwatch_model_info", name="tone", version="2026.11.22", backend="onnx")
+
+
+def test_audio_seconds_grow_with_a_replayed_file(tone_bundle: Path, tmp_path: Path) -> None:
+    wav = write_events(tmp_path / "rec_20261122T100000.wav")
+    source = f"{{kind: files, paths: [{wav}], speed: 1}}"
+    with Daemon(tmp_path, daemon_config(tmp_path, tone_bundle, source)) as daemon:
+        daemon.wait_for_log("listening to")
+        first = daemon.scrape()
+        time.sleep(2.0)
+        second = daemon.scrape()
+        code = daemon.process.wait(timeout=20)  # the file ends: so does the daemon
+    assert code == 0, daemon.log()
+    a = first.value("soundwatch_audio_seconds_total")
+    b = second.value("soundwatch_audio_seconds_total")
+    assert 1.5 <= b - a <= 2.5 and b < 7.0, (a, b)
+    assert second.value("soundwatch_lag_seconds") == 0  # not a live source
+    assert first.value("soundwatch_device_connected") == 0
+
+
+def test_overruns_are_counted_when_the_consumer_is_too_slow(
+    slow_bundle: Path, tmp_path: Path, pulse_server: PulseServer
+) -> None:
+    """Load shedding off and a 2 s ring: a model slower than real time makes the ring
+    overflow, and the lost audio shows as overruns and gap:overrun seconds."""
+    loud = tmp_path / "loud.wav"
+    write_wav(loud, tone_events(48000, 6.0, [(0.5, 5.5, 1000.0)], tone_amplitude=0.3), 48000)
+    source = "{kind: device, device: pulse, buffer_seconds: 2, max_lag_seconds: null}"
+    with Daemon(tmp_path, daemon_config(tmp_path, slow_bundle, source)) as daemon:
+        daemon.wait_for_log("listening to pulse")
+        pulse_server.play(loud)
+        time.sleep(3.0)
+        after = daemon.scrape()
+        code, _ = daemon.stop()
+    assert code == 0, daemon.log()
+    assert after.value("soundwatch_audio_overruns_total") > 0
+    lost = after.value("soundwatch_gap_seconds_total", reason="overrun")
+    assert lost >= 1.0
+    assert after.value("soundwatch_gap_seconds_total", reason="overload") == 0
+    status = [r["status"] for r in daemon.rows()]
+    assert status.count("gap:overrun") >= 1, status
+
+
+def test_a_taken_metrics_port_is_logged_and_detection_goes_on(
+    tone_bundle: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    wav = write_events(tmp_path / "rec_20261122T100000.wav")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    source = f"{{kind: files, paths: [{wav}], speed: 0}}"
+    config = daemon_config(tmp_path, tone_bundle, source).replace(
+        "127.0.0.1:0", f"127.0.0.1:{port}"
+    )
+    try:
+        with Daemon(tmp_path, config) as daemon:
+            code = daemon.process.wait(timeout=60)
+    finally:
+        taken.close()
+    assert code == 0, daemon.log()
+    assert f"metrics.address 127.0.0.1:{port}: cannot serve metrics there" in daemon.log()
+    assert "going on without metrics" in daemon.log()
+    assert sum(m["type"] == "end" for m in daemon.events()) == len(EVENTS)
