@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Install soundwatch to run as a service: into a virtual environment of its own (default
+# /opt/soundwatch), not editable, with the bundled models under <prefix>/share/soundwatch/models.
+#
+#   sudo scripts/install-image.sh                    /opt/soundwatch (what systemd/soundwatch.service runs)
+#   scripts/install-image.sh PREFIX                  anywhere you can write
+#   scripts/install-image.sh --image /opt/soundwatch what the Dockerfile runs: also keeps no caches
+#
+# The Docker image runs exactly this script, and tests/test_deploy.py runs it with the
+# Dockerfile's arguments into a temporary prefix, so the image has no untested install step.
+# Steps: system libraries (apt-get, only those missing), the venv, `pip install .[tflite]`,
+# then a smoke test of the installed command outside the checkout. Fails loudly, naming the step.
+set -euo pipefail
+
+say() { printf '\n== %s\n' "$*" >&2; }
+die() { printf '\nsoundwatch install-image: %s\n' "$*" >&2; exit 1; }
+
+image=0
+if [ "${1:-}" = --image ]; then image=1; shift; fi
+[ $# -le 1 ] || die "usage: $0 [--image] [PREFIX]"
+prefix="${1:-/opt/soundwatch}"
+case "$prefix" in /*) ;; *) die "PREFIX must be an absolute path, got '$prefix'" ;; esac
+src="$(cd "$(dirname "$0")/.." && pwd)"
+# LiteRT has no wheel for 32-bit Arm; there ONNX Runtime alone runs the bundles.
+extras=tflite
+[ "$(uname -m)" = armv7l ] && extras=""
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@";
+  elif command -v sudo >/dev/null; then sudo "$@";
+  else die "need root to run: $* (run as root or install sudo)"; fi
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "apt-get not found: install these yourself: ${missing[*]}"
+  say "installing system packages: ${missing[*]}"
+  as_root apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    || die "apt-get install failed for: ${missing[*]}"
+  # An image keeps no package lists: they are 20 MB and stale by the next build anyway.
+  [ $image = 1 ] && as_root rm -rf /var/lib/apt/lists/*
+  return 0
+}
+
+# PortAudio for capture (sounddevice loads it at import), libsndfile for reading files.
+packages=(libportaudio2 libsndfile1)
+command -v python3 >/dev/null || packages+=(python3 python3-venv)
+command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null && packages+=(python3-venv)
+apt_install "${packages[@]}"
+
+python3 - <<'PY' || die "soundwatch needs Python 3.10 to 3.12 (found $(python3 --version 2>&1))"
+import sys
+sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)
+PY
+
+if [ ! -x "$prefix/bin/python" ]; then
+  say "creating the virtual environment $prefix"
+  python3 -m venv "$prefix" || die "python3 -m venv $prefix failed"
+fi
+
+spec="$src"
+[ -n "$extras" ] && spec="$src[$extras]"
+say "installing soundwatch ($spec) into $prefix"
+pip_args=(--quiet --disable-pip-version-check)
+[ $image = 1 ] && pip_args+=(--no-cache-dir)
+"$prefix/bin/python" -m pip install "${pip_args[@]}" "$spec" || die "pip install '$spec' failed"
+
+say "checking the installed soundwatch"
+# From an empty folder with a config naming the bundled model: proves the command, the
+# runtimes and <prefix>/share/soundwatch/models work without the checkout.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+printf 'model: {path: tone}\n' > "$work/config.yaml"
+(cd "$work" && "$prefix/bin/python" -c 'import sounddevice') \
+  || die "sounddevice cannot load PortAudio (is libportaudio2 installed?)"
+(cd "$work" && "$prefix/bin/soundwatch" check -c config.yaml --model-file onnx-int8) \
+  || die "soundwatch check with the bundled model on ONNX Runtime failed"
+if [ -n "$extras" ]; then
+  (cd "$work" && "$prefix/bin/soundwatch" check -c config.yaml --model-file tflite-int8) \
+    || die "soundwatch check with the bundled model on LiteRT failed"
+fi
+say "ready: $prefix/bin/soundwatch"
