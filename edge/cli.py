@@ -49,23 +49,28 @@ def _config(args: argparse.Namespace) -> Loaded:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import App
 
-    loaded = _config(args)
-    c = loaded.config
-    source = c.source
-    if args.files:
-        source = replace(source, kind="files", paths=[str(Path(p).resolve()) for p in args.files])
-    if args.demo:
-        source = replace(source, kind="demo")
-    if args.speed is not None:
-        source = replace(source, speed=args.speed)
-    output = c.output
-    if args.out:
-        output = replace(output, dir=str(Path(args.out).resolve()))
-    if args.print:
-        output = replace(output, print=args.print)
-    loaded = replace(loaded, config=replace(c, source=source, output=output))
+    def configured() -> Loaded:
+        """The config file with this command line's overrides: at start and on SIGHUP."""
+        loaded = _config(args)
+        c = loaded.config
+        source = c.source
+        if args.files:
+            paths = [str(Path(p).resolve()) for p in args.files]
+            source = replace(source, kind="files", paths=paths)
+        if args.demo:
+            source = replace(source, kind="demo")
+        if args.speed is not None:
+            source = replace(source, speed=args.speed)
+        output = c.output
+        if args.out:
+            output = replace(output, dir=str(Path(args.out).resolve()))
+        if args.print:
+            output = replace(output, print=args.print)
+        return replace(loaded, config=replace(c, source=source, output=output))
+
+    loaded = configured()
     _logging(loaded.config.log_level if not args.verbose else "debug")
-    app = App(loaded)
+    app = App(loaded, reload_config=configured)
     app.install_signal_handlers()
     return app.run()
 

@@ -332,14 +332,34 @@ def test_devices_lists_the_pulse_device(pulse_server: object) -> None:
     assert "pulse" in result.stdout
 
 
-def test_run_with_a_missing_device_says_which(
+def test_run_with_a_missing_device_says_which_and_waits_for_it(
     tone_bundle: Path, tmp_path: Path, pulse_server: object
 ) -> None:
+    """A microphone absent at boot is waited for (issue 5), and the log says which one and
+    what devices there are; SIGTERM still ends the daemon cleanly."""
     config = _run_config(tmp_path, tone_bundle, "{kind: device, device: 'USB Mic 9000'}")
-    result = soundwatch("run", "-c", str(config))
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "USB Mic 9000" in result.stderr and "pulse" in result.stderr
+    log = tmp_path / "daemon.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [*SOUNDWATCH, "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while "waiting for it to come back" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text
+    assert "USB Mic 9000" in text and "pulse" in text
 
 
 def test_run_with_a_refused_sample_rate_says_so(

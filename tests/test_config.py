@@ -19,6 +19,7 @@ from edge.config import (
     EventsConfig,
     LabelRules,
     Loaded,
+    MetricsConfig,
     ModelConfig,
     MqttConfig,
     OutputConfig,
@@ -33,9 +34,10 @@ from trainer.toybundle import make_tone_bundle
 
 SOURCE_KEYS = (
     "kind, device, sample_rate_hz, channels, channel, block_seconds, buffer_seconds, paths,"
-    " speed, start"
+    " speed, start, device_timeout_seconds, reconnect_min_seconds, reconnect_max_seconds,"
+    " max_lag_seconds"
 )
-TOP_KEYS = "model, source, labels, events, output, mqtt, log_level"
+TOP_KEYS = "model, source, labels, events, output, mqtt, metrics, log_level"
 
 
 @pytest.fixture(scope="session")
@@ -607,6 +609,7 @@ def test_describe_gives_every_key_a_help_text() -> None:
         ("events", EventsConfig),
         ("output", OutputConfig),
         ("mqtt", MqttConfig),
+        ("metrics", MetricsConfig),
     ):
         expected |= {f"{section}.{name}" for name in cls.__dataclass_fields__}
     expected |= {"labels", "log_level"}

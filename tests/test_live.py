@@ -70,7 +70,9 @@ def test_daemon_detects_events_played_into_a_real_device(
     delay = float(np.median([f.start - t[0] for f, t in zip(found, sorted(TRUTH), strict=True)]))
     assert 0 < delay < 10
     shifted = [Found(f.label, f.start - delay, f.end - delay) for f in found]
-    check_against_truth(shifted, tolerance=0.1 + 0.03)
+    # One hop, plus what a live path adds: the delay is estimated from the events themselves
+    # and PulseAudio's timing wanders by a few tens of ms within a stream (file tests: one hop).
+    check_against_truth(shifted, tolerance=0.1 + 0.07)
 
     # Every second from start to stop has a row; the scene's seconds are analysed.
     rows = []
