@@ -464,7 +464,7 @@ def test_readme_deployment_section() -> None:
     readme = (ROOT / "README.md").read_text()
     headings = [line for line in readme.splitlines() if line.startswith("## ")]
     at = headings.index("## Running it for months")
-    assert headings[at - 1 : at + 2] == ["## MQTT", "## Running it for months", "## Model bundles"]
+    assert headings.index("## MQTT") < at < headings.index("## Model bundles")
     section = readme.split("## Running it for months", 1)[1].split("\n## ", 1)[0]
     for needed in (
         "docker buildx build --platform linux/amd64,linux/arm64",
