@@ -11,6 +11,8 @@ import contextlib
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +357,32 @@ def test_config_errors_name_the_line(tmp_path: Path) -> None:
             RATE_HZ,
             ["a"],
         )
+
+
+def test_fit_export_scan_from_the_command_lines(exclusive_run: Path, tmp_path: Path) -> None:
+    """The whole user path: `soundwatch-train fit` (the fixture), `export`, then the edge's
+    `soundwatch scan` on a recording the model has never heard; events scored against truth."""
+    bundle = tmp_path / "bundle"
+    assert cli.main(["export", str(exclusive_run), "--bundle", str(bundle)]) == 0
+    samples, rows = _scene(seed=99)
+    write_wav(tmp_path / "fresh.wav", samples, RATE_HZ)
+    scanned = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "scan", str(tmp_path / "fresh.wav"),
+         "--model", str(bundle), "--out", str(tmp_path / "out"), "-q"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert scanned.returncode == 0, scanned.stderr
+    found = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "fresh.wav.events.jsonl").read_text().splitlines()
+    ]
+    ends = [(m["label"], m["start_offset"], m["end_offset"]) for m in found if m["type"] == "end"]
+    for label in ("low", "high"):
+        truth = [(a, b) for a, b, name in rows if name == label]
+        got = [(a, b) for name, a, b in ends if name == label]
+        # A true tone is found when a detected event of its label overlaps it.
+        hits = sum(any(a < t1 and b > t0 for a, b in got) for t0, t1 in truth)
+        true_events = sum(any(a < t1 and b > t0 for t0, t1 in truth) for a, b in got)
+        recall, precision = hits / len(truth), true_events / max(1, len(got))
+        f1 = 2 * precision * recall / max(1e-9, precision + recall)
+        assert f1 >= 0.8, (label, precision, recall, got, truth)
