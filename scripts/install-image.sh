@@ -11,47 +11,27 @@
 # Steps: system libraries (apt-get, only those missing), the venv, `pip install .[tflite]`,
 # then a smoke test of the installed command outside the checkout. Fails loudly, naming the step.
 set -euo pipefail
-
-say() { printf '\n== %s\n' "$*" >&2; }
-die() { printf '\nsoundwatch install-image: %s\n' "$*" >&2; exit 1; }
+src="$(cd "$(dirname "$0")/.." && pwd)"
+installer="soundwatch install-image"
+# shellcheck source=scripts/lib.sh
+. "$src/scripts/lib.sh"
 
 image=0
 if [ "${1:-}" = --image ]; then image=1; shift; fi
 [ $# -le 1 ] || die "usage: $0 [--image] [PREFIX]"
 prefix="${1:-/opt/soundwatch}"
 case "$prefix" in /*) ;; *) die "PREFIX must be an absolute path, got '$prefix'" ;; esac
-src="$(cd "$(dirname "$0")/.." && pwd)"
 # LiteRT has no wheel for 32-bit Arm; there ONNX Runtime alone runs the bundles.
 extras=tflite
 [ "$(uname -m)" = armv7l ] && extras=""
-
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@";
-  elif command -v sudo >/dev/null; then sudo "$@";
-  else die "need root to run: $* (run as root or install sudo)"; fi
-}
-
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  command -v apt-get >/dev/null || die "apt-get not found: install these yourself: ${missing[*]}"
-  say "installing system packages: ${missing[*]}"
-  as_root apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-    || die "apt-get install failed for: ${missing[*]}"
-  # An image keeps no package lists: they are 20 MB and stale by the next build anyway.
-  [ $image = 1 ] && as_root rm -rf /var/lib/apt/lists/*
-  return 0
-}
 
 # PortAudio for capture (sounddevice loads it at import), libsndfile for reading files.
 packages=(libportaudio2 libsndfile1)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)
 command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null && packages+=(python3-venv)
 apt_install "${packages[@]}"
+# An image keeps no package lists: they are 20 MB and stale by the next build anyway.
+if [ $image = 1 ]; then as_root rm -rf /var/lib/apt/lists/*; fi
 
 python3 - <<'PY' || die "soundwatch needs Python 3.10 to 3.12 (found $(python3 --version 2>&1))"
 import sys
