@@ -351,32 +351,3 @@ def _demo_blocks(block_seconds: float, stop: threading.Event, seed: int) -> Iter
             out[on, 0] += 0.3 * np.sin(2 * np.pi * freq * (n + index[on]) / DEMO_RATE_HZ)
         n += block
         yield out
-
-
-def live_stream(
-    device: int | str | None,
-    *,
-    sample_rate_hz: int | None,
-    channels: int,
-    block_seconds: float,
-    buffer_seconds: float,
-    stop: threading.Event,
-    first_audio_timeout: float = 10.0,
-) -> Stream:
-    """Capture from an input device through the ring buffer (`edge.live.LiveSource`).
-
-    Audio the ring had to drop because processing fell behind comes out as a
-    `Gap(reason="overrun")`; a lost device as `Gap(reason="device")` until it is back.
-    """
-    from edge.live import LiveSource
-
-    source = LiveSource(
-        device,
-        sample_rate_hz=sample_rate_hz,
-        channels=channels,
-        block_seconds=block_seconds,
-        buffer_seconds=buffer_seconds,
-        stop=stop,
-        first_audio_timeout_seconds=first_audio_timeout,
-    )
-    return source.stream()

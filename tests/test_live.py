@@ -91,12 +91,13 @@ def test_a_slow_consumer_gets_gaps_not_a_backlog(pulse_server: PulseServer) -> N
     dropped and reported as overrun gaps, and every frame is accounted for."""
     import threading
 
-    from edge.sources import Gap, live_stream
+    from edge.live import LiveSource
+    from edge.sources import Gap
 
     stop = threading.Event()
-    stream = live_stream(
+    stream = LiveSource(
         "pulse", sample_rate_hz=16000, channels=1, block_seconds=0.05, buffer_seconds=1.0, stop=stop
-    )
+    ).stream()
     frames = gaps = 0
     began = time.monotonic()
     slept = False

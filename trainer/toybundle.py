@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from edge.bundle import sha256_of
 from edge.frontend import LogMelSpec, logmel, mel_filterbank, n_frames
 from trainer import toymodel
 
@@ -117,7 +118,7 @@ def make_tone_bundle(
         toymodel.build_tflite(folder / "model.fp32.tflite", W, b, frames, int8=False)
         files["tflite-fp32"] = {"path": "model.fp32.tflite"}
     for entry in files.values():
-        entry["sha256"] = toymodel.sha256(folder / entry["path"])
+        entry["sha256"] = sha256_of(folder / entry["path"])
 
     manifest = {
         "format": "soundwatch-bundle/1",

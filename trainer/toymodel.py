@@ -9,7 +9,6 @@ flatbuffer schema that ships with ``ai_edge_litert``), so neither torch nor Tens
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,15 +38,6 @@ def reference(
     if activation == "sigmoid":
         logits = 1.0 / (1.0 + np.exp(-logits))
     return logits.astype(np.float32)
-
-
-def sha256(path: Path | str) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_weights(W: np.ndarray, b: np.ndarray) -> tuple[int, int]:
