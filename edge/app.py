@@ -1,8 +1,9 @@
 """The daemon: one place that builds the pipeline from a config and runs it until stopped.
 
     source ──► conditioner (channel, resample) ──► Analyzer (frontend, model, seconds, events)
-    (edge/live.py: reconnects,                          └──► sinks (stdout, files, MQTT, metrics)
-     sheds load)
+    (edge/live.py: reconnects,  │                            │
+     sheds load)                └──► Evidence (levels, clips) ◄┘──► sinks (stdout, files, MQTT,
+                                                                     metrics)
 
 The processing loop runs on the calling thread; PortAudio's callback thread only fills the ring
 buffer, the metrics endpoint and MQTT have threads of their own. Between blocks, the loop calls
@@ -35,10 +36,20 @@ from typing import TYPE_CHECKING
 from edge.analysis import Analyzer
 from edge.audiofile import find_audio_files
 from edge.bundle import Bundle, load_bundle
+from edge.clips import ClipRecorder
 from edge.clock import parse_start, utc_now
 from edge.config import Loaded, label_setups, load_config, model_folder
 from edge.errors import AudioError, ConfigError, SoundwatchError
-from edge.metrics import FeedMetrics, MetricsServer, MetricsSink, create_metrics, timed, watch
+from edge.evidence import Evidence
+from edge.metrics import (
+    ClipMetrics,
+    FeedMetrics,
+    MetricsServer,
+    MetricsSink,
+    create_metrics,
+    timed,
+    watch,
+)
 from edge.mqtt import MqttSink
 from edge.notify import Notifier
 from edge.records import StreamInfo
@@ -54,9 +65,10 @@ STATUS_SECONDS = 5.0  # how often the systemd status line is brought up to date
 
 
 def build_analyzer(
-    loaded: Loaded, sinks: list[Sink], *, batch_windows: int | None = None
+    loaded: Loaded, sink: Sink | None = None, *, batch_windows: int | None = None
 ) -> tuple[Bundle, Analyzer]:
-    """Bundle, backend and Analyzer as the config says; raises SoundwatchError on problems."""
+    """Bundle, backend and Analyzer (feeding `sink`) as the config says; raises
+    SoundwatchError on problems."""
     config = loaded.config
     bundle = load_bundle(model_folder(loaded))
     labels = label_setups(loaded, bundle)
@@ -66,7 +78,7 @@ def build_analyzer(
         bundle,
         backend,
         labels,
-        Fanout(sinks),
+        sink or Sink(),
         hop_samples=hop,
         batch_windows=batch_windows or config.model.batch_windows,
     )
@@ -93,7 +105,14 @@ class App:
         self.sinks: list[Sink] = []
         if config.output.print != "none":
             self.sinks.append(Printer(config.output.print))
-        self.bundle, self.analyzer = build_analyzer(loaded, self.sinks)
+        # Levels and clips see the audio before the model and stamp rows and events on their
+        # way to the sinks (edge/evidence.py).
+        self.clips: ClipRecorder | None = None
+        if config.clips.enabled:
+            folder = loaded.resolve(config.output.dir) / config.clips.folder
+            self.clips = ClipRecorder(config.clips, folder)
+        self.evidence = Evidence(Fanout(self.sinks), config.levels, self.clips)
+        self.bundle, self.analyzer = build_analyzer(loaded, self.evidence)
         self.analyzer.backend = timed(self.analyzer.backend, self.metrics)
         m = self.bundle.manifest
         self.files: DaemonFiles | None = None
@@ -123,6 +142,7 @@ class App:
         self.notifier = Notifier.from_environment()
         self.live: LiveSource | None = None
         self._feed_metrics = FeedMetrics(self.metrics)
+        self._clip_metrics = None if self.clips is None else ClipMetrics(self.metrics, self.clips)
         self._server: MetricsServer | None = None
         self._stream: Stream | None = None
         self._ready = False
@@ -200,7 +220,9 @@ class App:
                 info = StreamInfo(stream.name, labels_now, stream.anchor, stream.rate_hz)
                 channel = self.loaded.config.source.channel
                 try:
-                    conditioner = feed(stream, self.analyzer, info, channel, self.stop, self)
+                    conditioner = feed(
+                        stream, self.analyzer, info, channel, self.stop, self, self.evidence
+                    )
                 finally:
                     close = getattr(stream.blocks, "close", None)
                     if close is not None:  # a generator: release its device or file now
@@ -214,8 +236,7 @@ class App:
                     break
         finally:
             self.notifier.stopping()
-            for sink in self.sinks:
-                sink.close()
+            self.evidence.close()  # the clips, then every sink
             if self._server is not None:
                 self._server.close()
             self.notifier.close()
@@ -245,6 +266,8 @@ class App:
         live = self.live
         overruns, reconnects = (live.overruns, live.reconnects) if live is not None else (0, 0)
         self._feed_metrics.update(conditioner.counts, overruns=overruns, reconnects=reconnects)
+        if self._clip_metrics is not None:
+            self._clip_metrics.update()
 
     def _status_text(self) -> str:
         live = self.live
@@ -269,7 +292,7 @@ class App:
         running = f"{self.bundle.manifest.name} {self.bundle.manifest.version}"
         try:
             loaded = self._reload_config()
-            bundle, analyzer = build_analyzer(loaded, self.sinks)
+            bundle, analyzer = build_analyzer(loaded, self.evidence)
         except SoundwatchError as exc:
             problem = "; ".join(str(exc).splitlines())
             logger.error("reload refused, still running model %s: %s", running, problem)
@@ -283,7 +306,7 @@ class App:
         old, new = self.loaded.config, loaded.config
         later = [
             name
-            for name in ("source", "output", "mqtt", "metrics", "log_level")
+            for name in ("source", "output", "mqtt", "metrics", "levels", "clips", "log_level")
             if getattr(old, name) != getattr(new, name)
         ]
         if later:

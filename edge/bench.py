@@ -346,7 +346,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     c = loaded.config
     model = replace(c.model, path=spec["model"], file=spec["file_key"], threads=spec["threads"])
     loaded = replace(loaded, config=replace(c, model=model))
-    bundle, analyzer = build_analyzer(loaded, [], batch_windows=spec["batch"])
+    bundle, analyzer = build_analyzer(loaded, None, batch_windows=spec["batch"])
     backend = analyzer.backend
     window_bytes = 4 * int(np.prod(bundle.feature_shape))
     recorder = _Recording(backend, max(spec["batch"], RECORD_BYTES // window_bytes))

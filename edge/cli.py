@@ -81,7 +81,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     _logging("debug" if args.verbose else "info")
     loaded = _config(args)
-    _, analyzer = build_analyzer(loaded, [], batch_windows=args.batch or SCAN_BATCH_WINDOWS)
+    _, analyzer = build_analyzer(loaded, None, batch_windows=args.batch or SCAN_BATCH_WINDOWS)
     stop = threading.Event()
     # Ctrl-C finishes the current block and discards the file in progress; finished files stay.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -121,7 +121,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from edge.app import build_analyzer
 
     loaded = _config(args)
-    bundle, analyzer = build_analyzer(loaded, [])
+    bundle, analyzer = build_analyzer(loaded)
     m = bundle.manifest
     backend = analyzer.backend
     print(f"{loaded.path or 'built-in defaults'}: ok")

@@ -32,6 +32,7 @@ Interface (the processing thread, one recorder for the daemon's life)::
     recorder.begin(info)                        # Sink: each stream (rate, anchor, source)
     recorder.push(mono)                         # source-rate float32 mono, BEFORE the analyzer
     recorder.gap(n_frames)                      #   sees the same block, so events find it here
+    recorder.retune(rate_hz, at_seconds)        # the device came back at another rate
     event = recorder.stamp(event)               # start and end: clip path set (or None)
     recorder.event(event)                       # Sink: idempotent with stamp/plan
     recorder.end(); recorder.close()            # Sink: write what is pending
@@ -142,7 +143,8 @@ class ClipRecorder(Sink):
         self._ring = np.zeros(0, dtype=np.float32)
         self._rate_hz = 0
         self._info: StreamInfo | None = None
-        self._written = 0  # samples of this stream pushed, gaps included
+        self._written = 0  # samples of this stream pushed since `_origin`, gaps included
+        self._origin = 0.0  # stream offset of `_written` 0, s (moves on a retune)
         self._clips: dict[str, _Clip] = {}  # by event id, until written
         self._paths: dict[str, Path] = {}  # by event id, the last MAX_PATHS events
         self._failing = False  # the last write failed: log once, and once when it recovers
@@ -161,6 +163,18 @@ class ClipRecorder(Sink):
             self._rate_hz = info.source_rate_hz
             self._ring = np.zeros(math.ceil(self.ring_seconds * self._rate_hz), dtype=np.float32)
         self._written = 0
+        self._origin = 0.0
+
+    def retune(self, rate_hz: int, at_seconds: float) -> None:
+        """From stream offset `at_seconds` (after a gap) the audio comes at `rate_hz`.
+
+        Pending clips are written with the audio they have; events keep their clip paths."""
+        self._write_pending()
+        if rate_hz != self._rate_hz:
+            self._rate_hz = rate_hz
+            self._ring = np.zeros(math.ceil(self.ring_seconds * rate_hz), dtype=np.float32)
+        self._written = 0
+        self._origin = at_seconds
 
     def push(self, mono: np.ndarray) -> None:
         """Source-rate mono float32 audio (1-D) of the current stream."""
@@ -196,7 +210,7 @@ class ClipRecorder(Sink):
             path = self._paths.get(event.id)
             clip = self._clips.get(event.id)
             if clip is not None and event.end_offset is not None and not clip.ended:
-                end = event.end_offset + self.settings.post_roll_seconds
+                end = event.end_offset + self.settings.post_roll_seconds - self._origin
                 clip.due = min(clip.due, max(clip.first, round(end * self._rate_hz)))
                 clip.ended = True
                 self._next_due = min(self._next_due, clip.due)
@@ -212,8 +226,9 @@ class ClipRecorder(Sink):
             self._retry_at = None  # try again; a failure pauses once more
         path = self._name(event)
         s = self.settings
-        first = max(0, round((event.start_offset - s.pre_roll_seconds) * self._rate_hz))
-        due = round((event.start_offset + s.max_clip_seconds) * self._rate_hz)
+        start = event.start_offset - self._origin
+        first = max(0, round((start - s.pre_roll_seconds) * self._rate_hz))
+        due = round((start + s.max_clip_seconds) * self._rate_hz)
         self._clips[event.id] = _Clip(path, first, due)
         self._paths[event.id] = path
         if len(self._paths) > MAX_PATHS:  # bounded: far more than events open at once
@@ -300,13 +315,17 @@ class ClipRecorder(Sink):
                 self._write(clip, clip.due)
         self._next_due = min((c.due for c in self._clips.values()), default=math.inf)
 
-    def _finish_all(self) -> None:
-        """The stream is over: every pending clip is written with the audio there is."""
+    def _write_pending(self) -> None:
+        """Every pending clip is written now, with the audio there is."""
         for clip in self._clips.values():
             self._write(clip, min(clip.due, self._written))
         self._clips.clear()
-        self._paths.clear()
         self._next_due = math.inf
+
+    def _finish_all(self) -> None:
+        """The stream is over: pending clips are written, and event ids forgotten."""
+        self._write_pending()
+        self._paths.clear()
 
     def _write(self, clip: _Clip, stop: int) -> None:
         audio = self._read(clip.first, stop)

@@ -21,8 +21,10 @@ from typing import Literal
 from edge import schema
 from edge.analysis import LabelSetup
 from edge.bundle import PREFERENCE, Bundle
+from edge.clips import ClipSettings
 from edge.errors import ConfigError
 from edge.events import EventRules
+from edge.levels import LevelSettings
 from edge.schema import Path_, field
 
 DEFAULT_MODEL = "tone"
@@ -232,6 +234,7 @@ class MqttConfig:
     key_file: str | None = field(None, help="the client certificate's private key, PEM")
     tls_check_hostname: bool = field(True, help="check the broker's certificate names mqtt.host")
     probabilities: bool = field(False, help="publish per-second probabilities (QoS 0)")
+    levels: bool = field(True, help="publish per-second sound levels (QoS 0) when levels are on")
     outbox: str | None = field(
         None, help="SQLite file of unsent events (null: mqtt-outbox.sqlite3 in output.dir)"
     )
@@ -314,6 +317,8 @@ class Config:
     output: OutputConfig = field(factory=OutputConfig, help="outputs")
     mqtt: MqttConfig = field(factory=MqttConfig, help="MQTT broker and topics")
     metrics: MetricsConfig = field(factory=MetricsConfig, help="Prometheus metrics")
+    levels: LevelSettings = field(factory=LevelSettings, help="per-second sound levels")
+    clips: ClipSettings = field(factory=ClipSettings, help="a WAV clip of each event")
     log_level: Literal["debug", "info", "warning", "error"] = field("info", help="log level")
 
     def problems(self) -> list[tuple[str | tuple[str | int, ...], str]]:

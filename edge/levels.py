@@ -145,6 +145,16 @@ class LevelSettings:
         return "dB re 20 µPa" if self.medium == "air" else "dB re 1 µPa"
 
 
+UNIT_COLUMNS = {"dBFS": "dbfs", "dB re 20 µPa": "db_re_20upa", "dB re 1 µPa": "db_re_1upa"}
+
+
+def level_columns(unit: str, bands: tuple[str, ...] | list[str]) -> list[str]:
+    """CSV column names: the broadband level (`dbfs`, `db_re_20upa`, `db_re_1upa`), then one
+    per band (`dbfs_31.5hz`, ...)."""
+    name = UNIT_COLUMNS[unit]
+    return [name, *(f"{name}_{band}hz" for band in bands)]
+
+
 def calibration_offset_db(
     sensitivity_db: float,
     gain_db: float,

@@ -23,6 +23,13 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
     soundwatch_mqtt_connected                   1 while connected to the broker
     soundwatch_outbox_pending                   event messages not yet acknowledged
     soundwatch_model_info{name,version,backend} 1, for the model running now
+    soundwatch_sound_level_db{band,unit}        the last second's level (band "broadband" or
+                                                a nominal centre in Hz), with `levels:` on
+    soundwatch_clips_total{result}              event clips: written, failed (disk, limit),
+                                                skipped (clips paused after a failure)
+    soundwatch_clips_deleted_total              clips removed by retention (size, age)
+    soundwatch_clips_bytes                      bytes of clips kept on disk
+    soundwatch_clips_paused                     1 while clips are paused after a failure
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
+from edge.clips import ClipRecorder
 from edge.errors import ConfigError
 from edge.records import ANALYSED, Event, SecondRow, StreamInfo
 from edge.runtime.base import Backend
@@ -52,6 +60,7 @@ logger = logging.getLogger(__name__)
 # model on a Pi): buckets from 0.5 ms to 5 s.
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 GAP_REASONS = ("overrun", "device", "overload")
+CLIP_RESULTS = ("written", "failed", "skipped")
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,11 @@ class Metrics:
     mqtt_connected: Gauge
     outbox_pending: Gauge
     model_info: Gauge
+    sound_level: Gauge
+    clips: Counter
+    clips_deleted: Counter
+    clips_bytes: Gauge
+    clips_paused: Gauge
 
     def set_model(self, name: str, version: str, backend: str) -> None:
         """The model now running (after a start or a reload)."""
@@ -124,9 +138,25 @@ def create_metrics() -> Metrics:
         model_info=Gauge(
             p + "model_info", "The model running", ["name", "version", "backend"], registry=r
         ),
+        sound_level=Gauge(
+            p + "sound_level_db",
+            "The last second's sound level, dBFS or calibrated dB (unit), by band",
+            ["band", "unit"],
+            registry=r,
+        ),
+        clips=Counter(p + "clips", "Event clips, by result", ["result"], registry=r),
+        clips_deleted=Counter(
+            p + "clips_deleted", "Clips removed by retention (size, age)", registry=r
+        ),
+        clips_bytes=Gauge(p + "clips_bytes", "Bytes of clips kept on disk", registry=r),
+        clips_paused=Gauge(
+            p + "clips_paused", "1 while clips are paused after a failure", registry=r
+        ),
     )
     for reason in GAP_REASONS:  # present from the start, so rate() works on the first gap
         metrics.gap_seconds.labels(reason)
+    for result in CLIP_RESULTS:
+        metrics.clips.labels(result)
     return metrics
 
 
@@ -180,6 +210,29 @@ class FeedMetrics:
             self._reconnects = reconnects
 
 
+class ClipMetrics:
+    """Moves a ClipRecorder's counters into the metrics, by difference (processing thread)."""
+
+    def __init__(self, metrics: Metrics, recorder: ClipRecorder) -> None:
+        self.metrics, self.recorder = metrics, recorder
+        self._seen = dict.fromkeys(CLIP_RESULTS, 0)
+        self._deleted = 0
+        watch(metrics.clips_bytes, lambda: recorder.bytes_total)
+        watch(metrics.clips_paused, lambda: recorder.paused)
+
+    def update(self) -> None:
+        r = self.recorder
+        for result, now in zip(
+            CLIP_RESULTS, (r.clips_written, r.clips_failed, r.clips_skipped), strict=True
+        ):
+            if now != self._seen[result]:
+                self.metrics.clips.labels(result).inc(now - self._seen[result])
+                self._seen[result] = now
+        if r.clips_deleted != self._deleted:
+            self.metrics.clips_deleted.inc(r.clips_deleted - self._deleted)
+            self._deleted = r.clips_deleted
+
+
 class MetricsSink(Sink):
     """Per-second probabilities and events into the metrics; counts events for the status."""
 
@@ -188,6 +241,8 @@ class MetricsSink(Sink):
         self._labels: list[str] = []
         self._gauges: list[Any] = []
         self._events: deque[float] = deque()  # time.monotonic() of recent event starts
+        self._levels: tuple[str | None, tuple[str, ...]] = (None, ())
+        self._level_gauges: dict[str, Any] = {}
 
     def begin(self, info: StreamInfo) -> None:
         if info.labels != self._labels:
@@ -196,11 +251,29 @@ class MetricsSink(Sink):
                     self.metrics.probability.remove(label)
             self._labels = list(info.labels)
             self._gauges = [self.metrics.probability.labels(label) for label in self._labels]
+        levels = (info.level_unit, info.level_bands)
+        if levels != self._levels:
+            self.metrics.sound_level.clear()
+            self._levels = levels
+            self._level_gauges = {}
+            if info.level_unit is not None:
+                for band in ("broadband", *info.level_bands):
+                    gauge = self.metrics.sound_level.labels(band, info.level_unit)
+                    self._level_gauges[band] = gauge
 
     def second(self, row: SecondRow) -> None:
         analysed = row.status == ANALYSED
         for gauge, p in zip(self._gauges, row.scores.tolist(), strict=True):
             gauge.set(p if analysed else math.nan)
+        if self._level_gauges:
+            levels = row.levels
+            for band, gauge in self._level_gauges.items():
+                if levels is None:
+                    gauge.set(math.nan)  # no audio this second: no level, not silence
+                elif band == "broadband":
+                    gauge.set(levels.dbfs_or_db)
+                else:
+                    gauge.set(levels.bands.get(band, math.nan))
 
     def event(self, event: Event) -> None:
         if event.type == "start":

@@ -2,7 +2,7 @@
 
 Topics under `<topic_prefix>/<device id>/` (ARCHITECTURE.md, contract 2; schemas/*.json):
 `status` (QoS 1, retained; the last will sets `offline`), `events` (QoS 1, at least once) and,
-when enabled, `probabilities` (QoS 0, best effort).
+when enabled, `probabilities` and `levels` (QoS 0, best effort).
 
 Three threads, and the processing thread never waits on the network:
 - the processing thread calls `event()`, which stores the message in the SQLite outbox (fsync'd)
@@ -52,7 +52,7 @@ from edge.sinks import Sink
 logger = logging.getLogger(__name__)
 
 WINDOW = 20  # event messages handed to paho and not yet acknowledged (paho's inflight limit)
-SECONDS_BACKLOG = 5  # per-second payloads waiting for the publisher; more are dropped
+SECONDS_BACKLOG = 10  # per-second payloads waiting for the publisher; more are dropped
 IDLE_SECONDS = 1.0  # the publisher's longest sleep when nothing wakes it
 STUCK_SECONDS = 60.0  # after a reconnect, older messages not acknowledged by then are resent
 OFFLINE_SECONDS = 2.0  # at shutdown, how long to wait for the broker to take `offline`
@@ -64,7 +64,8 @@ class MqttSink(Sink):
     Counters for the metrics endpoint (plain ints, each written by one thread):
     `events_published` (acknowledged by the broker), `events_rejected` (refused by an MQTT 5
     broker in its PUBACK), `events_dropped_full` (dropped from a full outbox),
-    `probabilities_published`, `probabilities_dropped` (not connected, or falling behind) and
+    `seconds_published`, `seconds_dropped` (per-second probabilities and levels, QoS 0: dropped
+    while not connected, or when falling behind) and
     `connected`.
     """
 
@@ -99,15 +100,16 @@ class MqttSink(Sink):
         self.events_published = 0
         self.events_rejected = 0
         self.events_dropped_full = 0
-        self.probabilities_published = 0
-        self._probabilities_dropped_early = 0  # processing thread: not connected or backlog full
-        self._probabilities_dropped_late = 0  # publisher thread: connection lost meanwhile
+        self.seconds_published = 0
+        self._seconds_dropped_early = 0  # processing thread: not connected or backlog full
+        self._seconds_dropped_late = 0  # publisher thread: connection lost meanwhile
+        self._info: StreamInfo | None = None
 
         self._stop = threading.Event()
         self._wake = threading.Event()  # something to do: a new event, an ack, a connect
         self._settled = threading.Event()  # the publisher finished a round (close() waits on it)
         self._acks: deque[tuple[int, bool]] = deque()  # (mid, refused), from the network thread
-        self._seconds: deque[bytes] = deque()
+        self._seconds: deque[tuple[str, bytes]] = deque()  # (topic, payload), QoS 0
         # paho message id -> (outbox seq, connection number), written by the publisher only
         self._inflight: dict[int, tuple[int, int]] = {}
         self._cursor = 0  # highest outbox seq handed to paho in this process
@@ -126,8 +128,8 @@ class MqttSink(Sink):
             )
 
     @property
-    def probabilities_dropped(self) -> int:
-        return self._probabilities_dropped_early + self._probabilities_dropped_late
+    def seconds_dropped(self) -> int:
+        return self._seconds_dropped_early + self._seconds_dropped_late
 
     def _status(self, state: str, since: str | None) -> bytes:
         payload = {
@@ -154,6 +156,7 @@ class MqttSink(Sink):
 
     def begin(self, info: StreamInfo) -> None:
         self.labels = info.labels
+        self._info = info
 
     def event(self, event: Event) -> None:
         payload = json.dumps(event.to_json(self.model, self.model_version, self.device)).encode()
@@ -171,19 +174,38 @@ class MqttSink(Sink):
         self._wake.set()
 
     def second(self, row: SecondRow) -> None:
-        if not self.config.probabilities:
-            return
-        if not self.connected or len(self._seconds) >= SECONDS_BACKLOG:
-            self._probabilities_dropped_early += 1  # best effort: never queued while offline
-            return
-        scores = {
-            label: None if math.isnan(p) else round(p, 4)
-            for label, p in zip(self.labels, row.scores.tolist(), strict=True)
-        }
         time_ = iso(row.time) if row.time else None
-        self._seconds.append(
-            json.dumps({"time": time_, "status": row.status, "scores": scores}).encode()
-        )
+        channel = None if self._info is None else self._info.channel
+        if self.config.probabilities:
+            scores = {
+                label: None if math.isnan(p) else round(p, 4)
+                for label, p in zip(self.labels, row.scores.tolist(), strict=True)
+            }
+            payload: dict[str, object] = {"time": time_, "status": row.status, "scores": scores}
+            if channel is not None:
+                payload["channel"] = channel
+            self._queue("probabilities", payload)
+        levels = row.levels
+        if self.config.levels and levels is not None and self._info is not None:
+            unit = self._info.level_unit or "dBFS"
+            message: dict[str, object] = {
+                "time": time_,
+                "dbfs" if unit == "dBFS" else "db": round(levels.dbfs_or_db, 2),
+                "unit": unit,
+                "bands": {band: round(db, 2) for band, db in levels.bands.items()},
+                "audio_seconds": round(levels.audio_seconds, 4),
+            }
+            if channel is not None:
+                message["channel"] = channel
+            self._queue("levels", message)
+
+    def _queue(self, topic: str, payload: dict[str, object]) -> None:
+        """A per-second QoS 0 message for the publisher: dropped (and counted) while offline
+        or when the publisher falls behind."""
+        if not self.connected or len(self._seconds) >= SECONDS_BACKLOG:
+            self._seconds_dropped_early += 1  # best effort: never queued while offline
+            return
+        self._seconds.append((f"{self.root}/{topic}", json.dumps(payload).encode()))
         self._wake.set()
 
     def close(self) -> None:
@@ -242,7 +264,7 @@ class MqttSink(Sink):
     def _round(self) -> None:
         self._settle_acks()
         if not self.connected:
-            self._probabilities_dropped_late += len(self._seconds)
+            self._seconds_dropped_late += len(self._seconds)
             self._seconds.clear()
             return
         if self._older_inflight():
@@ -257,11 +279,11 @@ class MqttSink(Sink):
             self._inflight[info.mid] = (message.seq, connection)
             self._cursor = message.seq
         while self._seconds:
-            info = self.client.publish(f"{self.root}/probabilities", self._seconds.popleft(), qos=0)
+            info = self.client.publish(*self._seconds.popleft(), qos=0)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self.probabilities_published += 1
+                self.seconds_published += 1
             else:
-                self._probabilities_dropped_late += 1
+                self._seconds_dropped_late += 1
 
     def _older_inflight(self) -> bool:
         """Are messages from before the last reconnect still unacknowledged?

@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from edge.levels import Levels
+
 ANALYSED = "analysed"
 EDGE = "edge"  # audio arrived, but too near a stream start or end to centre a window here
 
@@ -36,6 +38,8 @@ class StreamInfo:
     anchor: datetime | None  # UTC time of the first sample, when known
     source_rate_hz: int  # the recording's own rate (SongExplorer tics count these)
     channel: int | None = None  # which input channel, when detecting per channel
+    level_unit: str | None = None  # sound levels in the rows: dBFS, dB re 20 µPa, ...; None: off
+    level_bands: tuple[str, ...] = ()  # band names (nominal centre, Hz) of the rows' levels
 
     def at(self, offset_seconds: float) -> datetime | None:
         return None if self.anchor is None else self.anchor + timedelta(seconds=offset_seconds)
@@ -49,6 +53,7 @@ class SecondRow:
     time: datetime | None  # absolute start of this second, when the stream has an anchor
     status: str  # ANALYSED, EDGE or gap_status(reason)
     scores: np.ndarray  # float32 per kept label; NaN when not analysed
+    levels: Levels | None = None  # the second's sound levels, when on and audio arrived
 
 
 @dataclass(frozen=True)

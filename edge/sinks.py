@@ -10,7 +10,8 @@ Output layouts (documented in the README):
   (SongExplorer: `wav,start_tic,stop_tic,predicted,label`). Written to a temporary name and
   renamed when the file is done, so an interrupted scan never leaves half a result.
 - run: `<out>/<device>/<YYYY-MM-DD>/<YYYYMMDDTHH>.csv` (`time,status,<label>...`, one per UTC
-  hour) and `events.jsonl` (and `predicted.csv` when the source is a file) in the day's folder.
+  hour; with `levels:` on, then `dbfs` and a column per band, e.g. `dbfs_1000hz`) and
+  `events.jsonl` (and `predicted.csv` when the source is a file) in the day's folder.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import IO, Literal
 
+from edge.levels import level_columns
 from edge.records import ANALYSED, Event, SecondRow, StreamInfo, iso
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,26 @@ def format_score(p: float) -> str:
     return "" if math.isnan(p) else f"{p:.4f}"
 
 
+def columns(info: StreamInfo) -> list[str]:
+    """The per-second CSV columns after `time`/`offset_seconds`/`status`: a score per label,
+    then the sound levels when they are on (`dbfs`, `dbfs_1000hz`, ...)."""
+    levels = [] if info.level_unit is None else level_columns(info.level_unit, info.level_bands)
+    return [*info.labels, *levels]
+
+
+def row_cells(row: SecondRow, info: StreamInfo | None) -> str:
+    """The scores (4 decimals) and levels (2 decimals) of a row, comma-separated; empty cells
+    where there is nothing (not analysed, no audio)."""
+    cells = ",".join(format_score(p) for p in row.scores.tolist())
+    if info is None or info.level_unit is None:
+        return cells
+    levels = row.levels
+    if levels is None:
+        return cells + "," * (1 + len(info.level_bands))
+    bands = ",".join(f"{levels.bands[b]:.2f}" for b in info.level_bands)
+    return f"{cells},{levels.dbfs_or_db:.2f}" + ("," + bands if bands else "")
+
+
 def songexplorer_row(event: Event, info: StreamInfo) -> str:
     """`wav,start_tic,stop_tic,predicted,label`, tics in samples at the recording's rate."""
     assert event.end_offset is not None
@@ -92,9 +114,11 @@ class Printer(Sink):
         self.what = what
         self.out = stream or sys.stdout
         self._labels: list[str] = []
+        self._unit = ""
 
     def begin(self, info: StreamInfo) -> None:
         self._labels = info.labels
+        self._unit = info.level_unit or ""
         when = iso(info.anchor) if info.anchor else "no timestamp"
         self.out.write(f"# {info.source} ({when})\n")
         self.out.flush()
@@ -108,9 +132,11 @@ class Printer(Sink):
                 f"{label} {p:.2f}"
                 for label, p in zip(self._labels, row.scores.tolist(), strict=True)
             )
-            self.out.write(f"{when}  {scores}\n")
         else:
-            self.out.write(f"{when}  ({row.status})\n")
+            scores = f"({row.status})"
+        if row.levels is not None:
+            scores += f"  {row.levels.dbfs_or_db:.1f} {self._unit}"
+        self.out.write(f"{when}  {scores}\n")
         self.out.flush()
 
     def event(self, event: Event) -> None:
@@ -122,6 +148,8 @@ class Printer(Sink):
         extra = ""
         if event.type == "end" and event.end_offset is not None:
             extra = f"  {event.end_offset - event.start_offset:.2f}s"
+            if event.clip is not None:
+                extra += f"  clip {event.clip}"
         self.out.write(
             f"{when}  {event.type.upper():5}  {event.label}  max {event.score_max:.2f}{extra}\n"
         )
@@ -148,14 +176,14 @@ class ScanFiles(Sink):
         self._info = info
         self.out_base.parent.mkdir(parents=True, exist_ok=True)
         self._csv = self._open(".probabilities.csv")
-        self._csv.write(",".join(["time", "offset_seconds", "status", *info.labels]) + "\n")
+        self._csv.write(",".join(["time", "offset_seconds", "status", *columns(info)]) + "\n")
         self._jsonl = self._open(".events.jsonl")
         self._predicted = self._open("-predicted.csv")
 
     def second(self, row: SecondRow) -> None:
         time = iso(row.time) if row.time else ""
-        scores = ",".join(format_score(p) for p in row.scores.tolist())
-        self._csv.write(f"{time},{row.offset_seconds:g},{row.status},{scores}\n")
+        cells = row_cells(row, self._info)
+        self._csv.write(f"{time},{row.offset_seconds:g},{row.status},{cells}\n")
 
     def event(self, event: Event) -> None:
         payload = event.to_json(self.model, self.model_version, self.device)
@@ -183,23 +211,23 @@ class DaemonFiles(Sink):
     def __init__(self, root: Path, model: str, model_version: str, device: str) -> None:
         self.root = root / device
         self.model, self.model_version, self.device = model, model_version, device
-        self._labels: list[str] = []
+        self._columns: list[str] = []
         self._hour_key = ""
         self._hour: IO[str] | None = None
         self._info: StreamInfo | None = None
 
     def begin(self, info: StreamInfo) -> None:
         self._info = info
-        if info.labels != self._labels:
+        if columns(info) != self._columns:
             self._close_hour()
-            self._labels = info.labels
+            self._columns = columns(info)
 
     def _hour_file(self, key: str) -> IO[str]:
         if key != self._hour_key or self._hour is None:
             self._close_hour()
             folder = self.root / f"{key[:4]}-{key[4:6]}-{key[6:8]}"
             folder.mkdir(parents=True, exist_ok=True)
-            header = ",".join(["time", "status", *self._labels]) + "\n"
+            header = ",".join(["time", "status", *self._columns]) + "\n"
             path = folder / f"{key}.csv"
             n = 1
             # After a restart, append to this hour's file; after a model change, start another.
@@ -223,8 +251,7 @@ class DaemonFiles(Sink):
             return
         stamp = iso(row.time)
         f = self._hour_file(stamp[:4] + stamp[5:7] + stamp[8:10] + "T" + stamp[11:13])
-        scores = ",".join(format_score(p) for p in row.scores.tolist())
-        f.write(f"{stamp},{row.status},{scores}\n")
+        f.write(f"{stamp},{row.status},{row_cells(row, self._info)}\n")
         f.flush()  # one row a second: cheap, and a crash loses at most the current row
 
     def _append(self, when: str, name: str, line: str) -> None:

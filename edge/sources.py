@@ -69,8 +69,30 @@ class Counts:
     clipped_samples: int = 0  # at full scale (|x| >= CLIP_LEVEL): legal but suspicious
 
 
+class Tap(Protocol):
+    """Sees the stream's source-rate mono audio before it is resampled (edge/evidence.py)."""
+
+    def audio(self, mono: np.ndarray) -> None:
+        """A block (1-D float32, valid only during the call)."""
+        ...
+
+    def missing(self, frames: int) -> None:
+        """`frames` source-rate frames are missing."""
+        ...
+
+    def retune(self, rate_hz: int, at_seconds: float) -> None:
+        """From stream offset `at_seconds` on, the audio comes at `rate_hz`."""
+        ...
+
+    def finish(self) -> None:
+        """The stream, or the segment of it one model scored, ends here."""
+        ...
+
+
 class Conditioner:
-    """Channel choice, NaN/inf repair and resampling: stream rate to model rate, mono."""
+    """Channel choice, NaN/inf repair and resampling: stream rate to model rate, mono.
+
+    A `tap` sees the mono audio at the stream's rate, before resampling."""
 
     def __init__(
         self,
@@ -78,9 +100,11 @@ class Conditioner:
         out_rate_hz: int,
         channel: ChannelChoice = "mix",
         counts: Counts | None = None,
+        tap: Tap | None = None,
     ) -> None:
         self.in_rate_hz, self.out_rate_hz, self.channel = in_rate_hz, out_rate_hz, channel
         self.counts = counts or Counts()
+        self.tap = tap
         self._resampler = StreamingResampler(in_rate_hz, out_rate_hz)
         self._mono = np.empty(0, dtype=np.float32)
         self.frames_in = 0  # stream frames consumed at in_rate_hz, gaps included: the clock
@@ -110,6 +134,8 @@ class Conditioner:
             if high >= CLIP_LEVEL or low <= -CLIP_LEVEL:
                 counts.clipped_samples += count_clipped(block)
         mono = select_channel(block, self.channel, self._mono)
+        if self.tap is not None:
+            self.tap.audio(mono)
         out = self._resampler.process(mono)
         self.frames_in += len(block)
         self.frames_out += len(out)
@@ -132,6 +158,8 @@ class Conditioner:
         missing = max(0, target - self.frames_out)
         self.frames_out += missing
         self._resampler.reset()
+        if self.tap is not None:
+            self.tap.missing(frames)
         return missing
 
     def retune(self, in_rate_hz: int) -> None:
@@ -143,6 +171,13 @@ class Conditioner:
         self.frames_in = 0
         self.in_rate_hz = in_rate_hz
         self._resampler = StreamingResampler(in_rate_hz, self.out_rate_hz)
+        if self.tap is not None:
+            self.tap.retune(in_rate_hz, self._base_seconds)
+
+    def finish(self) -> None:
+        """This stream or segment ends: the tap completes its last partial second."""
+        if self.tap is not None:
+            self.tap.finish()
 
 
 class FeedHooks(Protocol):
@@ -165,10 +200,12 @@ def feed(
     channel: ChannelChoice,
     stop: threading.Event,
     hooks: FeedHooks | None = None,
+    tap: Tap | None = None,
 ) -> Conditioner:
-    """Drive `analyzer` with every block of `stream` until it ends or `stop` is set."""
+    """Drive `analyzer` with every block of `stream` until it ends or `stop` is set; `tap`
+    sees the audio before the analyzer does."""
     counts = Counts()
-    conditioner = Conditioner(stream.rate_hz, analyzer.rate_hz, channel, counts)
+    conditioner = Conditioner(stream.rate_hz, analyzer.rate_hz, channel, counts, tap)
     analyzer.begin(info)
     pending: Analyzer | None = None  # to switch to at the next whole second
     try:
@@ -194,6 +231,7 @@ def feed(
                 break
         analyzer.push(conditioner.flush())
     finally:
+        conditioner.finish()
         analyzer.end()
     return conditioner
 
@@ -245,6 +283,7 @@ def _switch(
     tail = conditioner.flush()
     allowed = math.floor(offset * old.rate_hz + 1e-6) - (conditioner.frames_out - len(tail))
     old.push(tail[: max(0, allowed)])
+    conditioner.finish()
     old.end()
     anchor = None
     if info.anchor is not None:  # exactly the whole second, free of float rounding
@@ -252,9 +291,8 @@ def _switch(
         anchor = at.replace(microsecond=0)
     labels = [s.label for s in new.labels]
     info = replace(info, labels=labels, anchor=anchor, source_rate_hz=conditioner.in_rate_hz)
-    fresh = Conditioner(
-        conditioner.in_rate_hz, new.rate_hz, conditioner.channel, conditioner.counts
-    )
+    c = conditioner
+    fresh = Conditioner(c.in_rate_hz, new.rate_hz, c.channel, c.counts, c.tap)
     new.begin(info)
     return new, info, fresh
 

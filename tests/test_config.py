@@ -13,6 +13,7 @@ import yaml
 
 from edge import schema
 from edge.bundle import Bundle, load_bundle
+from edge.clips import ClipSettings
 from edge.config import (
     REPO_MODELS,
     Config,
@@ -30,6 +31,7 @@ from edge.config import (
 )
 from edge.errors import ConfigError
 from edge.events import EventRules
+from edge.levels import LevelSettings
 from trainer.toybundle import make_tone_bundle
 
 SOURCE_KEYS = (
@@ -37,7 +39,7 @@ SOURCE_KEYS = (
     " speed, start, device_timeout_seconds, reconnect_min_seconds, reconnect_max_seconds,"
     " max_lag_seconds"
 )
-TOP_KEYS = "model, source, labels, events, output, mqtt, metrics, log_level"
+TOP_KEYS = "model, source, labels, events, output, mqtt, metrics, levels, clips, log_level"
 
 
 @pytest.fixture(scope="session")
@@ -610,6 +612,8 @@ def test_describe_gives_every_key_a_help_text() -> None:
         ("output", OutputConfig),
         ("mqtt", MqttConfig),
         ("metrics", MetricsConfig),
+        ("levels", LevelSettings),
+        ("clips", ClipSettings),
     ):
         expected |= {f"{section}.{name}" for name in cls.__dataclass_fields__}
     expected |= {"labels", "log_level"}

@@ -395,7 +395,7 @@ def test_a_full_outbox_drops_the_oldest_and_counts(
         for i in range(10):
             sink.event(Event(f"e{i}", "start", "a", float(i), None, None, None, 0.9, 0.9, 0.5, "t"))
             sink.second(SecondRow(float(i), None, ANALYSED, np.array([0.5], dtype=np.float32)))
-    assert (sink.events_dropped_full, sink.probabilities_dropped, len(sink.outbox)) == (6, 10, 4)
+    assert (sink.events_dropped_full, sink.seconds_dropped, len(sink.outbox)) == (6, 10, 4)
     assert "outbox full (4 messages): dropped the oldest; 1 dropped so far" in caplog.text
 
     subscriber = Subscriber(broker, ["soundwatch/box/events"])

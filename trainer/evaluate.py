@@ -294,7 +294,7 @@ def evaluate(
     c = loaded.config
     model = replace(c.model, path=str(Path(bundle).resolve()), file=model_file)
     loaded = replace(loaded, config=replace(c, model=model))
-    loaded_bundle, analyzer = build_analyzer(loaded, [], batch_windows=SCAN_BATCH_WINDOWS)
+    loaded_bundle, analyzer = build_analyzer(loaded, batch_windows=SCAN_BATCH_WINDOWS)
     m = loaded_bundle.manifest
     kept = set(m.labels)
     report = EvaluationReport(

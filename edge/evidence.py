@@ -1,0 +1,140 @@
+"""Evidence for people: sound levels and event clips, taken from the audio the device delivers.
+
+One `Evidence` stands between a stream's audio and its sinks, on two sides:
+
+- the tap (`audio`, `missing`, `retune`, `finish`): the Conditioner hands it every block of
+  source-rate mono audio, and every gap, before resampling the block for the model. The level
+  meter and the clip ring so see the device's own rate (levels up to its Nyquist frequency,
+  clips as recorded), not the model's.
+- the sink side (a `Sink` wrapping the real sinks): each per-second row gets that second's
+  levels, and each event message the path of its clip, on the way through.
+
+The tap runs ahead of the model by at least the resampler's delay, so second k's levels are
+complete when row k comes, and an event's audio is already in the clip ring when the event does.
+Both sides run on the processing thread: no locks. Per block the tap costs two copies (the
+meter's second buffer and the clip ring); the level FFT runs once a second.
+
+    evidence = Evidence(Fanout(sinks), settings.levels, ClipRecorder(settings.clips, folder))
+    analyzer = Analyzer(..., sink=evidence)
+    feed(stream, analyzer, info, channel, stop, tap=evidence)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+
+import numpy as np
+
+from edge.clips import ClipRecorder
+from edge.errors import ConfigError
+from edge.levels import LevelMeter, Levels, LevelSettings
+from edge.records import Event, SecondRow, StreamInfo
+from edge.sinks import Sink
+
+logger = logging.getLogger(__name__)
+
+
+class Evidence(Sink):
+    """Levels on per-second rows and clips for events (see the module docstring)."""
+
+    def __init__(self, sink: Sink, levels: LevelSettings, clips: ClipRecorder | None) -> None:
+        self.sink = sink
+        self.settings = levels
+        self.clips = clips
+        self.meter: LevelMeter | None = None
+        self.last: Levels | None = None  # the latest second's levels
+        self._phase = 0.0  # the stream's second phase, as in SecondAggregator
+        self._bin_base = 0  # the stream's second that the meter counts as its second 0
+        self._retired: dict[int, Levels] = {}  # seconds measured by a meter before a retune
+
+    # -- the tap (Conditioner) ----------------------------------------------------------------
+
+    def audio(self, mono: np.ndarray) -> None:
+        """Source-rate mono float32 audio, continuing the stream."""
+        if self.meter is not None:
+            self.meter.push(mono)
+        if self.clips is not None:
+            self.clips.push(mono)
+
+    def missing(self, frames: int) -> None:
+        """`frames` source-rate frames of the stream are missing."""
+        if self.meter is not None:
+            self.meter.gap(frames)
+        if self.clips is not None:
+            self.clips.gap(frames)
+
+    def retune(self, rate_hz: int, at_seconds: float) -> None:
+        """From `at_seconds` into the stream (after a gap) the audio comes at `rate_hz`."""
+        if self.meter is not None:
+            self.meter.finish()
+            done = self.meter.pop(sys.maxsize)
+            self._retired.update({self._bin_base + k: v for k, v in done.items()})
+            local_phase = (self._phase - at_seconds) % 1.0
+            self.meter = LevelMeter(rate_hz, self.settings, local_phase)
+            self._bin_base = round(at_seconds + local_phase - self._phase)
+        if self.clips is not None:
+            self.clips.retune(rate_hz, at_seconds)
+
+    def finish(self) -> None:
+        """The stream (or a model's segment of it) ends: the last partial second completes.
+
+        Call before `Analyzer.end()`, which emits the last rows."""
+        if self.meter is not None:
+            self.meter.finish()
+
+    # -- the sink side (Analyzer) -------------------------------------------------------------
+
+    def begin(self, info: StreamInfo) -> None:
+        self.meter = None
+        self._retired.clear()
+        self._bin_base = 0
+        self._phase = 0.0 if info.anchor is None else -info.anchor.timestamp() % 1.0
+        if self.settings.enabled:
+            try:
+                self.meter = LevelMeter(info.source_rate_hz, self.settings, self._phase)
+            except ConfigError as exc:  # e.g. no band below this input's Nyquist frequency
+                logger.error("%s: no sound levels for %s", exc, info.source)
+            else:
+                bands = tuple(self.meter.band_names)
+                info = replace(info, level_unit=self.meter.unit, level_bands=bands)
+        if self.clips is not None:
+            self.clips.begin(info)
+        self.sink.begin(info)
+
+    def second(self, row: SecondRow) -> None:
+        if self.meter is not None:
+            levels = self._take(round(row.offset_seconds - self._phase))
+            if levels is not None:
+                self.last = levels
+                row = replace(row, levels=levels)
+        self.sink.second(row)
+
+    def _take(self, k: int) -> Levels | None:
+        """Second `k`'s levels (and forget the seconds before it)."""
+        assert self.meter is not None
+        mine = self.meter.pop(k - self._bin_base + 1).get(k - self._bin_base)
+        if not self._retired:
+            return mine
+        older = self._retired.pop(k, None)
+        for stale in [j for j in self._retired if j < k]:
+            del self._retired[stale]
+        if older is None or (mine is not None and mine.audio_seconds > older.audio_seconds):
+            return mine  # a second split by a retune: the part with more audio speaks for it
+        return older
+
+    def event(self, event: Event) -> None:
+        if self.clips is not None:
+            event = self.clips.stamp(event)
+        self.sink.event(event)
+
+    def end(self) -> None:
+        if self.clips is not None:
+            self.clips.end()
+        self.sink.end()
+
+    def close(self) -> None:
+        if self.clips is not None:
+            self.clips.close()
+        self.sink.close()
