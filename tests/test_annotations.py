@@ -1,4 +1,4 @@
-"""trainer.annotations: SongExplorer, Raven, plain CSV and folder-per-class importers.
+"""trainer.annotations, .raven, .folders: SongExplorer, Raven, plain CSV, folder-per-class.
 
 Every bad-row case checks the Problem's `file:line` and message, and that the good rows around
 it still load. Recordings are short synthetic WAVs written per test.
@@ -19,10 +19,10 @@ from trainer.annotations import (
     detect_format,
     load_any,
     load_csv,
-    load_folders,
-    load_raven,
     load_songexplorer,
 )
+from trainer.folders import load_folders
+from trainer.raven import load_raven
 
 SR = 8000
 SECONDS = 10.0  # every test recording is 10 s = 80000 samples at 8 kHz

@@ -394,10 +394,10 @@ def test_the_export_command_exports_a_run(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`soundwatch-train export` on a run as `trainer.train.load_run` returns it."""
+    """`soundwatch-train export` on a run as `trainer.run.load_run` returns it."""
     from types import SimpleNamespace
 
-    import trainer.train
+    import trainer.run
     from edge.bundle import EventDefaults
     from trainer.cli import main
 
@@ -427,7 +427,7 @@ def test_the_export_command_exports_a_run(
         seen.append(path)
         return run
 
-    monkeypatch.setattr(trainer.train, "load_run", load_run)
+    monkeypatch.setattr(trainer.run, "load_run", load_run)
     out = tmp_path / "models" / "tones"
 
     code = main(["export", "runs/tones", "--bundle", str(out), "--formats", "onnx-int8"])

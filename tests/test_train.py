@@ -20,22 +20,17 @@ import numpy as np
 import pytest
 import torch
 
+from edge.bundle import EventDefaults, load_bundle
 from edge.errors import ConfigError
 from tests.audio import tone_events, write_wav
 from trainer import cli
 from trainer.annotations import AnnotationSet, load_any
-from trainer.config import TrainConfig, load_config, with_overrides
+from trainer.config import EventsConfig, TrainConfig, load_config, resolve, with_overrides
 from trainer.dataset import DataError
 from trainer.model import masked_bce
-from trainer.report import choose_threshold, pr_curve
-from trainer.train import (
-    Trained,
-    TrainError,
-    fit,
-    load_run,
-    precision_for,
-    resolve_device,
-)
+from trainer.run import Trained, TrainError, load_run
+from trainer.scoring import choose_threshold, pr_curve
+from trainer.train import fit, precision_for, resolve_device
 
 RATE_HZ = 4000
 SECONDS = 24.0
@@ -173,8 +168,10 @@ def test_load_run_gives_the_model_and_what_export_needs(exclusive_run: Path) -> 
     c = trained.config
     assert c.labels == ["low", "high", "beep"] and c.task == "multiclass"
     assert c.sample_rate_hz == RATE_HZ and c.frontend.n_fft == 128 and c.frontend.hop_length == 8
-    assert c.hop_seconds is not None
-    assert round(c.hop_seconds * RATE_HZ) % c.frontend.hop_length == 0
+    # The default hop is about a quarter window in whole frame hops: 26 x 8 samples = 0.052 s.
+    assert c.hop_seconds == 0.052
+    # Event defaults: a 3-window median and a merge gap of 2.5 hops (0.13 s), resolved.
+    assert c.events == EventsConfig(median_windows=3, merge_gap_seconds=0.13)
     n, frames, mels = trained.validation_x.shape
     assert (frames, mels) == (1 + (round(0.2048 * RATE_HZ) - 128) // 8, 32)
     assert trained.validation_y.shape == (n, 3)
@@ -340,23 +337,38 @@ def test_threshold_is_where_precision_meets_recall() -> None:
 
 def test_config_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "train.yaml"
-    path.write_text("mode: exclusive\ntraining:\n  epochs: 0\n  sed: 3\n")
+    path.write_text(
+        "mode: exclusive\ntraining:\n  epochs: 0\n  sed: 3\n"
+        "events:\n  median_windows: 2\n  merge_gap_seconds: -0.1\n"
+    )
     with pytest.raises(ConfigError) as error:
         load_config(path)
     message = str(error.value)
     assert f"{path}:3: training.epochs: must be at least 1, got 0" in message
     assert f"{path}:4: training.sed: unknown key" in message
+    # Event defaults are checked by the edge's own rules, so no bundle a device refuses is made.
+    assert f"{path}:6: events.median_windows: must be an odd integer >= 1, got 2" in message
+    assert f"{path}:7: events.merge_gap_seconds: must be a finite number >= 0, got -0.1" in message
     with pytest.raises(
         ConfigError,
         match=r"hop_seconds 0.05 is 200 samples at 4000 Hz, not a multiple of the frame hop",
     ):
-        from trainer.config import resolve
-
         resolve(
             with_overrides(TrainConfig(), {"hop_seconds": 0.05, "features.hop_length": 64}),
             RATE_HZ,
             ["a"],
         )
+
+
+def test_event_defaults_follow_the_hop_unless_given(tmp_path: Path) -> None:
+    """merge_gap_seconds null is 2.5 hops once the hop is known; a value in train.yaml stays."""
+    fly = resolve(TrainConfig(), 2500, ["pulse"])  # the fly-song rate: hop 0.0512 s
+    assert fly.hop_seconds == 0.0512
+    assert fly.events == EventsConfig(median_windows=3, merge_gap_seconds=0.128)
+    path = tmp_path / "train.yaml"
+    path.write_text("events:\n  median_windows: 1\n  merge_gap_seconds: 0\n")
+    given = resolve(load_config(path), 2500, ["pulse"]).events
+    assert (given.median_windows, given.merge_gap_seconds) == (1, 0.0)
 
 
 def test_fit_export_scan_from_the_command_lines(exclusive_run: Path, tmp_path: Path) -> None:
@@ -372,6 +384,13 @@ def test_fit_export_scan_from_the_command_lines(exclusive_run: Path, tmp_path: P
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert scanned.returncode == 0, scanned.stderr
+    # The run's event defaults reach the manifest and the model card.
+    events = load_bundle(bundle).manifest.events
+    assert events == EventDefaults(median_windows=3, merge_gap_seconds=0.13)
+    assert (
+        "- event defaults: median_windows 3, min_duration_seconds 0.0, merge_gap_seconds 0.13,"
+        " max_duration_seconds 0.0, refractory_seconds 0.0" in (bundle / "README.md").read_text()
+    )
     found = [
         json.loads(line)
         for line in (tmp_path / "out" / "fresh.wav.events.jsonl").read_text().splitlines()

@@ -1,5 +1,8 @@
 """Annotation importers: SongExplorer CSV, Raven selection tables, plain CSV, folders per class.
 
+The Raven and folder-per-class loaders are in `trainer.raven` and `trainer.folders`, built on
+the row reader here; `load_any` and `detect_format` here cover every format.
+
 Every loader returns an `AnnotationSet`: the annotations that are usable plus one `Problem` per
 row that is not (missing recording, interval past the end, start after end, unknown label, bad
 number, wrong column count), each naming its file and line, so one bad row never stops a data
@@ -17,7 +20,6 @@ No torch here (the trainer's other modules use it): importers stay fast to impor
 from __future__ import annotations
 
 import csv
-import glob
 import inspect
 import io
 import math
@@ -291,90 +293,6 @@ def load_songexplorer(
     return collector.result
 
 
-# --- Raven ------------------------------------------------------------------------------------
-
-RAVEN_BEGIN = "Begin Time (s)"
-RAVEN_END = "End Time (s)"
-_RAVEN_SUFFIX = re.compile(r"\.Table\.\d+\.selections\.txt$", re.IGNORECASE)
-
-
-def load_raven(
-    table: Path,
-    *,
-    label_column: str = "Annotation",
-    recording: Path | None = None,
-    labels: Collection[str] | None = None,
-) -> AnnotationSet:
-    """Selections from a Raven selection table (tab-separated, one header line).
-
-    Times come from `Begin Time (s)` and `End Time (s)`, the label from `label_column`. The
-    recording is, in order: the `Begin File` column (relative to the table's folder), else
-    `recording`, else the table's name without `.Table.1.selections.txt` with common audio
-    extensions tried. When `File Offset (s)` is present the start is taken from it, because in a
-    table spanning several files `Begin Time (s)` counts from the first file. Raven repeats each
-    selection once per view (waveform, spectrogram): only the first row of each `Selection`
-    number is kept.
-    """
-    table = Path(table)
-    rows = _rows(table, "\t")
-    if not rows:
-        raise AnnotationError(f"{table}: empty Raven table")
-    header_line, header = rows[0]
-    missing = [name for name in (RAVEN_BEGIN, RAVEN_END, label_column) if name not in header]
-    if missing:
-        raise AnnotationError(
-            f"{table}:{header_line}: no column {', '.join(repr(m) for m in missing)} "
-            f"(columns: {', '.join(header)})"
-        )
-    column = {name: index for index, name in enumerate(header)}
-    collector = _Collector(labels)
-    fixed_recording = None
-    if "Begin File" not in column:
-        fixed_recording = _raven_recording(table, recording)
-        if fixed_recording is None:
-            stem = _RAVEN_SUFFIX.sub("", table.name)
-            collector.problem(
-                str(table),
-                f"recording not found: no 'Begin File' column, none given, and no {stem}.wav "
-                "(or .flac, ...) beside the table",
-            )
-            return collector.result
-    seen_selections: set[str] = set()
-    for line, row in rows[1:]:
-        origin = f"{table}:{line}"
-        with collector.row(origin):
-            if len(row) != len(header):
-                raise _RowError(f"expected {len(header)} tab-separated columns, found {len(row)}")
-            if "Selection" in column:
-                selection = row[column["Selection"]]
-                if selection in seen_selections:
-                    continue
-                seen_selections.add(selection)
-            begin = _number(row[column[RAVEN_BEGIN]], RAVEN_BEGIN)
-            end = _number(row[column[RAVEN_END]], RAVEN_END)
-            if "File Offset (s)" in column:
-                offset = _number(row[column["File Offset (s)"]], "File Offset (s)")
-                begin, end = offset, offset + (end - begin)
-            path = fixed_recording or table.parent / row[column["Begin File"]]
-            collector.add(origin, path, begin, end, row[column[label_column]])
-    return collector.result
-
-
-def _raven_recording(table: Path, given: Path | None) -> Path | None:
-    if given is not None:
-        return Path(given)
-    # Raven names tables after the recording: `x.Table.1.selections.txt` for `x.wav`.
-    stem = _RAVEN_SUFFIX.sub("", table.name)
-    if Path(stem).suffix.lower() in AUDIO_EXTENSIONS and (table.parent / stem).is_file():
-        return table.parent / stem
-    candidates = sorted(
-        path
-        for path in table.parent.glob(f"{glob.escape(stem)}.*")
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()
-    )
-    return candidates[0] if candidates else None
-
-
 # --- plain CSV --------------------------------------------------------------------------------
 
 CSV_COLUMNS = ("file", "start_seconds", "end_seconds", "label")
@@ -407,10 +325,11 @@ def load_csv(table: Path, *, labels: Collection[str] | None = None) -> Annotatio
     return collector.result
 
 
-# --- folder per class -------------------------------------------------------------------------
+# --- detection --------------------------------------------------------------------------------
 
 
 def _audio_under(folder: Path) -> list[Path]:
+    """Audio files below `folder`, sorted, hidden ones skipped (also trainer.folders' clips)."""
     return sorted(
         path
         for path in folder.rglob("*")
@@ -418,38 +337,6 @@ def _audio_under(folder: Path) -> list[Path]:
         and path.suffix.lower() in AUDIO_EXTENSIONS
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
-
-
-def load_folders(root: Path, *, labels: Collection[str] | None = None) -> AnnotationSet:
-    """Weak labels: every audio file under `root/<label>/` (recursive) spans its whole clip.
-
-    Audio directly in `root` (no class folder) and class folders without audio are reported as
-    problems. Hidden files and folders (name starting with ".") are skipped.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise AnnotationError(f"{root}: no such folder")
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise AnnotationError(f"{root}: no class folders (expected {root}/<label>/<clip>.wav)")
-    collector = _Collector(labels)
-    for path in sorted(root.iterdir()):
-        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
-            collector.problem(str(path), "audio file outside a class folder, ignored")
-    for folder in classes:
-        clips = _audio_under(folder)
-        if not clips:
-            collector.problem(str(folder), "class folder has no audio files")
-        for clip in clips:
-            with collector.row(str(clip)):
-                frames, rate_hz = collector.recording_info(clip)
-                if frames == 0:
-                    raise _RowError("recording is empty")
-                collector.add(str(clip), clip, 0.0, frames / rate_hz, folder.name)
-    return collector.result
-
-
-# --- detection --------------------------------------------------------------------------------
 
 
 def detect_format(path: Path) -> str:
@@ -478,6 +365,8 @@ def detect_format(path: Path) -> str:
     if path.name.lower().endswith(".selections.txt"):
         return "raven"
     first_line = next(iter(_read_text(path).splitlines()), "")
+    from trainer.raven import RAVEN_BEGIN  # raven builds on this module: imported when used
+
     if "\t" in first_line and RAVEN_BEGIN in first_line.split("\t"):
         return "raven"
     if set(CSV_COLUMNS) <= {cell.strip() for cell in first_line.split(",")}:
@@ -494,6 +383,10 @@ def load_any(path: Path, **options: object) -> AnnotationSet:
     An option the chosen loader does not take (e.g. `kinds` for a Raven table) raises
     AnnotationError rather than being dropped silently.
     """
+    # These loaders build on this module, so they are imported when used.
+    from trainer.folders import load_folders
+    from trainer.raven import load_raven
+
     path = Path(path)
     kind = detect_format(path)
     loaders: dict[str, Callable[..., AnnotationSet]] = {

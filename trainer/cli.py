@@ -23,7 +23,8 @@ def cmd_tone_bundle(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from trainer.annotations import load_any
     from trainer.config import load_config
-    from trainer.train import TrainError, fit
+    from trainer.run import TrainError
+    from trainer.train import fit
 
     overrides = {
         key: value
@@ -56,7 +57,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from trainer.export import export_bundle
-    from trainer.train import load_run
+    from trainer.run import load_run
 
     run = load_run(Path(args.run_dir))
     c = run.config

@@ -8,7 +8,8 @@ the value. Every key has a default; an empty file trains with them:
     training: {epochs: 40, seed: 1}
 
 Some defaults depend on the data and are filled in by `resolve` once the recordings are known
-(`sample_rate_hz`, the frontend's frame sizes, `hop_seconds`, `labels`); the run folder keeps the
+(`sample_rate_hz`, the frontend's frame sizes, `hop_seconds`, `labels`, and
+`events.merge_gap_seconds`, which is counted in hops); the run folder keeps the
 resolved file (`<run>/train.yaml`), which trains the same model again.
 """
 
@@ -23,8 +24,8 @@ from typing import Any, Literal
 import yaml
 
 from edge import schema
-from edge.bundle import EventDefaults
 from edge.errors import ConfigError
+from edge.events import EventRules
 from edge.frontend import LogMelSpec
 from edge.schema import field
 from trainer.model import ModelConfig
@@ -34,6 +35,11 @@ from trainer.model import ModelConfig
 # a 0.2 s window holds about 100 frames at any rate.
 _FFT_TARGET_SECONDS = 0.0256
 _HOPS_PER_FFT = 16
+# The default merge gap, in hops. The edge merges an off-spell of n windows when n hops are
+# strictly less than the gap (edge.events), so 2.5 hops bridges off-spells of one or two
+# windows with half a hop of margin either side. (A gap of 2 hops bridges only one window,
+# which the 3-window median already removes: on the fly-song recording it changed nothing.)
+_MERGE_GAP_HOPS = 2.5
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,41 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """The event detector defaults written to the bundle's manifest (`events:`).
+
+    Same keys as `edge.bundle.EventDefaults`, with defaults for a trained model, whose window
+    scores flicker near a threshold: a 3-window median and a merge gap of a few hops, so one
+    sound gives one event rather than a burst of fragments. The edge's config can still
+    override each of them per label.
+    """
+
+    median_windows: int = field(3, help="median smoothing over this many windows (odd)")
+    min_duration_seconds: float = field(0.0, help="shorter events are dropped, s")
+    merge_gap_seconds: float | None = field(
+        None,
+        help="shorter silences inside an event are merged, s (null: 2.5 hops, which bridges"
+        " off-spells of one or two windows; 0.128 s at a 0.0512 s hop)",
+    )
+    max_duration_seconds: float = field(0.0, help="longer events are split, s (0: no limit)")
+    refractory_seconds: float = field(0.0, help="no new event this soon after one ends, s")
+
+    def problems(self) -> list[tuple[str, str]]:
+        # The edge's own check, so the trainer refuses what a device would refuse; the
+        # threshold is not a default here (it is chosen per label), any valid one will do.
+        rules = EventRules(
+            threshold=0.5,
+            median_windows=self.median_windows,
+            min_duration_seconds=self.min_duration_seconds,
+            merge_gap_seconds=self.merge_gap_seconds or 0.0,
+            max_duration_seconds=self.max_duration_seconds,
+            refractory_seconds=self.refractory_seconds,
+        )
+        split = (problem.partition(":") for problem in rules.validate())  # "key: message"
+        return [(key, message.strip()) for key, _, message in split]
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     labels: list[str] = field(
         factory=list,
@@ -211,8 +252,8 @@ class TrainConfig:
     model: ModelConfig = field(factory=ModelConfig, help="the CNN")
     training: TrainingConfig = field(factory=TrainingConfig, help="optimisation")
     validation: ValidationConfig = field(factory=ValidationConfig, help="validation")
-    events: EventDefaults = field(
-        factory=EventDefaults, help="event detector defaults written to the bundle"
+    events: EventsConfig = field(
+        factory=EventsConfig, help="event detector defaults written to the bundle"
     )
 
     def problems(self) -> list[tuple[str, str]]:
@@ -267,7 +308,7 @@ class TrainConfig:
 
 
 def resolve(config: TrainConfig, sample_rate_hz: int, labels: list[str]) -> TrainConfig:
-    """Fill in what depends on the data: rate, labels, frame sizes, hop; check the result.
+    """Fill in what depends on the data: rate, labels, frame sizes, hop, merge gap; check them.
 
     `sample_rate_hz` is the recordings' rate (used when the config gives none) and `labels`
     the labels found (used when the config lists none). Raises ConfigError naming the key.
@@ -304,7 +345,12 @@ def resolve(config: TrainConfig, sample_rate_hz: int, labels: list[str]) -> Trai
                 f" multiple of the frame hop ({hop_length} samples); try"
                 f" {max(1, round(hop / hop_length)) * hop_length / rate:g}"
             )
-    return replace(resolved, hop_seconds=hop_seconds)
+    events = config.events
+    if events.merge_gap_seconds is None:
+        # Rounded to the microsecond so the manifest reads 0.128, not 0.12800000000000003.
+        merge_gap_seconds = round(_MERGE_GAP_HOPS * hop_seconds, 6)
+        events = replace(events, merge_gap_seconds=merge_gap_seconds)
+    return replace(resolved, hop_seconds=hop_seconds, events=events)
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

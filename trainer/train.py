@@ -2,8 +2,8 @@
 
 `fit` reads top to bottom: label the annotations, read the recordings, split off validation,
 train one model per fold, keep the best fold's model, choose thresholds on its validation
-windows, and (with a run folder) `save_run` and write the report. `load_run` reads a run folder
-back as a `Trained`, which is what export uses.
+windows, and (with a run folder) `save_run` and write the report. The run folder and `Trained`,
+the contract with export, are in `trainer.run`.
 
 Devices: `training.device` auto picks CUDA when torch sees a GPU, else the CPU. On CUDA the
 forward pass runs under `torch.autocast` in bfloat16 where the GPU supports it (no loss scaling
@@ -21,12 +21,11 @@ stop early, or check the int8 export against.)
 from __future__ import annotations
 
 import copy
-import json
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,9 @@ import numpy as np
 import torch
 
 from edge.audiofile import AudioFile
-from edge.errors import SoundwatchError
-from trainer import report
+from trainer import report, scoring
 from trainer.annotations import AnnotationSet
-from trainer.config import TrainConfig, dump, load_config, resolve
+from trainer.config import TrainConfig, resolve
 from trainer.dataset import (
     Audio,
     Augmenter,
@@ -48,36 +46,10 @@ from trainer.dataset import (
     load_background,
     splits,
 )
-from trainer.model import (
-    SoundCNN,
-    count_parameters,
-    load_checkpoint,
-    loss_for,
-    save_checkpoint,
-)
+from trainer.model import SoundCNN, count_parameters, loss_for, save_checkpoint
+from trainer.run import Trained, TrainError, save_run
 
 _PREDICT_BATCH = 1024
-
-
-class TrainError(SoundwatchError):
-    """Training cannot start or a run folder cannot be read; the message says what and where."""
-
-
-@dataclass
-class Trained:
-    """A trained model with everything export needs (see trainer.md / the run folder)."""
-
-    model: torch.nn.Module  # float32, eval(); (N, frames, mels) -> (N, labels) probabilities
-    config: TrainConfig  # resolved: labels, task, rate, window, hop, frontend, events
-    thresholds: dict[str, float]
-    threshold_rule: dict[str, Any]
-    metrics: dict[str, Any]
-    calibration: np.ndarray  # float32 (K, frames, mels) training windows, int8 calibration
-    validation_x: np.ndarray  # float32 (N, frames, mels)
-    validation_y: np.ndarray  # float32 (N, labels), NaN where unknown
-    data_description: str
-    command: str
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- device and precision -------------------------------------------------------------------------
@@ -175,7 +147,7 @@ def fit(
     kept = int(np.argmax([r["best"]["macro_f1"] for r in results]))
     chosen = results[kept]
     ratio = v.precision_recall_ratio
-    scored = report.score_labels(config.labels, chosen["val_y"], chosen["scores"], ratio)
+    scored = scoring.score_labels(config.labels, chosen["val_y"], chosen["scores"], ratio)
     thresholds = {label: m["threshold"] for label, m in scored["per_label"].items()}
     model = chosen["model"]
     rng = np.random.default_rng([t.seed, 104729])
@@ -200,7 +172,7 @@ def fit(
             np.mean(chosen["scores"].argmax(axis=1) == chosen["val_y"].argmax(axis=1))
         )
     if len(results) > 1:
-        metrics["cross_validation"] = report.cross_validation(config.labels, results, kept, ratio)
+        metrics["cross_validation"] = scoring.cross_validation(config.labels, results, kept, ratio)
     metrics = report.clean(metrics)  # undefined figures are None (null in JSON), not NaN
     description = report.describe_data(config, examples, folds[kept], kept, len(folds), audio)
     trained = Trained(
@@ -336,7 +308,7 @@ def _train_fold(
         logits_val = _predict_logits(model, val_x, device)
         val_loss = float(loss_fn(logits_val, torch.from_numpy(val_y)))
         epoch_scores = model.activation(logits_val).numpy()
-        macro = report.score_labels(config.labels, val_y, epoch_scores, ratio)["macro_f1"]
+        macro = scoring.score_labels(config.labels, val_y, epoch_scores, ratio)["macro_f1"]
         macro = -math.inf if math.isnan(macro) else macro
         history.append(
             {
@@ -388,56 +360,3 @@ def _predict_logits(model: SoundCNN, x: np.ndarray, device: torch.device) -> tor
 
 def _f(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
-# --- the run folder -------------------------------------------------------------------------------
-
-
-def save_run(run_dir: Path, trained: Trained) -> None:
-    """Write `checkpoint.pt`, `train.yaml`, `arrays.npz` and `run.json` into `run_dir`."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    assert isinstance(trained.model, SoundCNN)
-    save_checkpoint(run_dir / "checkpoint.pt", trained.model)
-    (run_dir / "train.yaml").write_text(dump(trained.config))
-    np.savez_compressed(
-        run_dir / "arrays.npz",
-        calibration=trained.calibration.astype(np.float32),
-        validation_x=trained.validation_x.astype(np.float32),
-        validation_y=trained.validation_y.astype(np.float32),
-    )
-    run = {
-        "thresholds": trained.thresholds,
-        "threshold_rule": trained.threshold_rule,
-        "metrics": trained.metrics,
-        "data_description": trained.data_description,
-        "command": trained.command,
-        "history": trained.history,
-    }
-    (run_dir / "run.json").write_text(report.to_json(run) + "\n")
-
-
-def load_run(run_dir: Path | str) -> Trained:
-    """Read a run folder written by `save_run`; TrainError names a missing or bad file."""
-    run_dir = Path(run_dir)
-    for name in ("checkpoint.pt", "train.yaml", "arrays.npz", "run.json"):
-        if not (run_dir / name).is_file():
-            raise TrainError(f"{run_dir}: not a training run (no {name}); make one with fit")
-    config = load_config(run_dir / "train.yaml")
-    model = load_checkpoint(run_dir / "checkpoint.pt")
-    with np.load(run_dir / "arrays.npz") as arrays:
-        calibration = arrays["calibration"]
-        validation_x, validation_y = arrays["validation_x"], arrays["validation_y"]
-    run = json.loads((run_dir / "run.json").read_text())
-    return Trained(
-        model=model,
-        config=config,
-        thresholds={k: float(v) for k, v in run["thresholds"].items()},
-        threshold_rule=run["threshold_rule"],
-        metrics=run["metrics"],
-        calibration=calibration,
-        validation_x=validation_x,
-        validation_y=validation_y,
-        data_description=run["data_description"],
-        command=run["command"],
-        history=run.get("history", []),
-    )
