@@ -39,6 +39,7 @@ from edge.bundle import Bundle, load_bundle
 from edge.clips import ClipRecorder
 from edge.clock import parse_start, utc_now
 from edge.config import Loaded, label_setups, load_config, model_folder
+from edge.demo import demo_stream, scene_for
 from edge.errors import AudioError, ConfigError, SoundwatchError
 from edge.evidence import Evidence
 from edge.metrics import (
@@ -54,7 +55,7 @@ from edge.mqtt import MqttSink
 from edge.notify import Notifier
 from edge.records import StreamInfo
 from edge.sinks import DaemonFiles, Fanout, Printer, Sink
-from edge.sources import Conditioner, Stream, demo_stream, feed, file_streams
+from edge.sources import Conditioner, Stream, feed, file_streams
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio
     from edge.live import LiveSource
@@ -180,7 +181,10 @@ class App:
             watch(self.metrics.lag_seconds, lambda: live.lag_seconds)
             yield live.stream()
         elif kind == "demo":
-            yield demo_stream(source.block_seconds, self.stop, utc_now())
+            scene: str = source.demo_scene
+            if scene == "auto":
+                scene = scene_for([s.label for s in self.analyzer.labels])
+            yield demo_stream(scene, source.block_seconds, self.stop, utc_now())
         else:
             files = find_audio_files([self.loaded.resolve(p) for p in source.paths])
             start = parse_start(source.start) if source.start else utc_now().replace(microsecond=0)

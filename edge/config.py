@@ -27,7 +27,7 @@ from edge.events import EventRules
 from edge.levels import LevelSettings
 from edge.schema import Path_, field
 
-DEFAULT_MODEL = "tone"
+DEFAULT_MODEL = "flysong"
 DEFAULT_CONFIG = Path("/etc/soundwatch/config.yaml")
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -62,7 +62,12 @@ class SourceConfig:
     kind: Literal["auto", "device", "files", "demo"] = field(
         "auto",
         help="auto: the input device if there is one, else the demo; device; files; demo"
-        " (synthetic tones in noise)",
+        " (synthetic audio in real time)",
+    )
+    demo_scene: Literal["auto", "flysong", "tones"] = field(
+        "auto",
+        help="the demo's audio: flysong (pulse and sine song), tones (1 and 3 kHz bursts);"
+        " auto: the one made for the model's labels",
     )
     device: int | str | None = field(
         None, help="input device index or name substring (null: the default input)"

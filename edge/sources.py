@@ -1,9 +1,9 @@
 """Audio sources as streams of blocks, and the conditioner that readies them for the model.
 
-A source yields `Stream`s: a file, a live capture session, the demo. Each stream yields float32
-blocks (frames, channels) at its own rate, or `Gap`s where audio is missing. `feed()` is the one
-loop that drives an Analyzer from a stream, for `run` and `scan` alike, so both score a file
-identically.
+A source yields `Stream`s: a file, a live capture session, the demo (edge/demo.py). Each
+stream yields float32 blocks (frames, channels) at its own rate, or `Gap`s where audio is
+missing. `feed()` is the one loop that drives an Analyzer from a stream, for `run` and `scan`
+alike, so both score a file identically.
 
 A live stream is one stream for the daemon's whole life, whatever happens to the device: a lost
 and reopened device is a `Gap(reason="device")` inside it (edge/live.py), so its clock and the
@@ -350,42 +350,3 @@ def _paced(
                     return
             done += len(samples)
             yield samples
-
-
-DEMO_RATE_HZ = 16000
-DEMO_TONES_HZ = (1000.0, 3000.0)
-
-
-def demo_stream(
-    block_seconds: float, stop: threading.Event, anchor: datetime, seed: int = 7
-) -> Stream:
-    """Endless synthetic audio in real time: tone bursts at 1 and 3 kHz in noise.
-
-    What the bundled `tone` model listens for, so a machine without a microphone still shows
-    the whole pipeline working.
-    """
-    return Stream("demo", anchor, DEMO_RATE_HZ, 1, _demo_blocks(block_seconds, stop, seed))
-
-
-def _demo_blocks(block_seconds: float, stop: threading.Event, seed: int) -> Iterator[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    block = round(block_seconds * DEMO_RATE_HZ)
-    out = np.empty((block, 1), dtype=np.float32)
-    index = np.arange(block)
-    began = time.monotonic()
-    n = 0  # samples produced so far
-    burst_start, burst_end, freq = DEMO_RATE_HZ, DEMO_RATE_HZ, 0.0
-    while True:
-        due = began + (n + block) / DEMO_RATE_HZ
-        if stop.wait(max(0.0, due - time.monotonic())):
-            return
-        if n >= burst_end:  # schedule the next burst: 1-4 s of quiet, then 0.4-1.5 s of tone
-            burst_start = n + int(rng.uniform(1.0, 4.0) * DEMO_RATE_HZ)
-            burst_end = burst_start + int(rng.uniform(0.4, 1.5) * DEMO_RATE_HZ)
-            freq = float(rng.choice(DEMO_TONES_HZ))
-        out[:, 0] = rng.normal(0.0, 0.01, block)
-        on = (n + index >= burst_start) & (n + index < burst_end)
-        if on.any():
-            out[on, 0] += 0.3 * np.sin(2 * np.pi * freq * (n + index[on]) / DEMO_RATE_HZ)
-        n += block
-        yield out

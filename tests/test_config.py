@@ -35,9 +35,9 @@ from edge.levels import LevelSettings
 from trainer.toybundle import make_tone_bundle
 
 SOURCE_KEYS = (
-    "kind, device, sample_rate_hz, channels, channel, block_seconds, buffer_seconds, paths,"
-    " speed, start, device_timeout_seconds, reconnect_min_seconds, reconnect_max_seconds,"
-    " max_lag_seconds"
+    "kind, demo_scene, device, sample_rate_hz, channels, channel, block_seconds,"
+    " buffer_seconds, paths, speed, start, device_timeout_seconds, reconnect_min_seconds,"
+    " reconnect_max_seconds, max_lag_seconds"
 )
 TOP_KEYS = "model, source, labels, events, output, mqtt, metrics, levels, clips, log_level"
 
@@ -621,7 +621,7 @@ def test_describe_gives_every_key_a_help_text() -> None:
     assert {f"events.{name}" for name in LabelRules.__dataclass_fields__} <= set(keys)
     # Defaults are written as YAML, the way a user would write them in the file.
     shown = {key: default for key, default, _ in rows}
-    assert shown["model.path"] == "tone"
+    assert shown["model.path"] == "flysong"
     assert shown["model.hop_seconds"] == "null"
     assert shown["output.files"] == "true"
     assert shown["source.paths"] == "[]"
