@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -55,7 +55,7 @@ from edge.mqtt import MqttSink
 from edge.notify import Notifier
 from edge.records import StreamInfo
 from edge.sinks import DaemonFiles, Fanout, Printer, Sink
-from edge.sources import Conditioner, Stream, feed, file_streams
+from edge.sources import Conditioner, Lane, Stream, feed_lanes, file_streams
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio
     from edge.live import LiveSource
@@ -106,15 +106,14 @@ class App:
         self.sinks: list[Sink] = []
         if config.output.print != "none":
             self.sinks.append(Printer(config.output.print))
-        # Levels and clips see the audio before the model and stamp rows and events on their
-        # way to the sinks (edge/evidence.py).
-        self.clips: ClipRecorder | None = None
-        if config.clips.enabled:
-            folder = loaded.resolve(config.output.dir) / config.clips.folder
-            self.clips = ClipRecorder(config.clips, folder)
-        self.evidence = Evidence(Fanout(self.sinks), config.levels, self.clips)
-        self.bundle, self.analyzer = build_analyzer(loaded, self.evidence)
-        self.analyzer.backend = timed(self.analyzer.backend, self.metrics)
+        self.fanout = Fanout(self.sinks)
+        # One lane per detector: one, or one per channel (source.channel: each). Each lane's
+        # Evidence sees its audio before the model and stamps its rows and events (levels,
+        # clips) on their way to the shared sinks (edge/evidence.py).
+        self.evidences: list[Evidence] = []
+        self.clips: list[ClipRecorder] = []
+        self.analyzers: list[Analyzer] = []
+        self.bundle = self._add_lane(loaded)
         m = self.bundle.manifest
         self.files: DaemonFiles | None = None
         if config.output.files:
@@ -143,13 +142,45 @@ class App:
         self.notifier = Notifier.from_environment()
         self.live: LiveSource | None = None
         self._feed_metrics = FeedMetrics(self.metrics)
-        self._clip_metrics = None if self.clips is None else ClipMetrics(self.metrics, self.clips)
+        self._clip_metrics = ClipMetrics(self.metrics, self.clips)
         self._server: MetricsServer | None = None
         self._stream: Stream | None = None
         self._ready = False
         self._next_status = 0.0
         self._overload_seen = 0.0
         self._reloaded: _Reloaded | None = None
+        self._active_lanes = 1
+
+    @property
+    def analyzer(self) -> Analyzer:
+        """The first lane's analyzer (the only one unless detecting per channel)."""
+        return self.analyzers[0]
+
+    def _add_lane(self, loaded: Loaded) -> Bundle:
+        config = loaded.config
+        recorder = None
+        if config.clips.enabled:
+            folder = loaded.resolve(config.output.dir) / config.clips.folder  # or absolute
+            recorder = ClipRecorder(config.clips, folder)
+            self.clips.append(recorder)
+        evidence = Evidence(self.fanout, config.levels, recorder)
+        self.evidences.append(evidence)
+        bundle, analyzer = build_analyzer(loaded, evidence)
+        analyzer.backend = timed(analyzer.backend, self.metrics)
+        self.analyzers.append(analyzer)
+        return bundle
+
+    def _lanes(self, stream: Stream, info: StreamInfo) -> list[Lane]:
+        """The stream's lanes: one, or one per channel (each tagged with its channel)."""
+        channel = self.loaded.config.source.channel
+        if channel != "each":
+            return [Lane(self.analyzer, channel, info, self.evidences[0])]
+        while len(self.analyzers) < stream.channels:
+            self._add_lane(self.loaded)
+        return [
+            Lane(self.analyzers[c], c, replace(info, channel=c), self.evidences[c])
+            for c in range(stream.channels)
+        ]
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -222,11 +253,10 @@ class App:
                 logger.info("listening to %s at %d Hz", stream.name, stream.rate_hz)
                 labels_now = [s.label for s in self.analyzer.labels]
                 info = StreamInfo(stream.name, labels_now, stream.anchor, stream.rate_hz)
-                channel = self.loaded.config.source.channel
+                lanes = self._lanes(stream, info)
+                self._active_lanes = len(lanes)
                 try:
-                    conditioner = feed(
-                        stream, self.analyzer, info, channel, self.stop, self, self.evidence
-                    )
+                    conditioner = feed_lanes(stream, lanes, self.stop, self)[0]
                 finally:
                     close = getattr(stream.blocks, "close", None)
                     if close is not None:  # a generator: release its device or file now
@@ -240,13 +270,15 @@ class App:
                     break
         finally:
             self.notifier.stopping()
-            self.evidence.close()  # the clips, then every sink
+            for recorder in self.clips:
+                recorder.close()
+            self.fanout.close()
             if self._server is not None:
                 self._server.close()
             self.notifier.close()
         return 1 if self.files_failed else 0
 
-    def tick(self, conditioner: Conditioner) -> Analyzer | None:
+    def tick(self, conditioner: Conditioner) -> list[Analyzer] | None:
         """Between blocks, on the processing thread (see FeedHooks): cheap unless it is time
         for a status line or a reload."""
         self._update_metrics(conditioner)
@@ -270,8 +302,7 @@ class App:
         live = self.live
         overruns, reconnects = (live.overruns, live.reconnects) if live is not None else (0, 0)
         self._feed_metrics.update(conditioner.counts, overruns=overruns, reconnects=reconnects)
-        if self._clip_metrics is not None:
-            self._clip_metrics.update()
+        self._clip_metrics.update()
 
     def _status_text(self) -> str:
         live = self.live
@@ -289,14 +320,14 @@ class App:
 
     # -- SIGHUP --------------------------------------------------------------------------------
 
-    def _reload(self) -> Analyzer | None:
-        """The reloaded config's analyzer, to take over at the next whole second; None (and
-        one log line) when the new config or bundle does not load."""
+    def _reload(self) -> list[Analyzer] | None:
+        """The reloaded config's analyzers (one per lane), to take over at the next whole
+        second; None (and one log line) when the new config or bundle does not load."""
         self.notifier.reloading()
         running = f"{self.bundle.manifest.name} {self.bundle.manifest.version}"
         try:
             loaded = self._reload_config()
-            bundle, analyzer = build_analyzer(loaded, self.evidence)
+            built = [build_analyzer(loaded, e) for e in self.evidences[: self._active_lanes]]
         except SoundwatchError as exc:
             problem = "; ".join(str(exc).splitlines())
             logger.error("reload refused, still running model %s: %s", running, problem)
@@ -306,7 +337,9 @@ class App:
             logger.exception("reload refused, still running model %s: %s", running, exc)
             self.notifier.ready(self._status_text())
             return None
-        analyzer.backend = timed(analyzer.backend, self.metrics)
+        bundle, analyzer = built[0]
+        for _, each in built:
+            each.backend = timed(each.backend, self.metrics)
         old, new = self.loaded.config, loaded.config
         later = [
             name
@@ -324,12 +357,13 @@ class App:
             ", ".join(s.label for s in analyzer.labels),
         )
         self._reloaded = _Reloaded(loaded, bundle)
-        return analyzer
+        return [each for _, each in built]
 
-    def switched(self, analyzer: Analyzer, info: StreamInfo) -> None:
-        """The reloaded analyzer took over (see FeedHooks)."""
-        old = self.analyzer
-        self.analyzer = analyzer
+    def switched(self, lanes: list[Lane]) -> None:
+        """The reloaded analyzers took over (see FeedHooks)."""
+        old = self.analyzers
+        self.analyzers = [lane.analyzer for lane in lanes]
+        analyzer = self.analyzer
         if self._reloaded is not None:
             self.loaded, self.bundle = self._reloaded.loaded, self._reloaded.bundle
             self._reloaded = None
@@ -338,8 +372,9 @@ class App:
         for sink in (self.files, self.mqtt):
             if sink is not None:  # event messages name the model that found them
                 sink.model, sink.model_version = m.name, m.version
-        if old is not analyzer:
-            old.backend.close()
+        for each in old:
+            if each not in self.analyzers:
+                each.backend.close()
         logger.info("reload: model %s %s is listening", m.name, m.version)
         self.notifier.ready(self._status_text())
 

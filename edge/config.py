@@ -76,7 +76,11 @@ class SourceConfig:
         None, help="capture rate, Hz (null: the device's default); resampled for the model"
     )
     channels: int = field(1, help="channels to open on the device")
-    channel: Literal["mix"] | int = field("mix", help="mix: average channels; or a channel index")
+    channel: Literal["mix", "each"] | int = field(
+        "mix",
+        help="mix: average the channels; a channel index (0-based): that one; each: a detector"
+        " per channel, events and rows tagged with it",
+    )
     block_seconds: float = field(0.1, help="audio block per callback or file read, s")
     buffer_seconds: float = field(
         30.0, help="ring buffer, s: how far analysis may fall behind before audio is dropped"

@@ -10,7 +10,12 @@ One `Evidence` stands between a stream's audio and its sinks, on two sides:
   levels, and each event message the path of its clip, on the way through.
 
 The tap runs ahead of the model by at least the resampler's delay, so second k's levels are
-complete when row k comes, and an event's audio is already in the clip ring when the event does.
+usually complete when row k comes, and an event's audio is already in the clip ring when the
+event does. Not at a gap: the Analyzer then emits the rows up to half a window past the gap's
+end before the audio after it arrives, so the second the gap ends in has no level yet. Such a
+row is held back until the meter completes its second (at most a second of audio later, or at
+`finish`), and later rows queue behind it to stay in order; events are not held.
+
 Both sides run on the processing thread: no locks. Per block the tap costs two copies (the
 meter's second buffer and the clip ring); the level FFT runs once a second.
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import deque
 from dataclasses import replace
 
 import numpy as np
@@ -31,6 +37,7 @@ from edge.clips import ClipRecorder
 from edge.errors import ConfigError
 from edge.levels import LevelMeter, Levels, LevelSettings
 from edge.records import Event, SecondRow, StreamInfo
+from edge.seconds import second_phase
 from edge.sinks import Sink
 
 logger = logging.getLogger(__name__)
@@ -48,6 +55,7 @@ class Evidence(Sink):
         self._phase = 0.0  # the stream's second phase, as in SecondAggregator
         self._bin_base = 0  # the stream's second that the meter counts as its second 0
         self._retired: dict[int, Levels] = {}  # seconds measured by a meter before a retune
+        self._held: deque[SecondRow] = deque()  # rows whose second the meter is still filling
 
     # -- the tap (Conditioner) ----------------------------------------------------------------
 
@@ -55,6 +63,8 @@ class Evidence(Sink):
         """Source-rate mono float32 audio, continuing the stream."""
         if self.meter is not None:
             self.meter.push(mono)
+            if self._held:
+                self._release()
         if self.clips is not None:
             self.clips.push(mono)
 
@@ -62,6 +72,8 @@ class Evidence(Sink):
         """`frames` source-rate frames of the stream are missing."""
         if self.meter is not None:
             self.meter.gap(frames)
+            if self._held:
+                self._release()
         if self.clips is not None:
             self.clips.gap(frames)
 
@@ -72,8 +84,15 @@ class Evidence(Sink):
             done = self.meter.pop(sys.maxsize)
             self._retired.update({self._bin_base + k: v for k, v in done.items()})
             local_phase = (self._phase - at_seconds) % 1.0
-            self.meter = LevelMeter(rate_hz, self.settings, local_phase)
-            self._bin_base = round(at_seconds + local_phase - self._phase)
+            try:
+                self.meter = LevelMeter(rate_hz, self.settings, local_phase)
+            except ConfigError as exc:  # no band below the new rate's Nyquist frequency
+                logger.error("%s: no sound levels from here on", exc)
+                self.meter = None
+                self._release(everything=True)
+            else:
+                self._bin_base = round(at_seconds + local_phase - self._phase)
+                self._release()
         if self.clips is not None:
             self.clips.retune(rate_hz, at_seconds)
 
@@ -83,14 +102,16 @@ class Evidence(Sink):
         Call before `Analyzer.end()`, which emits the last rows."""
         if self.meter is not None:
             self.meter.finish()
+        self._release(everything=True)
 
     # -- the sink side (Analyzer) -------------------------------------------------------------
 
     def begin(self, info: StreamInfo) -> None:
+        self._release(everything=True)  # none, unless a stream ended without `finish`
         self.meter = None
         self._retired.clear()
         self._bin_base = 0
-        self._phase = 0.0 if info.anchor is None else -info.anchor.timestamp() % 1.0
+        self._phase = second_phase(info.anchor)
         if self.settings.enabled:
             try:
                 self.meter = LevelMeter(info.source_rate_hz, self.settings, self._phase)
@@ -104,6 +125,24 @@ class Evidence(Sink):
         self.sink.begin(info)
 
     def second(self, row: SecondRow) -> None:
+        if self.meter is not None and (self._held or self._filling(row)):
+            self._held.append(row)
+            return
+        self._pass(row)
+
+    def _filling(self, row: SecondRow) -> bool:
+        """Is the meter still taking in this row's second?"""
+        assert self.meter is not None
+        return round(row.offset_seconds - self._phase) >= self._bin_base + self.meter.filling
+
+    def _release(self, *, everything: bool = False) -> None:
+        """Pass on the held rows whose seconds are complete (all of them: `everything`)."""
+        held = self._held
+        while held and (everything or self.meter is None or not self._filling(held[0])):
+            self._pass(held.popleft())
+
+    def _pass(self, row: SecondRow) -> None:
+        """The row, with its second's levels, to the sinks."""
         if self.meter is not None:
             levels = self._take(round(row.offset_seconds - self._phase))
             if levels is not None:
@@ -130,6 +169,7 @@ class Evidence(Sink):
         self.sink.event(event)
 
     def end(self) -> None:
+        self._release(everything=True)
         if self.clips is not None:
             self.clips.end()
         self.sink.end()

@@ -294,6 +294,11 @@ class LevelMeter:
         if self._position > self._bin_start:
             self._complete()
 
+    @property
+    def filling(self) -> int:
+        """The second being filled now: every second before it is complete."""
+        return self._bin
+
     def pop(self, until_bin: int) -> dict[int, Levels]:
         """Completed seconds with index < `until_bin`, removed from the meter, in time order."""
         ready = [k for k in self._done if k < until_bin]

@@ -211,26 +211,33 @@ class FeedMetrics:
 
 
 class ClipMetrics:
-    """Moves a ClipRecorder's counters into the metrics, by difference (processing thread)."""
+    """Moves the ClipRecorders' counters (one per lane; the list may grow) into the metrics,
+    by difference (processing thread)."""
 
-    def __init__(self, metrics: Metrics, recorder: ClipRecorder) -> None:
-        self.metrics, self.recorder = metrics, recorder
+    def __init__(self, metrics: Metrics, recorders: list[ClipRecorder]) -> None:
+        self.metrics, self.recorders = metrics, recorders
         self._seen = dict.fromkeys(CLIP_RESULTS, 0)
         self._deleted = 0
-        watch(metrics.clips_bytes, lambda: recorder.bytes_total)
-        watch(metrics.clips_paused, lambda: recorder.paused)
+        # The lanes share one folder, and each recorder knows its size after its last write.
+        watch(metrics.clips_bytes, lambda: max((r.bytes_total for r in recorders), default=0))
+        watch(metrics.clips_paused, lambda: any(r.paused for r in recorders))
 
     def update(self) -> None:
-        r = self.recorder
-        for result, now in zip(
-            CLIP_RESULTS, (r.clips_written, r.clips_failed, r.clips_skipped), strict=True
-        ):
+        if not self.recorders:
+            return
+        totals = [
+            sum(r.clips_written for r in self.recorders),
+            sum(r.clips_failed for r in self.recorders),
+            sum(r.clips_skipped for r in self.recorders),
+        ]
+        for result, now in zip(CLIP_RESULTS, totals, strict=True):
             if now != self._seen[result]:
                 self.metrics.clips.labels(result).inc(now - self._seen[result])
                 self._seen[result] = now
-        if r.clips_deleted != self._deleted:
-            self.metrics.clips_deleted.inc(r.clips_deleted - self._deleted)
-            self._deleted = r.clips_deleted
+        deleted = sum(r.clips_deleted for r in self.recorders)
+        if deleted != self._deleted:
+            self.metrics.clips_deleted.inc(deleted - self._deleted)
+            self._deleted = deleted
 
 
 class MetricsSink(Sink):
@@ -243,6 +250,8 @@ class MetricsSink(Sink):
         self._events: deque[float] = deque()  # time.monotonic() of recent event starts
         self._levels: tuple[str | None, tuple[str, ...]] = (None, ())
         self._level_gauges: dict[str, Any] = {}
+        self._key: object = None  # the second the gauges show (time or offset)
+        self._best = np.empty(0)
 
     def begin(self, info: StreamInfo) -> None:
         if info.labels != self._labels:
@@ -262,18 +271,26 @@ class MetricsSink(Sink):
                     self._level_gauges[band] = gauge
 
     def second(self, row: SecondRow) -> None:
-        analysed = row.status == ANALYSED
-        for gauge, p in zip(self._gauges, row.scores.tolist(), strict=True):
-            gauge.set(p if analysed else math.nan)
-        if self._level_gauges:
+        """The gauges show the last second; with one detector per channel, the highest
+        probability and level of the channels in that second."""
+        n = len(self._gauges)
+        values = np.full(n + len(self._level_gauges), np.nan)
+        if row.status == ANALYSED:
+            values[:n] = row.scores
+        if self._level_gauges and row.levels is not None:
             levels = row.levels
-            for band, gauge in self._level_gauges.items():
-                if levels is None:
-                    gauge.set(math.nan)  # no audio this second: no level, not silence
-                elif band == "broadband":
-                    gauge.set(levels.dbfs_or_db)
-                else:
-                    gauge.set(levels.bands.get(band, math.nan))
+            values[n:] = [
+                levels.dbfs_or_db if band == "broadband" else levels.bands.get(band, math.nan)
+                for band in self._level_gauges
+            ]
+        key = row.time or row.offset_seconds
+        if row.channel is not None and key == self._key and len(self._best) == len(values):
+            np.fmax(self._best, values, out=self._best)  # another channel's row of this second
+        else:
+            self._key, self._best = key, values
+        gauges = [*self._gauges, *self._level_gauges.values()]
+        for gauge, value in zip(gauges, self._best.tolist(), strict=True):
+            gauge.set(value)  # NaN: not analysed, or no audio (a gap is not silence)
 
     def event(self, event: Event) -> None:
         if event.type == "start":

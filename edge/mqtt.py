@@ -175,7 +175,7 @@ class MqttSink(Sink):
 
     def second(self, row: SecondRow) -> None:
         time_ = iso(row.time) if row.time else None
-        channel = None if self._info is None else self._info.channel
+        channel = row.channel
         if self.config.probabilities:
             scores = {
                 label: None if math.isnan(p) else round(p, 4)

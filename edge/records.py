@@ -54,6 +54,7 @@ class SecondRow:
     status: str  # ANALYSED, EDGE or gap_status(reason)
     scores: np.ndarray  # float32 per kept label; NaN when not analysed
     levels: Levels | None = None  # the second's sound levels, when on and audio arrived
+    channel: int | None = None  # the input channel, with one detector per channel
 
 
 @dataclass(frozen=True)

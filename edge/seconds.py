@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
 from edge.records import ANALYSED, EDGE, SecondRow, StreamInfo, gap_status
+
+
+def second_phase(anchor: datetime | None) -> float:
+    """Seconds from a stream's first sample to the next whole UTC second, in [0, 1).
+
+    From the anchor's microseconds, exactly: `-anchor.timestamp() % 1` carries the float error
+    of a 1.8e9 s timestamp (up to 2.4e-7 s), which at 48 kHz can move a second's first sample
+    by one."""
+    if anchor is None:
+        return 0.0
+    return (-anchor.microsecond % 1_000_000) / 1e6
 
 
 class SecondAggregator:
@@ -25,7 +36,7 @@ class SecondAggregator:
         self.info = info
         self.emit = emit
         # Seconds from the stream start to the next whole (UTC) second boundary, in [0, 1).
-        self.phase = 0.0 if info.anchor is None else -info.anchor.timestamp() % 1.0
+        self.phase = second_phase(info.anchor)
         self.n_labels = n_labels
         self._bin = self.bin_of(0.0)  # the second holding the stream's first sample
         self._max = np.full(n_labels, np.nan, dtype=np.float32)
@@ -86,7 +97,7 @@ class SecondAggregator:
             time = None
             if self.info.anchor is not None:
                 time = self.info.anchor + timedelta(seconds=start)
-            self.emit(SecondRow(round(start, 6), time, status, scores))
+            self.emit(SecondRow(round(start, 6), time, status, scores, None, self.info.channel))
             self._max.fill(np.nan)
             self._analysed = False
             self._bin += 1

@@ -93,8 +93,11 @@ def row_cells(row: SecondRow, info: StreamInfo | None) -> str:
     levels = row.levels
     if levels is None:
         return cells + "," * (1 + len(info.level_bands))
-    bands = ",".join(f"{levels.bands[b]:.2f}" for b in info.level_bands)
-    return f"{cells},{levels.dbfs_or_db:.2f}" + ("," + bands if bands else "")
+    # A device back at a lower rate has no levels for its top bands: those cells stay empty.
+    bands = "".join(
+        "," + ("" if (db := levels.bands.get(b)) is None else f"{db:.2f}") for b in info.level_bands
+    )
+    return f"{cells},{levels.dbfs_or_db:.2f}{bands}"
 
 
 def songexplorer_row(event: Event, info: StreamInfo) -> str:
@@ -127,6 +130,8 @@ class Printer(Sink):
         if self.what == "events":
             return
         when = iso(row.time)[11:19] if row.time else f"{row.offset_seconds:9.1f}s"
+        if row.channel is not None:
+            when += f"  ch{row.channel}"
         if row.status == ANALYSED:
             scores = "  ".join(
                 f"{label} {p:.2f}"
@@ -145,6 +150,8 @@ class Printer(Sink):
         t = event.start if event.type == "start" else event.end
         offset = event.start_offset if event.type == "start" else event.end_offset
         when = iso(t) if t else f"{offset:.3f}s"
+        if event.channel is not None:
+            when += f"  ch{event.channel}"
         extra = ""
         if event.type == "end" and event.end_offset is not None:
             extra = f"  {event.end_offset - event.start_offset:.2f}s"
@@ -206,51 +213,56 @@ class ScanFiles(Sink):
 
 
 class DaemonFiles(Sink):
-    """The daemon's files: one per-second CSV per UTC hour, events per UTC day."""
+    """The daemon's files: one per-second CSV per UTC hour (and channel, with one detector per
+    channel: `<hour>_ch<n>.csv`), events per UTC day."""
 
     def __init__(self, root: Path, model: str, model_version: str, device: str) -> None:
         self.root = root / device
         self.model, self.model_version, self.device = model, model_version, device
         self._columns: list[str] = []
-        self._hour_key = ""
-        self._hour: IO[str] | None = None
+        self._hours: dict[int | None, tuple[str, IO[str]]] = {}  # by channel: (hour, file)
         self._info: StreamInfo | None = None
 
     def begin(self, info: StreamInfo) -> None:
         self._info = info
         if columns(info) != self._columns:
-            self._close_hour()
+            self._close_hours()
             self._columns = columns(info)
 
-    def _hour_file(self, key: str) -> IO[str]:
-        if key != self._hour_key or self._hour is None:
-            self._close_hour()
-            folder = self.root / f"{key[:4]}-{key[4:6]}-{key[6:8]}"
-            folder.mkdir(parents=True, exist_ok=True)
-            header = ",".join(["time", "status", *self._columns]) + "\n"
-            path = folder / f"{key}.csv"
-            n = 1
-            # After a restart, append to this hour's file; after a model change, start another.
-            while path.exists() and not _starts_with(path, header):
-                n += 1
-                path = folder / f"{key}-{n}.csv"
-            is_new = not path.exists()
-            self._hour = path.open("a", encoding="utf-8", newline="")
-            if is_new:
-                self._hour.write(header)
-            self._hour_key = key
-        return self._hour
+    def _hour_file(self, key: str, channel: int | None) -> IO[str]:
+        open_ = self._hours.get(channel)
+        if open_ is not None and open_[0] == key:
+            return open_[1]
+        if open_ is not None:
+            open_[1].close()
+        folder = self.root / f"{key[:4]}-{key[4:6]}-{key[6:8]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        header = ",".join(["time", "status", *self._columns]) + "\n"
+        name = key if channel is None else f"{key}_ch{channel}"
+        path = folder / f"{name}.csv"
+        n = 1
+        # After a restart, append to this hour's file; after a model change, start another.
+        while path.exists() and not _starts_with(path, header):
+            n += 1
+            path = folder / f"{name}-{n}.csv"
+        is_new = not path.exists()
+        f = path.open("a", encoding="utf-8", newline="")
+        if is_new:
+            f.write(header)
+        self._hours[channel] = (key, f)
+        return f
 
-    def _close_hour(self) -> None:
-        if self._hour is not None:
-            self._hour.close()
-            self._hour = None
+    def _close_hours(self) -> None:
+        for _, f in self._hours.values():
+            f.close()
+        self._hours.clear()
 
     def second(self, row: SecondRow) -> None:
         if row.time is None:
             return
         stamp = iso(row.time)
-        f = self._hour_file(stamp[:4] + stamp[5:7] + stamp[8:10] + "T" + stamp[11:13])
+        key = stamp[:4] + stamp[5:7] + stamp[8:10] + "T" + stamp[11:13]
+        f = self._hour_file(key, row.channel)
         f.write(f"{stamp},{row.status},{row_cells(row, self._info)}\n")
         f.flush()  # one row a second: cheap, and a crash loses at most the current row
 
@@ -272,7 +284,7 @@ class DaemonFiles(Sink):
             self._append(when, "predicted.csv", songexplorer_row(event, info))
 
     def close(self) -> None:
-        self._close_hour()
+        self._close_hours()
 
 
 def _starts_with(path: Path, header: str) -> bool:

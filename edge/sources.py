@@ -38,6 +38,7 @@ from edge.audiofile import (
 from edge.errors import AudioError
 from edge.records import StreamInfo
 from edge.resample import StreamingResampler
+from edge.seconds import second_phase
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +102,14 @@ class Conditioner:
         channel: ChannelChoice = "mix",
         counts: Counts | None = None,
         tap: Tap | None = None,
+        primary: bool = True,
     ) -> None:
         self.in_rate_hz, self.out_rate_hz, self.channel = in_rate_hz, out_rate_hz, channel
         self.counts = counts or Counts()
         self.tap = tap
+        # With one detector per channel, several conditioners see each block: the first
+        # (primary) repairs the block in place and counts it; the others only take their channel.
+        self.primary = primary
         self._resampler = StreamingResampler(in_rate_hz, out_rate_hz)
         self._mono = np.empty(0, dtype=np.float32)
         self.frames_in = 0  # stream frames consumed at in_rate_hz, gaps included: the clock
@@ -125,7 +130,7 @@ class Conditioner:
         if len(block) > len(self._mono):
             self._mono = np.empty(len(block), dtype=np.float32)  # grows once, to the block size
         counts = self.counts
-        if len(block):
+        if self.primary and len(block):
             # One max and one min answer both questions in the common case (finite, unclipped).
             high, low = block.max(), block.min()
             if not (math.isfinite(high) and math.isfinite(low)):
@@ -139,7 +144,8 @@ class Conditioner:
         out = self._resampler.process(mono)
         self.frames_in += len(block)
         self.frames_out += len(out)
-        counts.audio_seconds += len(block) / self.in_rate_hz
+        if self.primary:
+            counts.audio_seconds += len(block) / self.in_rate_hz
         return out
 
     def flush(self) -> np.ndarray:
@@ -148,11 +154,16 @@ class Conditioner:
         self.frames_out += len(out)
         return out
 
-    def gap(self, frames: int) -> int:
-        """`frames` stream frames are missing: the model-rate samples that stand for them.
+    def gap(self, frames: int, reason: str = "overrun") -> int:
+        """`frames` stream frames are missing (`reason`): the model-rate samples that stand
+        for them.
 
         Counted from the stream's total so rounding never drifts the clock.
         """
+        if self.primary:
+            seconds = frames / self.in_rate_hz
+            gaps = self.counts.gap_seconds
+            gaps[reason] = gaps.get(reason, 0.0) + seconds
         self.frames_in += frames
         target = self._base_out + round(self.frames_in * self.out_rate_hz / self.in_rate_hz)
         missing = max(0, target - self.frames_out)
@@ -183,14 +194,29 @@ class Conditioner:
 class FeedHooks(Protocol):
     """The daemon's view into `feed`, called on the processing thread between blocks."""
 
-    def tick(self, conditioner: Conditioner) -> Analyzer | None:
-        """After every block or gap. Returning an Analyzer asks `feed` to switch to it at the
-        next whole second of the stream (a reloaded model), without a break in the stream."""
+    def tick(self, conditioner: Conditioner) -> list[Analyzer] | None:
+        """After every block or gap. Returning analyzers (one per lane) asks `feed` to switch
+        to them at the next whole second of the stream (a reloaded model), without a break in
+        the stream."""
         ...
 
-    def switched(self, analyzer: Analyzer, info: StreamInfo) -> None:
-        """`analyzer` now scores the stream; `info` describes the segment it began."""
+    def switched(self, lanes: list[Lane]) -> None:
+        """The new analyzers now score the stream; each lane's `info` describes the segment
+        it began."""
         ...
+
+
+@dataclass
+class Lane:
+    """One detector on a stream: its analyzer, the channel it hears, its segment, its tap.
+
+    A stream has one lane, or one per channel (`source.channel: each`) whose events and rows
+    are tagged with the channel (`info.channel`)."""
+
+    analyzer: Analyzer
+    channel: ChannelChoice
+    info: StreamInfo
+    tap: Tap | None = None
 
 
 def feed(
@@ -204,46 +230,66 @@ def feed(
 ) -> Conditioner:
     """Drive `analyzer` with every block of `stream` until it ends or `stop` is set; `tap`
     sees the audio before the analyzer does."""
+    return feed_lanes(stream, [Lane(analyzer, channel, info, tap)], stop, hooks)[0]
+
+
+def feed_lanes(
+    stream: Stream, lanes: list[Lane], stop: threading.Event, hooks: FeedHooks | None = None
+) -> list[Conditioner]:
+    """Drive every lane's analyzer with every block of `stream` until it ends or `stop` is
+    set. The first lane's conditioner counts the stream (audio, gaps, repaired samples)."""
     counts = Counts()
-    conditioner = Conditioner(stream.rate_hz, analyzer.rate_hz, channel, counts, tap)
-    analyzer.begin(info)
-    pending: Analyzer | None = None  # to switch to at the next whole second
+    conditioners = [
+        Conditioner(stream.rate_hz, lane.analyzer.rate_hz, lane.channel, counts, lane.tap, i == 0)
+        for i, lane in enumerate(lanes)
+    ]
+    for lane in lanes:
+        lane.analyzer.begin(lane.info)
+    pending: list[Analyzer] | None = None  # to switch to at the next whole second
     try:
         for item in stream.blocks:
             while pending is not None:
                 frames = len(item) if isinstance(item, np.ndarray) else item.frames
-                at = _frames_to_next_second(conditioner, info)
+                at = _frames_to_next_second(conditioners[0], lanes[0].info)
                 if at > frames:
                     break
-                if at > 0:  # the part before the boundary still belongs to the old analyzer
-                    _one(_head(item, at), analyzer, conditioner, counts)
+                if at > 0:  # the part before the boundary still belongs to the old analyzers
+                    head = _head(item, at)
+                    for lane, conditioner in zip(lanes, conditioners, strict=True):
+                        _one(head, lane.analyzer, conditioner)
                     item = _tail(item, at)
-                analyzer, info, conditioner = _switch(analyzer, pending, info, conditioner)
+                switched = [
+                    _switch(lane, new, conditioner)
+                    for lane, new, conditioner in zip(lanes, pending, conditioners, strict=True)
+                ]
+                lanes = [lane for lane, _ in switched]
+                conditioners = [conditioner for _, conditioner in switched]
                 pending = None
                 if hooks is not None:
-                    hooks.switched(analyzer, info)
-            _one(item, analyzer, conditioner, counts)
+                    hooks.switched(lanes)
+            for lane, conditioner in zip(lanes, conditioners, strict=True):
+                _one(item, lane.analyzer, conditioner)
             if hooks is not None:
-                replacement = hooks.tick(conditioner)
+                replacement = hooks.tick(conditioners[0])
                 if replacement is not None:
+                    if len(replacement) != len(lanes):
+                        raise ValueError(f"{len(replacement)} analyzers for {len(lanes)} lanes")
                     pending = replacement
             if stop.is_set():
                 break
-        analyzer.push(conditioner.flush())
+        for lane, conditioner in zip(lanes, conditioners, strict=True):
+            lane.analyzer.push(conditioner.flush())
     finally:
-        conditioner.finish()
-        analyzer.end()
-    return conditioner
+        for lane, conditioner in zip(lanes, conditioners, strict=True):
+            conditioner.finish()
+            lane.analyzer.end()
+    return conditioners
 
 
-def _one(
-    item: np.ndarray | Gap, analyzer: Analyzer, conditioner: Conditioner, counts: Counts
-) -> None:
+def _one(item: np.ndarray | Gap, analyzer: Analyzer, conditioner: Conditioner) -> None:
     if isinstance(item, Gap):
         analyzer.push(conditioner.flush())
-        seconds = item.frames / conditioner.in_rate_hz
-        counts.gap_seconds[item.reason] = counts.gap_seconds.get(item.reason, 0.0) + seconds
-        analyzer.gap(conditioner.gap(item.frames), item.reason)
+        analyzer.gap(conditioner.gap(item.frames, item.reason), item.reason)
         if item.resume_rate_hz is not None:
             conditioner.retune(item.resume_rate_hz)
     elif len(item):
@@ -264,21 +310,20 @@ def _tail(item: np.ndarray | Gap, frames: int) -> np.ndarray | Gap:
 
 def _frames_to_next_second(conditioner: Conditioner, info: StreamInfo) -> int:
     """Stream frames from now to the next whole (UTC) second of this segment, at most."""
-    phase = 0.0 if info.anchor is None else -info.anchor.timestamp() % 1.0
+    phase = second_phase(info.anchor)
     now = conditioner.seconds_in
     boundary = phase + math.ceil(now - phase - 1e-9)
     return max(0, math.floor((boundary - now) * conditioner.in_rate_hz + 1e-6))
 
 
-def _switch(
-    old: Analyzer, new: Analyzer, info: StreamInfo, conditioner: Conditioner
-) -> tuple[Analyzer, StreamInfo, Conditioner]:
-    """End `old`'s segment at this whole second and begin `new`'s there.
+def _switch(lane: Lane, new: Analyzer, conditioner: Conditioner) -> tuple[Lane, Conditioner]:
+    """End the lane's analyzer's segment at this whole second and begin `new`'s there.
 
     The old segment must end at or before the boundary, or both would write a row for the
     second that starts there: the resampler's tail is cut at the boundary (it may reach up to
     one model sample past it).
     """
+    old, info = lane.analyzer, lane.info
     offset = conditioner.seconds_in
     tail = conditioner.flush()
     allowed = math.floor(offset * old.rate_hz + 1e-6) - (conditioner.frames_out - len(tail))
@@ -292,9 +337,9 @@ def _switch(
     labels = [s.label for s in new.labels]
     info = replace(info, labels=labels, anchor=anchor, source_rate_hz=conditioner.in_rate_hz)
     c = conditioner
-    fresh = Conditioner(c.in_rate_hz, new.rate_hz, c.channel, c.counts, c.tap)
+    fresh = Conditioner(c.in_rate_hz, new.rate_hz, c.channel, c.counts, c.tap, c.primary)
     new.begin(info)
-    return new, info, fresh
+    return replace(lane, analyzer=new, info=info), fresh
 
 
 def file_streams(

@@ -446,7 +446,8 @@ class Daemon:
         import csv
 
         rows: list[dict[str, str]] = []
-        for hour in sorted((self.folder / out / device_id).glob("*/*.csv")):
+        # The hourly files (20261122T10.csv, 20261122T10_ch1.csv), not predicted.csv.
+        for hour in sorted((self.folder / out / device_id).glob("*/????????T??*.csv")):
             with hour.open(newline="") as f:
                 rows += list(csv.DictReader(f))
         return rows

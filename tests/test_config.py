@@ -389,16 +389,17 @@ def test_start_time_unquoted_stays_text(tmp_path: Path) -> None:
     assert _load(tmp_path, text).config.source.start == "2026-11-22"
 
 
-def test_channel_mix_or_index(tmp_path: Path) -> None:
+def test_channel_mix_each_or_index(tmp_path: Path) -> None:
     assert _load(tmp_path, "source: {channel: mix}\n").config.source.channel == "mix"
+    assert _load(tmp_path, "source: {channel: each}\n").config.source.channel == "each"
     config = _load(tmp_path, "source: {channels: 2, channel: 1}\n").config
     assert config.source.channel == 1
     assert isinstance(config.source.channel, int)
     assert _problems(tmp_path, "source: {channels: 2, channel: left}\n") == [
-        "config.yaml:1: source.channel: expected mix or a whole number, got 'left'"
+        "config.yaml:1: source.channel: expected mix or each or a whole number, got 'left'"
     ]
     assert _problems(tmp_path, "source: {channels: 2, channel: true}\n") == [
-        "config.yaml:1: source.channel: expected mix or a whole number, got true"
+        "config.yaml:1: source.channel: expected mix or each or a whole number, got true"
     ]
 
 

@@ -26,7 +26,7 @@ from edge.bundle import Bundle, load_bundle
 from edge.config import Loaded, label_setups, load_config
 from edge.records import Event, SecondRow, StreamInfo
 from edge.sinks import Sink
-from edge.sources import Conditioner, Gap, Stream, feed
+from edge.sources import Conditioner, Gap, Lane, Stream, feed
 from tests.audio import tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
 from tests.scenes import TRUTH, Found, check_against_truth, scene
@@ -85,14 +85,14 @@ class ReloadAt:
         self.asked = False
         self.switched_to: list[tuple[Analyzer, StreamInfo]] = []
 
-    def tick(self, conditioner: Conditioner) -> Analyzer | None:
+    def tick(self, conditioner: Conditioner) -> list[Analyzer] | None:
         if not self.asked and conditioner.seconds_in >= self.seconds:
             self.asked = True
-            return self.replacement
+            return [self.replacement]
         return None
 
-    def switched(self, analyzer: Analyzer, info: StreamInfo) -> None:
-        self.switched_to.append((analyzer, info))
+    def switched(self, lanes: list[Lane]) -> None:
+        self.switched_to += [(lane.analyzer, lane.info) for lane in lanes]
 
 
 def test_a_reloaded_model_takes_over_at_a_whole_second_without_a_break(bundle: Bundle) -> None:
