@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mqtt_broker import Mosquitto
+
 # --- PulseAudio -------------------------------------------------------------------------------
 
 PULSE_INSTALL = (
@@ -195,6 +197,15 @@ def pulse_server() -> Iterator[PulseServer]:
 
 
 # --- Model bundles ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free port of 127.0.0.1, for one test."""
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +259,6 @@ def test_retention_keeps_clips_under_max_total_mb(
 
 
 # -- MQTT ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
 
 
 def loud_then_quiet(path: Path, rate: int = 48000) -> tuple[Path, np.ndarray]:

@@ -49,14 +49,6 @@ SCHEMAS = {
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def persistent_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """Keeps a persistent subscriber's session and queued messages over its own restarts."""
     b = Mosquitto(tmp_path / "broker", persistent=True)
