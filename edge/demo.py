@@ -21,10 +21,13 @@ ranges and uses nothing of the recording itself.
 
 from __future__ import annotations
 
+import argparse
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -39,6 +42,7 @@ SCENE_LABELS = {"flysong": ("mel-pulse", "mel-sine"), "tones": ("tone-1k", "tone
 
 FLYSONG_RATE_HZ = 2500  # what models/flysong takes: no resampling on the device
 PULSE_LABEL = "mel-pulse"
+AMBIENT_LABEL = "ambient"  # the model's label for chamber noise without song
 SINE_LABEL = "mel-sine"
 
 BACKGROUND_RMS = 0.004  # measured 0.0034-0.0040 in the recording's ambient stretches
@@ -292,3 +296,47 @@ def tone_blocks(block_samples: int, rng: np.random.Generator) -> Iterator[np.nda
             np.add(out[lo:hi, 0], on, out=out[lo:hi, 0])
         n += block_samples
         yield out
+
+
+# --- a scene on disk, for evaluation ---------------------------------------------------------
+
+
+def write_flysong_scene(folder: Path, seconds: float, seed: int, rate_hz: int = 2500) -> Path:
+    """`folder`/scene.wav and its dense truth `folder`/truth.csv (file,start_seconds,
+    end_seconds,label: every train, and `ambient` for every stretch between), ready for
+    `soundwatch-train evaluate --data <folder>/truth.csv`. Returns the truth's path."""
+    import soundfile as sf  # only here: the streaming demo needs no file I/O
+
+    audio, songs = flysong_scene(seconds, rate_hz, np.random.default_rng(seed))
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / "scene.wav", audio, rate_hz, subtype="FLOAT")
+    rows = ["file,start_seconds,end_seconds,label"]
+    t = 0.0
+    for song in songs:
+        rows.append(f"scene.wav,{t:.4f},{song.start_s:.4f},{AMBIENT_LABEL}")
+        rows.append(f"scene.wav,{song.start_s:.4f},{song.end_s:.4f},{song.label}")
+        t = song.end_s
+    rows.append(f"scene.wav,{t:.4f},{len(audio) / rate_hz:.4f},{AMBIENT_LABEL}")
+    truth = folder / "truth.csv"
+    truth.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return truth
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edge.demo",
+        description="Write a synthetic fly-song scene and its dense truth, to evaluate a"
+        " fly-song model: soundwatch-train evaluate --model models/flysong --data"
+        " <folder>/truth.csv",
+    )
+    parser.add_argument("folder", type=Path, help="where scene.wav and truth.csv go")
+    parser.add_argument("--seconds", type=float, default=300.0, help="scene length, s")
+    parser.add_argument("--seed", type=int, default=11, help="random seed")
+    args = parser.parse_args(argv)
+    truth = write_flysong_scene(args.folder, args.seconds, args.seed)
+    print(f"wrote {args.folder / 'scene.wav'} and {truth}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

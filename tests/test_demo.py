@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from edge import demo
 from edge.analysis import Analyzer, LabelSetup
 from edge.bundle import Bundle, load_bundle
 from edge.demo import (
@@ -237,3 +238,23 @@ def test_unknown_scene_is_refused() -> None:
     assert SCENES == ("flysong", "tones")
     with pytest.raises(ConfigError, match="demo scene 'birds': must be one of flysong, tones"):
         demo_stream("birds", 0.1, threading.Event(), ANCHOR)
+
+
+def test_a_written_scene_is_a_dense_evaluation_set_for_the_fly_song_model(tmp_path: Path) -> None:
+    """`python -m edge.demo <folder>` writes a scene and a truth that covers every second; the
+    trainer's `evaluate` scores the bundled model on it through the edge's scan path."""
+    from trainer.annotations import load_csv
+    from trainer.evaluate import evaluate
+
+    assert demo.main([str(tmp_path), "--seconds", "40", "--seed", "5"]) == 0
+    data = load_csv(tmp_path / "truth.csv")
+    assert data.problems == []
+    spans = sorted((a.start_seconds, a.end_seconds) for a in data.annotations)
+    assert spans[0][0] == 0.0 and spans[-1][1] == 40.0
+    assert all(a[1] == b[0] for a, b in pairwise(spans))  # no hole
+    assert set(data.labels()) == {"ambient", "mel-pulse", "mel-sine"}
+    report = evaluate(FLYSONG, data.annotations)
+    assert report.seconds_scored >= 38
+    for scores in report.labels:
+        f1 = scores.event.figures()["f1"]
+        assert f1 is not None and f1 >= 0.9, (scores.label, scores.event.figures())
