@@ -160,7 +160,8 @@ class App:
         config = loaded.config
         recorder = None
         if config.clips.enabled:
-            folder = loaded.resolve(config.output.dir) / config.clips.folder  # or absolute
+            # Absolute, so the path in an event means the same to whoever reads it.
+            folder = (loaded.resolve(config.output.dir) / config.clips.folder).absolute()
             recorder = ClipRecorder(config.clips, folder)
             self.clips.append(recorder)
         evidence = Evidence(self.fanout, config.levels, recorder)
