@@ -157,22 +157,27 @@ class App:
         return self.analyzers[0]
 
     def _add_lane(self, loaded: Loaded) -> Bundle:
+        """Lane `len(self.analyzers)`: its Evidence (kept for the daemon's life) if it has
+        none yet, and an analyzer feeding it."""
         config = loaded.config
-        recorder = None
-        if config.clips.enabled:
-            # Absolute, so the path in an event means the same to whoever reads it.
-            folder = (loaded.resolve(config.output.dir) / config.clips.folder).absolute()
-            recorder = ClipRecorder(config.clips, folder)
-            self.clips.append(recorder)
-        evidence = Evidence(self.fanout, config.levels, recorder)
-        self.evidences.append(evidence)
-        bundle, analyzer = build_analyzer(loaded, evidence)
+        if len(self.evidences) == len(self.analyzers):
+            recorder = None
+            if config.clips.enabled:
+                # Absolute, so the path in an event means the same to whoever reads it.
+                folder = (loaded.resolve(config.output.dir) / config.clips.folder).absolute()
+                recorder = ClipRecorder(config.clips, folder)
+                self.clips.append(recorder)
+            self.evidences.append(Evidence(self.fanout, config.levels, recorder))
+        bundle, analyzer = build_analyzer(loaded, self.evidences[len(self.analyzers)])
         analyzer.backend = timed(analyzer.backend, self.metrics)
         self.analyzers.append(analyzer)
         return bundle
 
     def _lanes(self, stream: Stream, info: StreamInfo) -> list[Lane]:
-        """The stream's lanes: one, or one per channel (each tagged with its channel)."""
+        """The stream's lanes: one, or one per channel (each tagged with its channel).
+
+        Lane c's analyzer always feeds `self.evidences[c]`, also for lanes added after a
+        reload left fewer analyzers than evidences."""
         channel = self.loaded.config.source.channel
         if channel != "each":
             return [Lane(self.analyzer, channel, info, self.evidences[0])]

@@ -11,7 +11,8 @@ Output layouts (documented in the README):
   renamed when the file is done, so an interrupted scan never leaves half a result.
 - run: `<out>/<device>/<YYYY-MM-DD>/<YYYYMMDDTHH>.csv` (`time,status,<label>...`, one per UTC
   hour; with `levels:` on, then `dbfs` and a column per band, e.g. `dbfs_1000hz`) and
-  `events.jsonl` (and `predicted.csv` when the source is a file) in the day's folder.
+  `events.jsonl` (and `predicted.csv` when the source is a file) in the day's folder. With a
+  detector per channel, the CSVs are per channel: `<YYYYMMDDTHH>_ch<n>.csv`, `predicted_ch<n>.csv`.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class Printer(Sink):
     def begin(self, info: StreamInfo) -> None:
         self._labels = info.labels
         self._unit = info.level_unit or ""
+        if info.channel:  # one detector per channel: one header for the stream, not each
+            return
         when = iso(info.anchor) if info.anchor else "no timestamp"
         self.out.write(f"# {info.source} ({when})\n")
         self.out.flush()
@@ -281,7 +284,9 @@ class DaemonFiles(Sink):
         self._append(when, "events.jsonl", json.dumps(payload) + "\n")
         info = self._info
         if event.type == "end" and info is not None and Path(info.source).is_file():
-            self._append(when, "predicted.csv", songexplorer_row(event, info))
+            # SongExplorer has no channel column: one file per channel, as it has per wav.
+            name = "predicted.csv" if event.channel is None else f"predicted_ch{event.channel}.csv"
+            self._append(when, name, songexplorer_row(event, info))
 
     def close(self) -> None:
         self._close_hours()
