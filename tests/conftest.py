@@ -487,3 +487,19 @@ def daemon_config(
         f"output: {{dir: {folder / 'out'}, device_id: box, print: none}}\n"
         "metrics: {address: '127.0.0.1:0'}\n" + extra
     )
+
+
+def run_to_end(config: Path, timeout_seconds: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`soundwatch run -c config` in a subprocess, for a source that ends (files); it must
+    exit 0. Returns what it printed."""
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_seconds,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result

@@ -17,8 +17,6 @@ import dataclasses
 import json
 import logging
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from edge.app import App
 from edge.config import Loaded, load_config
 from edge.sources import Conditioner, Lane
 from tests.audio import peak_frequency_hz, tone_events, write_wav
-from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
+from tests.conftest import Daemon, PulseServer, Scrape, daemon_config, run_to_end
 from tests.mqtt_broker import Mosquitto, Subscriber
 
 RATE_HZ = 48000
@@ -217,14 +215,7 @@ def test_each_channel_finds_its_own_events_in_its_own_rows(
     config.write_text(
         daemon_config(tmp_path, tone_bundle, source).replace("print: none", "print: both")
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_to_end(config)
     out = tmp_path / "out"
 
     found = ended(messages(out))
@@ -313,14 +304,6 @@ def test_the_stream_is_counted_once_and_gauges_show_the_highest_channel(
 
 
 # -- MQTT ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
 
 
 def test_mqtt_payloads_name_their_channel(

@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from edge.config import load_config
 from edge.levels import LevelSettings, bands_for, calibration_offset_db
 from edge.metrics import MetricsServer
 from tests.audio import noise, tone, tone_events, write_wav
-from tests.conftest import Daemon, Scrape, daemon_config
+from tests.conftest import Daemon, Scrape, daemon_config, run_to_end
 from tests.mqtt_broker import Mosquitto, Subscriber
 from tests.scenes import TRUTH, write_scene
 from tests.test_evidence import TONE_DBFS, expected, timeline
@@ -282,14 +280,7 @@ def test_levels_on_mqtt_match_the_audio(
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     subscriber = Subscriber(broker, ["soundwatch/box/levels"])
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    run_to_end(path)
     subscriber.wait_for(lambda ms: len(ms) >= 3, 10, "three levels messages")
     subscriber.close()
     # QoS 0, best effort: a second published before the connection is up (or while the daemon
