@@ -51,7 +51,6 @@ class Evidence(Sink):
         self.settings = levels
         self.clips = clips
         self.meter: LevelMeter | None = None
-        self.last: Levels | None = None  # the latest second's levels
         self._phase = 0.0  # the stream's second phase, as in SecondAggregator
         self._bin_base = 0  # the stream's second that the meter counts as its second 0
         self._retired: dict[int, Levels] = {}  # seconds measured by a meter before a retune
@@ -146,7 +145,6 @@ class Evidence(Sink):
         if self.meter is not None:
             levels = self._take(round(row.offset_seconds - self._phase))
             if levels is not None:
-                self.last = levels
                 row = replace(row, levels=levels)
         self.sink.second(row)
 
