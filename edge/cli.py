@@ -13,11 +13,13 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from edge import __version__
 from edge.clock import parse_start
 from edge.config import DEFAULT_CONFIG, Loaded, load_config
 from edge.errors import SoundwatchError
+from edge.levels import LevelSettings
 
 logger = logging.getLogger("soundwatch")
 
@@ -95,6 +97,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         start=start,
         stop=stop,
         progress=None if not args.quiet else False,
+        levels=_levels(loaded.config.levels, args.levels),
     )
     if stop.is_set():
         logger.error("interrupted: %d file(s) finished keep their outputs", report.files_scored)
@@ -108,6 +111,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
         len(report.files_skipped),
     )
     return 1 if report.files_skipped else 0
+
+
+def _levels(levels: LevelSettings, wanted: str | None) -> LevelSettings:
+    """The config's level settings, with `scan --levels` switching them on."""
+    if wanted is None:
+        return levels
+    bands: Literal["none", "octave", "third-octave"] = "none"
+    if wanted == "octave":
+        bands = "octave"
+    elif wanted == "third-octave":
+        bands = "third-octave"
+    return replace(levels, enabled=True, bands=bands)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -208,6 +223,12 @@ def parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", required=True, help="output folder (mirrors the input paths)")
     scan.add_argument("--start", help="UTC start time for files without a timestamp in the name")
     scan.add_argument("--batch", type=int, help="windows per model call (default: 256)")
+    scan.add_argument(
+        "--levels",
+        choices=["broadband", "octave", "third-octave"],
+        help="add each second's sound level (and band levels) to the probabilities CSV"
+        " (default: as the config's levels: section)",
+    )
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     scan.set_defaults(func=cmd_scan)
 

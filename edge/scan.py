@@ -21,6 +21,8 @@ import numpy as np
 from edge.analysis import Analyzer
 from edge.audiofile import find_audio_files
 from edge.errors import AudioError
+from edge.evidence import Evidence
+from edge.levels import LevelSettings
 from edge.records import Event, SecondRow, StreamInfo
 from edge.sinks import ScanFiles, Sink
 from edge.sources import Gap, feed, file_streams
@@ -101,14 +103,19 @@ def scan(
     start: datetime | None = None,
     stop: threading.Event | None = None,
     progress: bool | None = None,
+    levels: LevelSettings | None = None,
 ) -> ScanReport:
-    """Score every audio file under `inputs` into `out`."""
+    """Score every audio file under `inputs` into `out`; with `levels` enabled, each second's
+    sound levels go into the probabilities CSV too."""
     stop = stop or threading.Event()
     bases = output_bases(inputs, out)
     files = list(bases)
     m = analyzer.bundle.manifest
     per_file = _PerFile(bases, m.name, m.version, device, stop)
-    analyzer.sink = per_file
+    evidence = None
+    if levels is not None and levels.enabled:
+        evidence = Evidence(per_file, levels, None)
+    analyzer.sink = evidence or per_file
     report = ScanReport()
     show = sys.stderr.isatty() if progress is None else progress
     labels = [s.label for s in analyzer.labels]
@@ -133,7 +140,7 @@ def scan(
             windows_before = analyzer.windows_scored
             if bar is not None:
                 stream.blocks = bar.track(stream.blocks, stream.rate_hz, report.audio_seconds)
-            conditioner = feed(stream, analyzer, info, "mix", stop)
+            conditioner = feed(stream, analyzer, info, "mix", stop, None, evidence)
             if stop.is_set():
                 break
             report.files_scored += 1

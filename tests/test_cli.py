@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.audio import write_wav
+from tests.audio import noise, tone, write_wav
 from tests.scenes import SECONDS, TRUTH, check_against_truth, events_from_jsonl, scene, write_scene
 
 SOUNDWATCH = [sys.executable, "-m", "edge.cli"]
+OCTAVES_48K = ["31.5", "63", "125", "250", "500", "1000", "2000", "4000", "8000", "16000"]
 
 
 def soundwatch(
@@ -76,6 +77,36 @@ def test_scan_finds_every_event_and_writes_all_outputs(tone_bundle: Path, tmp_pa
     assert abs(int(start_tic) - 2.0 * 16000) <= 0.1 * 16000  # tics are samples of the recording
     assert abs(int(stop_tic) - 3.0 * 16000) <= 0.1 * 16000
     assert not list((tmp_path / "out").rglob("*.partial"))
+
+
+def test_scan_levels_add_each_seconds_level_to_the_csv(tone_bundle: Path, tmp_path: Path) -> None:
+    """`scan --levels octave`: a dBFS column and one per octave, right for known audio."""
+    rate = 48000
+    signal = np.concatenate([tone(1000.0, 2.0, rate, 0.5), noise(3.0, rate, 0.01, seed=3)])
+    wav = write_wav(tmp_path / "in" / "rec_20261122T100000.wav", signal, rate, subtype="FLOAT")
+    out = tmp_path / "out"
+    result = soundwatch(
+        "scan", str(wav), "--model", str(tone_bundle), "--out", str(out), "--levels", "octave"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out / f"{wav.name}.probabilities.csv")
+    assert list(rows[0])[3:6] == ["tone-1k", "tone-3k", "dbfs"]
+    assert list(rows[0])[6:] == [f"dbfs_{b}hz" for b in OCTAVES_48K]
+    assert len(rows) == 5
+    for k, row in enumerate(rows):
+        second = signal[k * rate : (k + 1) * rate].astype(np.float64)
+        expected = 10 * np.log10(np.mean(second**2))
+        assert float(row["dbfs"]) == pytest.approx(expected, abs=0.01)
+    assert float(rows[0]["dbfs"]) == pytest.approx(-9.03, abs=0.01)  # peak 0.5: -9.03 dBFS
+    assert float(rows[0]["dbfs_1000hz"]) == pytest.approx(-9.03, abs=0.01)
+    assert float(rows[4]["dbfs"]) == pytest.approx(-40.0, abs=0.2)  # noise of RMS 0.01
+    # Without --levels (and no levels: in a config), the CSV keeps only the scores.
+    plain = soundwatch("scan", str(wav), "--model", str(tone_bundle), "--out", str(tmp_path / "p"))
+    assert plain.returncode == 0, plain.stderr
+    assert list(read_csv(tmp_path / "p" / f"{wav.name}.probabilities.csv")[0])[3:] == [
+        "tone-1k",
+        "tone-3k",
+    ]
 
 
 def test_scan_resamples_and_mixes_down(tone_bundle: Path, tmp_path: Path) -> None:
