@@ -40,7 +40,7 @@ Interface (the processing thread, one recorder for the daemon's life)::
 `stamp(event)` is `dataclasses.replace(event, clip=plan(event))`: call it before the event goes
 to the other sinks, so `start` and `end` messages carry the same path. Counters for metrics
 (plain ints, read any time): clips_written, clips_failed, clips_skipped, clips_deleted,
-bytes_total (bytes of clips in the folder after the last write), and `paused`.
+bytes_total (bytes of clips in the folder: at start, then after each write), and `paused`.
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ class ClipRecorder(Sink):
         self.clips_failed = 0
         self.clips_skipped = 0
         self.clips_deleted = 0
-        self.bytes_total = 0
+        # Clips kept from earlier runs count from the start, not from the first new clip.
+        self.bytes_total = sum(size for _, size, _ in _clips_in(self.folder))
         self._retry_at: float | None = None  # stream seconds (all streams) when paused
         self._seconds_total = 0.0  # audio seconds pushed over all streams, gaps included
         self._ring = np.zeros(0, dtype=np.float32)
@@ -402,14 +403,7 @@ def prune(folder: Path, max_bytes: float, max_age_seconds: float | None, now: fl
 
     Empty day folders left behind are removed. Files that vanish meanwhile are ignored.
     """
-    clips: list[tuple[float, int, Path]] = []
-    for path in folder.glob("*/*.wav") if folder.is_dir() else ():
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        clips.append((st.st_mtime, st.st_size, path))
-    clips.sort()
+    clips = sorted(_clips_in(folder))
     total = sum(size for _, size, _ in clips)
     deleted = 0
     for mtime, size, path in clips:
@@ -422,3 +416,15 @@ def prune(folder: Path, max_bytes: float, max_age_seconds: float | None, now: fl
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only succeeds once the day's folder is empty
     return Kept(total, deleted)
+
+
+def _clips_in(folder: Path) -> list[tuple[float, int, Path]]:
+    """(mtime, size, path) of every clip under `folder`; files that vanish meanwhile skipped."""
+    clips = []
+    for path in folder.glob("*/*.wav") if folder.is_dir() else ():
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        clips.append((st.st_mtime, st.st_size, path))
+    return clips

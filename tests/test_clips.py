@@ -242,6 +242,15 @@ def make_clip_file(folder: Path, name: str, size: int, age_days: float) -> Path:
     return path
 
 
+def test_clips_kept_from_an_earlier_run_count_from_the_start(tmp_path: Path) -> None:
+    """`bytes_total` (the metric soundwatch_clips_bytes) is right before the first new clip."""
+    for i, size in enumerate((1000, 2500, 40)):
+        make_clip_file(tmp_path, f"2026-11-2{i}/c{i}.wav", size, 1)
+    make_clip_file(tmp_path, "2026-11-20/notes.txt", 7777, 1)  # not a clip
+    assert ClipRecorder(ClipSettings(enabled=True), tmp_path).bytes_total == 3540
+    assert ClipRecorder(ClipSettings(enabled=True), tmp_path / "none").bytes_total == 0
+
+
 def test_retention_by_total_size_deletes_the_oldest(tmp_path: Path) -> None:
     # Four 50 kB clips, oldest first, and something that is not a clip.
     files = [make_clip_file(tmp_path, f"2026-11-0{i}/c{i}.wav", 50_000, 10 - i) for i in range(4)]
