@@ -255,6 +255,7 @@ def test_a_written_scene_is_a_dense_evaluation_set_for_the_fly_song_model(tmp_pa
     assert set(data.labels()) == {"ambient", "mel-pulse", "mel-sine"}
     report = evaluate(FLYSONG, data.annotations)
     assert report.seconds_scored >= 38
+    assert report.annotated_fraction == 1.0  # ambient fills every stretch between the song
     for scores in report.labels:
         f1 = scores.event.figures()["f1"]
         assert f1 is not None and f1 >= 0.9, (scores.label, scores.event.figures())

@@ -133,6 +133,10 @@ def test_the_tone_bundle_scores_perfectly_on_the_tone_scene(
         assert by_label[label].segment == Counts(tp=5, fp=0, fn=0)
         assert by_label[label].event == Counts(tp=3, fp=0, fn=0)
     assert (report.recordings, report.seconds_scored, report.seconds_excluded) == (1, 20, 0)
+    # The tone model has no background label: 9 distinct seconds of the 20 hold a tone.
+    assert (report.seconds_annotated, report.annotated_fraction) == (9, 0.45)
+    assert "dense annotations assumed" in report.table() and "9 of 20 s (45%)" in report.table()
+    assert report.to_json()["annotated_fraction"] == 0.45
     assert report.ignored_labels == ["not_tone-1k"]
     assert (tmp_path / "scan" / "0000" / "scene.wav.events.jsonl").is_file()
 

@@ -103,6 +103,7 @@ class EvaluationReport:
     onset_tolerance_seconds: float
     seconds_scored: int = 0
     seconds_excluded: int = 0  # not analysed by the edge (stream edges, gaps)
+    seconds_annotated: int = 0  # scored seconds that hold an annotation of a model label
     ignored_labels: list[str] = field(default_factory=list)  # in the annotations, not the model
 
     def to_json(self) -> dict[str, object]:
@@ -113,6 +114,8 @@ class EvaluationReport:
             "segment_seconds": SEGMENT_SECONDS,
             "seconds_scored": self.seconds_scored,
             "seconds_excluded": self.seconds_excluded,
+            "seconds_annotated": self.seconds_annotated,
+            "annotated_fraction": self.annotated_fraction,
             "ignored_labels": self.ignored_labels,
             "labels": {
                 s.label: {
@@ -123,6 +126,12 @@ class EvaluationReport:
                 for s in self.labels
             },
         }
+
+    @property
+    def annotated_fraction(self) -> float | None:
+        """Share of the scored seconds that hold an annotation of a model label. For a model
+        with a background label (e.g. ambient), dense annotations give about 1."""
+        return self.seconds_annotated / self.seconds_scored if self.seconds_scored else None
 
     def table(self) -> str:
         """A fixed-width table for the terminal: one row per label."""
@@ -146,6 +155,14 @@ class EvaluationReport:
         if self.ignored_labels:
             rows.append(
                 f"annotation labels not in the model, ignored: {', '.join(self.ignored_labels)}"
+            )
+        if self.seconds_scored:
+            # Sparse annotations (SongExplorer's often are) make false positives of every
+            # unannotated occurrence: say what the figures assume, with the share to judge by.
+            rows.append(
+                f"dense annotations assumed: every unannotated second counts as none of the"
+                f" labels; {self.seconds_annotated} of {self.seconds_scored} s"
+                f" ({self.annotated_fraction:.0%}) hold an annotation"
             )
         return "\n".join(rows)
 
@@ -176,22 +193,28 @@ def _cell(value: float | int | None) -> str:
 # ------------------------------------------------------------------------------- counting
 
 
+def true_seconds(truth: Sequence[tuple[float, float]]) -> set[int]:
+    """The seconds that (start, end) annotations touch: second i covers [i, i + 1); an
+    interval overlapping it, or a point (start == end) in it, makes it true."""
+    out: set[int] = set()
+    for start, end in truth:
+        first = math.floor(start)
+        last = first if end <= start else math.ceil(end) - 1  # end is exclusive
+        out.update(range(first, last + 1))
+    return out
+
+
 def segment_counts(
     truth: Sequence[tuple[float, float]], seconds: dict[int, float], threshold: float
 ) -> Counts:
     """Counts over the analysed seconds (second index -> probability) of one recording.
 
-    truth: (start, end) seconds of the label's annotations; start == end for a point. Second
-    i covers [i, i + 1): true when an interval overlaps it (a point falls in it).
+    truth: (start, end) seconds of the label's annotations; start == end for a point.
     """
-    true_seconds: set[int] = set()
-    for start, end in truth:
-        first = math.floor(start)
-        last = first if end <= start else math.ceil(end) - 1  # end is exclusive
-        true_seconds.update(range(first, last + 1))
+    true = true_seconds(truth)
     counts = Counts()
     for i, p in seconds.items():
-        truth_i, predicted = i in true_seconds, p >= threshold
+        truth_i, predicted = i in true, p >= threshold
         counts.tp += truth_i and predicted
         counts.fp += predicted and not truth_i
         counts.fn += truth_i and not predicted
@@ -256,6 +279,9 @@ def score_recording(
     onsets = read_onsets(events_jsonl, labels)
     report.seconds_scored += len(seconds[labels[0]]) if labels else 0
     report.seconds_excluded += excluded
+    kept = [(a.start_seconds, a.end_seconds) for a in annotations if a.label in labels]
+    if labels:
+        report.seconds_annotated += len(true_seconds(kept) & seconds[labels[0]].keys())
     for s in report.labels:
         mine = [a for a in annotations if a.label == s.label]
         s.segment.add(
