@@ -38,7 +38,7 @@ from edge.audiofile import find_audio_files
 from edge.bundle import Bundle, load_bundle
 from edge.clips import ClipRecorder
 from edge.clock import parse_start, utc_now
-from edge.config import Loaded, label_setups, load_config, model_folder
+from edge.config import Loaded, SourceConfig, label_setups, load_config, model_folder
 from edge.demo import demo_stream, scene_for
 from edge.errors import AudioError, ConfigError, SoundwatchError
 from edge.evidence import Evidence
@@ -131,6 +131,7 @@ class App:
                 labels=[s.label for s in self.analyzer.labels],
                 outbox_path=loaded.resolve(outbox),
                 resolve=loaded.resolve,
+                channels=_detected_channels(config.source),
             )
             self.sinks.append(self.mqtt)
             mqtt = self.mqtt
@@ -407,3 +408,11 @@ def _has_input_device() -> bool:
         return bool(list_devices())
     except (OSError, AudioError):  # no PortAudio library at all: no device either
         return False
+
+
+def _detected_channels(source: SourceConfig) -> list[int | None]:
+    """The channels with a detector of their own, as far as the config says (for Home
+    Assistant's sensors): each of a device's channels with `channel: each`, else none."""
+    if source.channel != "each":
+        return [None]
+    return list(range(source.channels))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from edge import __version__
@@ -11,10 +12,19 @@ from edge.config import MqttConfig
 
 
 def discovery_messages(
-    config: MqttConfig, root: str, device: str, model: str, model_version: str, labels: list[str]
+    config: MqttConfig,
+    root: str,
+    device: str,
+    model: str,
+    model_version: str,
+    labels: list[str],
+    channels: Sequence[int | None] = (None,),
 ) -> list[tuple[str, dict[str, Any]]]:
     """Home Assistant discovery: a binary_sensor per label (on while an event is open) and a
-    sensor of the last detected label, both available while `status` says online."""
+    sensor of the last detected label, both available while `status` says online.
+
+    With a detector per channel (`channels` 0, 1, ...), one binary_sensor per label and
+    channel, each following only its own channel's events."""
     node = re.sub(r"[^A-Za-z0-9_-]", "_", f"soundwatch_{device}")
     common = {
         "state_topic": f"{root}/events",
@@ -31,15 +41,19 @@ def discovery_messages(
         },
     }
     out = []
-    for label in labels:
+    for label, channel in ((label, channel) for label in labels for channel in channels):
         obj = re.sub(r"[^A-Za-z0-9_-]", "_", label)
-        # Every label's messages share the events topic: a message about another label renders
-        # empty, which Home Assistant ignores, so each sensor follows its own label only.
+        name = label
+        test = f"value_json.label == {json.dumps(label)}"
+        if channel is not None:
+            obj, name = f"{obj}_ch{channel}", f"{label} ch{channel}"
+            test += f" and value_json.channel == {channel}"
+        # Every label's messages share the events topic: a message about another label (or
+        # channel) renders empty, which Home Assistant ignores, so each sensor follows its own.
         template = (
-            f"{{% if value_json.label == {json.dumps(label)} %}}"
-            "{{ 'ON' if value_json.type == 'start' else 'OFF' }}{% endif %}"
+            f"{{% if {test} %}}{{{{ 'ON' if value_json.type == 'start' else 'OFF' }}}}{{% endif %}}"
         )
-        sensor = {**common, "name": label, "unique_id": f"{node}_{obj}", "device_class": "sound"}
+        sensor = {**common, "name": name, "unique_id": f"{node}_{obj}", "device_class": "sound"}
         sensor.update(value_template=template, payload_on="ON", payload_off="OFF")
         out.append((f"{config.homeassistant_prefix}/binary_sensor/{node}/{obj}/config", sensor))
     last = {**common, "name": "last detection", "unique_id": f"{node}_last_detection"}

@@ -79,13 +79,16 @@ class MqttSink(Sink):
         labels: list[str],
         outbox_path: Path,
         resolve: Resolve,
+        channels: list[int | None] | None = None,
     ) -> None:
+        """`channels`: the input channels with a detector each (None: one detector)."""
         assert config.host is not None
         self.config = config
         self.where = f"{config.host}:{config.port_or_default}"
         self.device, self.model, self.model_version = device, model, model_version
         self.root = topic_root(config, device)
         self.labels = labels
+        self.channels: list[int | None] = channels or [None]
         self.client = make_client(config, config.client_id or f"soundwatch-{device}", resolve)
         self.client.will_set(
             f"{self.root}/status", self._status("offline", None), qos=1, retain=True
@@ -344,7 +347,13 @@ class MqttSink(Sink):
         )
         if self.config.homeassistant:
             for topic, config in discovery_messages(
-                self.config, self.root, self.device, self.model, self.model_version, self.labels
+                self.config,
+                self.root,
+                self.device,
+                self.model,
+                self.model_version,
+                self.labels,
+                self.channels,
             ):
                 client.publish(topic, json.dumps(config), qos=1, retain=True)
         self._wake.set()
