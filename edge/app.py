@@ -15,10 +15,10 @@ Signals:
   flushed, the MQTT outbox flushed (for `mqtt.flush_seconds` at most) and `offline` published,
   and `run()` returns 0.
 - SIGHUP re-reads the config file and the model bundle while capture goes on. The new model,
-  labels and event rules take over at the next whole second of the stream (an event open then
-  is closed and, if the sound goes on, starts again). A config or bundle that does not load is
-  refused with one log line and the running one stays. Changes to source, output, mqtt and
-  metrics are reported and take effect at the next start.
+  labels, event rules, sound levels and clip settings take over at the next whole second of
+  the stream (an event open then is closed and, if the sound goes on, starts again). A config
+  or bundle that does not load is refused with one log line and the running one stays.
+  Changes to source, output, mqtt and metrics are reported and take effect at the next start.
 """
 
 from __future__ import annotations
@@ -111,7 +111,6 @@ class App:
         # Evidence sees its audio before the model and stamps its rows and events (levels,
         # clips) on their way to the shared sinks (edge/evidence.py).
         self.evidences: list[Evidence] = []
-        self.clips: list[ClipRecorder] = []
         self.analyzers: list[Analyzer] = []
         self.bundle = self._add_lane(loaded)
         m = self.bundle.manifest
@@ -143,7 +142,7 @@ class App:
         self.notifier = Notifier.from_environment()
         self.live: LiveSource | None = None
         self._feed_metrics = FeedMetrics(self.metrics)
-        self._clip_metrics = ClipMetrics(self.metrics, self.clips)
+        self._clip_metrics = ClipMetrics(self.metrics, self.evidences)
         self._server: MetricsServer | None = None
         self._stream: Stream | None = None
         self._ready = False
@@ -164,10 +163,7 @@ class App:
         if len(self.evidences) == len(self.analyzers):
             recorder = None
             if config.clips.enabled:
-                # Absolute, so the path in an event means the same to whoever reads it.
-                folder = (loaded.resolve(config.output.dir) / config.clips.folder).absolute()
-                recorder = ClipRecorder(config.clips, folder)
-                self.clips.append(recorder)
+                recorder = ClipRecorder(config.clips, _clips_folder(loaded))
             self.evidences.append(Evidence(self.fanout, config.levels, recorder))
         bundle, analyzer = build_analyzer(loaded, self.evidences[len(self.analyzers)])
         analyzer.backend = timed(analyzer.backend, self.metrics)
@@ -277,8 +273,9 @@ class App:
                     break
         finally:
             self.notifier.stopping()
-            for recorder in self.clips:
-                recorder.close()
+            for evidence in self.evidences:
+                if evidence.clips is not None:
+                    evidence.clips.close()
             self.fanout.close()
             if self._server is not None:
                 self._server.close()
@@ -350,11 +347,14 @@ class App:
         old, new = self.loaded.config, loaded.config
         later = [
             name
-            for name in ("source", "output", "mqtt", "metrics", "levels", "clips", "log_level")
+            for name in ("source", "output", "mqtt", "metrics", "log_level")
             if getattr(old, name) != getattr(new, name)
         ]
         if later:
             logger.warning("reload: %s changed; that takes effect at the next start", later)
+        if (old.levels, old.clips) != (new.levels, new.clips):
+            for evidence in self.evidences:  # from the switch on, with the new model
+                evidence.reconfigure(new.levels, new.clips, _clips_folder(loaded))
         m = bundle.manifest
         logger.info(
             "reload: model %s %s (%s), labels %s; switching at the next whole second",
@@ -416,3 +416,9 @@ def _detected_channels(source: SourceConfig) -> list[int | None]:
     if source.channel != "each":
         return [None]
     return list(range(source.channels))
+
+
+def _clips_folder(loaded: Loaded) -> Path:
+    """Where clips go. Absolute, so the path in an event means the same to whoever reads it."""
+    config = loaded.config
+    return (loaded.resolve(config.output.dir) / config.clips.folder).absolute()

@@ -128,10 +128,9 @@ class ClipRecorder(Sink):
         retry_seconds: float = 60.0,
     ) -> None:
         """`lag_margin_seconds`: how far the analyzer's events may trail the audio pushed here."""
+        self.lag_margin_seconds = lag_margin_seconds
         self.settings = settings
         self.folder = Path(folder)
-        self.ring_seconds = settings.pre_roll_seconds + settings.max_clip_seconds
-        self.ring_seconds += lag_margin_seconds
         self.retry_seconds = retry_seconds
         self.clips_written = 0
         self.clips_failed = 0
@@ -154,6 +153,19 @@ class ClipRecorder(Sink):
     @property
     def paused(self) -> bool:
         return self._retry_at is not None
+
+    @property
+    def ring_seconds(self) -> float:
+        """Audio kept for clips, s: pre-roll, the longest clip, and the analyzer's lag."""
+        s = self.settings
+        return s.pre_roll_seconds + s.max_clip_seconds + self.lag_margin_seconds
+
+    def reconfigure(self, settings: ClipSettings, folder: Path) -> None:
+        """New settings (a reloaded config) from the next `begin` on; pending clips are
+        written first, with the old ones."""
+        self._finish_all()
+        self.settings, self.folder = settings, Path(folder)
+        self._rate_hz = 0  # the ring is made anew, at its new length, by `begin`
 
     # -- the stream ---------------------------------------------------------------------------
 

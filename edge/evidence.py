@@ -30,10 +30,11 @@ import logging
 import sys
 from collections import deque
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from edge.clips import ClipRecorder
+from edge.clips import ClipRecorder, ClipSettings
 from edge.errors import ConfigError
 from edge.levels import LevelMeter, Levels, LevelSettings
 from edge.records import Event, SecondRow, StreamInfo
@@ -55,6 +56,7 @@ class Evidence(Sink):
         self._bin_base = 0  # the stream's second that the meter counts as its second 0
         self._retired: dict[int, Levels] = {}  # seconds measured by a meter before a retune
         self._held: deque[SecondRow] = deque()  # rows whose second the meter is still filling
+        self._next: tuple[LevelSettings, ClipSettings, Path] | None = None  # from a reload
 
     # -- the tap (Conditioner) ----------------------------------------------------------------
 
@@ -105,8 +107,20 @@ class Evidence(Sink):
 
     # -- the sink side (Analyzer) -------------------------------------------------------------
 
+    def reconfigure(self, levels: LevelSettings, clips: ClipSettings, folder: Path) -> None:
+        """A reloaded config's level and clip settings (clips under `folder`), taken up at the
+        next `begin`: where the reloaded model's segment starts."""
+        self._next = (levels, clips, folder)
+
     def begin(self, info: StreamInfo) -> None:
         self._release(everything=True)  # none, unless a stream ended without `finish`
+        if self._next is not None:
+            self.settings, clips, folder = self._next
+            self._next = None
+            if self.clips is not None:
+                self.clips.reconfigure(clips, folder)
+            elif clips.enabled:
+                self.clips = ClipRecorder(clips, folder)
         self.meter = None
         self._retired.clear()
         self._bin_base = 0

@@ -49,6 +49,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from edge.clips import ClipRecorder
 from edge.errors import ConfigError
+from edge.evidence import Evidence
 from edge.records import ANALYSED, Event, SecondRow, StreamInfo
 from edge.runtime.base import Backend
 from edge.sinks import Sink
@@ -211,30 +212,35 @@ class FeedMetrics:
 
 
 class ClipMetrics:
-    """Moves the ClipRecorders' counters (one per lane; the list may grow) into the metrics,
-    by difference (processing thread)."""
+    """Moves the clip recorders' counters (one per lane, where clips are on) into the metrics,
+    by difference (processing thread). Lanes and recorders may be added, never removed."""
 
-    def __init__(self, metrics: Metrics, recorders: list[ClipRecorder]) -> None:
-        self.metrics, self.recorders = metrics, recorders
+    def __init__(self, metrics: Metrics, evidences: list[Evidence]) -> None:
+        self.metrics, self.evidences = metrics, evidences
         self._seen = dict.fromkeys(CLIP_RESULTS, 0)
         self._deleted = 0
         # The lanes share one folder, and each recorder knows its size after its last write.
-        watch(metrics.clips_bytes, lambda: max((r.bytes_total for r in recorders), default=0))
-        watch(metrics.clips_paused, lambda: any(r.paused for r in recorders))
+        watch(metrics.clips_bytes, lambda: max((r.bytes_total for r in self.recorders), default=0))
+        watch(metrics.clips_paused, lambda: any(r.paused for r in self.recorders))
+
+    @property
+    def recorders(self) -> list[ClipRecorder]:
+        return [e.clips for e in self.evidences if e.clips is not None]
 
     def update(self) -> None:
-        if not self.recorders:
+        recorders = self.recorders
+        if not recorders:
             return
         totals = [
-            sum(r.clips_written for r in self.recorders),
-            sum(r.clips_failed for r in self.recorders),
-            sum(r.clips_skipped for r in self.recorders),
+            sum(r.clips_written for r in recorders),
+            sum(r.clips_failed for r in recorders),
+            sum(r.clips_skipped for r in recorders),
         ]
         for result, now in zip(CLIP_RESULTS, totals, strict=True):
             if now != self._seen[result]:
                 self.metrics.clips.labels(result).inc(now - self._seen[result])
                 self._seen[result] = now
-        deleted = sum(r.clips_deleted for r in self.recorders)
+        deleted = sum(r.clips_deleted for r in recorders)
         if deleted != self._deleted:
             self.metrics.clips_deleted.inc(deleted - self._deleted)
             self._deleted = deleted

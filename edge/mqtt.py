@@ -162,7 +162,9 @@ class MqttSink(Sink):
         self._info = info
 
     def event(self, event: Event) -> None:
-        payload = json.dumps(event.to_json(self.model, self.model_version, self.device)).encode()
+        offset = 0.0 if self._info is None else self._info.offset_seconds
+        message = event.to_json(self.model, self.model_version, self.device, offset)
+        payload = json.dumps(message).encode()
         dropped = self.outbox.add(f"{self.root}/events", payload)
         if dropped:
             self.events_dropped_full += dropped

@@ -40,6 +40,9 @@ class StreamInfo:
     channel: int | None = None  # which input channel, when detecting per channel
     level_unit: str | None = None  # sound levels in the rows: dBFS, dB re 20 µPa, ...; None: off
     level_bands: tuple[str, ...] = ()  # band names (nominal centre, Hz) of the rows' levels
+    # Where this segment starts in the stream, s: 0, or the whole second a reloaded model took
+    # over. Offsets in rows and events count from the segment; outputs add this back.
+    offset_seconds: float = 0.0
 
     def at(self, offset_seconds: float) -> datetime | None:
         return None if self.anchor is None else self.anchor + timedelta(seconds=offset_seconds)
@@ -75,16 +78,21 @@ class Event:
     channel: int | None = None
     clip: str | None = None
 
-    def to_json(self, model: str, model_version: str, device: str) -> dict[str, object]:
-        """The event payload of the MQTT contract (also one JSONL line)."""
+    def to_json(
+        self, model: str, model_version: str, device: str, offset_seconds: float = 0.0
+    ) -> dict[str, object]:
+        """The event payload of the MQTT contract (also one JSONL line); `offset_seconds` is
+        where the event's segment starts in its stream (StreamInfo.offset_seconds)."""
+        start_offset = self.start_offset + offset_seconds
+        end_offset = None if self.end_offset is None else self.end_offset + offset_seconds
         return {
             "id": self.id,
             "type": self.type,
             "label": self.label,
             "start": iso(self.start) if self.start else None,
             "end": iso(self.end) if self.end else None,
-            "start_offset": round(self.start_offset, 4),
-            "end_offset": None if self.end_offset is None else round(self.end_offset, 4),
+            "start_offset": round(start_offset, 4),
+            "end_offset": None if end_offset is None else round(end_offset, 4),
             "score_max": round(self.score_max, 4),
             "score_mean": round(self.score_mean, 4),
             "threshold": self.threshold,

@@ -104,8 +104,8 @@ def row_cells(row: SecondRow, info: StreamInfo | None) -> str:
 def songexplorer_row(event: Event, info: StreamInfo) -> str:
     """`wav,start_tic,stop_tic,predicted,label`, tics in samples at the recording's rate."""
     assert event.end_offset is not None
-    start = round(event.start_offset * info.source_rate_hz)
-    stop = round(event.end_offset * info.source_rate_hz)
+    start = round((info.offset_seconds + event.start_offset) * info.source_rate_hz)
+    stop = round((info.offset_seconds + event.end_offset) * info.source_rate_hz)
     return f"{Path(info.source).name},{start},{stop},predicted,{event.label}\n"
 
 
@@ -196,7 +196,10 @@ class ScanFiles(Sink):
         self._csv.write(f"{time},{row.offset_seconds:g},{row.status},{cells}\n")
 
     def event(self, event: Event) -> None:
-        payload = event.to_json(self.model, self.model_version, self.device)
+        assert self._info is not None
+        payload = event.to_json(
+            self.model, self.model_version, self.device, self._info.offset_seconds
+        )
         self._jsonl.write(json.dumps(payload) + "\n")
         if event.type == "end" and self._info is not None:
             self._predicted.write(songexplorer_row(event, self._info))
@@ -217,30 +220,32 @@ class ScanFiles(Sink):
 
 class DaemonFiles(Sink):
     """The daemon's files: one per-second CSV per UTC hour (and channel, with one detector per
-    channel: `<hour>_ch<n>.csv`), events per UTC day."""
+    channel: `<hour>_ch<n>.csv`), events per UTC day.
+
+    With a detector per channel, every lane begins its own segments: what a `begin` says
+    (labels, level columns, the segment's offset) is kept per channel."""
 
     def __init__(self, root: Path, model: str, model_version: str, device: str) -> None:
         self.root = root / device
         self.model, self.model_version, self.device = model, model_version, device
-        self._columns: list[str] = []
+        self._infos: dict[int | None, StreamInfo] = {}  # by channel: its current segment
         self._hours: dict[int | None, tuple[str, IO[str]]] = {}  # by channel: (hour, file)
-        self._info: StreamInfo | None = None
 
     def begin(self, info: StreamInfo) -> None:
-        self._info = info
-        if columns(info) != self._columns:
-            self._close_hours()
-            self._columns = columns(info)
+        before = self._infos.get(info.channel)
+        self._infos[info.channel] = info
+        if before is not None and columns(before) != columns(info):
+            self._close_hour(info.channel)  # a new header: the next row starts another file
 
-    def _hour_file(self, key: str, channel: int | None) -> IO[str]:
+    def _hour_file(self, key: str, info: StreamInfo) -> IO[str]:
+        channel = info.channel
         open_ = self._hours.get(channel)
         if open_ is not None and open_[0] == key:
             return open_[1]
-        if open_ is not None:
-            open_[1].close()
+        self._close_hour(channel)
         folder = self.root / f"{key[:4]}-{key[4:6]}-{key[6:8]}"
         folder.mkdir(parents=True, exist_ok=True)
-        header = ",".join(["time", "status", *self._columns]) + "\n"
+        header = ",".join(["time", "status", *columns(info)]) + "\n"
         name = key if channel is None else f"{key}_ch{channel}"
         path = folder / f"{name}.csv"
         n = 1
@@ -255,18 +260,18 @@ class DaemonFiles(Sink):
         self._hours[channel] = (key, f)
         return f
 
-    def _close_hours(self) -> None:
-        for _, f in self._hours.values():
-            f.close()
-        self._hours.clear()
+    def _close_hour(self, channel: int | None) -> None:
+        open_ = self._hours.pop(channel, None)
+        if open_ is not None:
+            open_[1].close()
 
     def second(self, row: SecondRow) -> None:
-        if row.time is None:
+        info = self._infos.get(row.channel)
+        if row.time is None or info is None:
             return
         stamp = iso(row.time)
-        key = stamp[:4] + stamp[5:7] + stamp[8:10] + "T" + stamp[11:13]
-        f = self._hour_file(key, row.channel)
-        f.write(f"{stamp},{row.status},{row_cells(row, self._info)}\n")
+        f = self._hour_file(stamp[:4] + stamp[5:7] + stamp[8:10] + "T" + stamp[11:13], info)
+        f.write(f"{stamp},{row.status},{row_cells(row, info)}\n")
         f.flush()  # one row a second: cheap, and a crash loses at most the current row
 
     def _append(self, when: str, name: str, line: str) -> None:
@@ -277,19 +282,20 @@ class DaemonFiles(Sink):
 
     def event(self, event: Event) -> None:
         t = event.start if event.type == "start" else event.end
-        if t is None:
+        info = self._infos.get(event.channel)
+        if t is None or info is None:
             return
         when = iso(t)
-        payload = event.to_json(self.model, self.model_version, self.device)
+        payload = event.to_json(self.model, self.model_version, self.device, info.offset_seconds)
         self._append(when, "events.jsonl", json.dumps(payload) + "\n")
-        info = self._info
-        if event.type == "end" and info is not None and Path(info.source).is_file():
+        if event.type == "end" and Path(info.source).is_file():
             # SongExplorer has no channel column: one file per channel, as it has per wav.
             name = "predicted.csv" if event.channel is None else f"predicted_ch{event.channel}.csv"
             self._append(when, name, songexplorer_row(event, info))
 
     def close(self) -> None:
-        self._close_hours()
+        for channel in list(self._hours):
+            self._close_hour(channel)
 
 
 def _starts_with(path: Path, header: str) -> bool:

@@ -335,7 +335,13 @@ def _switch(lane: Lane, new: Analyzer, conditioner: Conditioner) -> tuple[Lane, 
         at = info.anchor + timedelta(seconds=offset, microseconds=500_000)
         anchor = at.replace(microsecond=0)
     labels = [s.label for s in new.labels]
-    info = replace(info, labels=labels, anchor=anchor, source_rate_hz=conditioner.in_rate_hz)
+    info = replace(
+        info,
+        labels=labels,
+        anchor=anchor,
+        source_rate_hz=conditioner.in_rate_hz,
+        offset_seconds=info.offset_seconds + round(offset),
+    )
     c = conditioner
     fresh = Conditioner(c.in_rate_hz, new.rate_hz, c.channel, c.counts, c.tap, c.primary)
     new.begin(info)

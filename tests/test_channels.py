@@ -549,6 +549,61 @@ def test_a_reload_switches_both_channels_at_the_same_second(
         assert [r["time"] for r in hour_rows(out, name)] == seconds
 
 
+def test_a_reload_turns_levels_and_clips_on_at_the_switch(
+    tone_bundle: Path, tmp_path: Path
+) -> None:
+    """Reloaded 6.3 s in with `levels:` and `clips:` on: from the switch at 10:00:07 every
+    row has its level (in a new CSV, as its columns changed) and every event its clip on disk;
+    before it, neither. Capture never stops: each channel has every second exactly once."""
+    wav = write_recording(tmp_path)
+    source = files_source(wav)
+    loaded = load_config(write_config(tmp_path, tone_bundle, source))
+    newer = write_config(
+        tmp_path,
+        tone_bundle,
+        source,
+        "newer.yaml",
+        levels={"enabled": True},
+        clips={"enabled": True, "pre_roll_seconds": 0.5, "post_roll_seconds": 0.5},
+    )
+    app = ReloadingApp(loaded, newer, at_seconds=6.3)
+    assert app.run() == 0
+
+    out = tmp_path / "out"
+    assert hour_files(out) == [
+        "20261122T10_ch0-2.csv",
+        "20261122T10_ch0.csv",
+        "20261122T10_ch1-2.csv",
+        "20261122T10_ch1.csv",
+    ]
+    for channel in (0, 1):
+        before = hour_rows(out, f"20261122T10_ch{channel}.csv")
+        after = hour_rows(out, f"20261122T10_ch{channel}-2.csv")
+        assert "dbfs" not in before[0] and "dbfs" in after[0]
+        times = [r["time"] for r in before + after]
+        assert times == [f"{DAY}T10:00:{k:02d}.000Z" for k in range(11)]
+        assert after[0]["time"] == f"{DAY}T10:00:07.000Z"
+        x = stereo()[:, channel].astype(np.float64)
+        for row in after:
+            k = int(row["time"][17:19])
+            second = x[k * RATE_HZ : (k + 1) * RATE_HZ]
+            assert float(row["dbfs"]) == pytest.approx(10 * np.log10(np.mean(second**2)), abs=0.01)
+    clips = {(m["channel"], m["start"][11:19]): m["clip"] for m in messages(out)}
+    assert [k for k, clip in sorted(clips.items()) if clip is not None] == [
+        (0, "10:00:07"),
+        (1, "10:00:09"),
+    ]
+    assert all(Path(clip).is_file() for clip in clips.values() if clip is not None)
+    # Offsets count from the file's start on both sides of the switch, as its times do.
+    for m in messages(out):
+        at = datetime.strptime(m["start"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        assert m["start_offset"] == pytest.approx((at - ORIGIN).total_seconds(), abs=1e-3)
+    # SongExplorer tics too: samples of the recording, so the 7.3 s burst is at 7.3 s.
+    predicted = (out / "box" / DAY / "predicted_ch0.csv").read_text().splitlines()
+    starts = sorted(int(line.split(",")[1]) / RATE_HZ for line in predicted)
+    assert starts == pytest.approx([start for start, _, _ in CH0], abs=0.1)
+
+
 def test_a_channel_added_after_a_reload_gets_its_own_levels_and_clips(
     tone_bundle: Path, tmp_path: Path
 ) -> None:
