@@ -172,22 +172,22 @@ class ClipRecorder(Sink):
     def begin(self, info: StreamInfo) -> None:
         self._finish_all()
         self._info = info
-        if info.source_rate_hz != self._rate_hz:
-            self._rate_hz = info.source_rate_hz
-            self._ring = np.zeros(math.ceil(self.ring_seconds * self._rate_hz), dtype=np.float32)
-        self._written = 0
-        self._origin = 0.0
+        self._restart(info.source_rate_hz, 0.0)
 
     def retune(self, rate_hz: int, at_seconds: float) -> None:
         """From stream offset `at_seconds` (after a gap) the audio comes at `rate_hz`.
 
         Pending clips are written with the audio they have; events keep their clip paths."""
         self._write_pending()
+        self._restart(rate_hz, at_seconds)
+
+    def _restart(self, rate_hz: int, origin_seconds: float) -> None:
+        """An empty ring for `rate_hz` audio from stream offset `origin_seconds` on."""
         if rate_hz != self._rate_hz:
             self._rate_hz = rate_hz
             self._ring = np.zeros(math.ceil(self.ring_seconds * rate_hz), dtype=np.float32)
         self._written = 0
-        self._origin = at_seconds
+        self._origin = origin_seconds
 
     def push(self, mono: np.ndarray) -> None:
         """Source-rate mono float32 audio (1-D) of the current stream."""

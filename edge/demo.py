@@ -265,9 +265,9 @@ def tone_blocks(block_samples: int, rng: np.random.Generator) -> Iterator[np.nda
     """Endless 16 kHz tone bursts in noise, blocks of float32 (block_samples, 1), not paced.
 
     1-4 s of quiet, then 0.4-1.5 s of a 1 or 3 kHz tone, again and again. Sample for sample
-    what the first demo (`edge.sources._demo_blocks`) played for the same generator and block
-    size: the same random draws in the same order, the same arithmetic, without its per-block
-    allocations.
+    what the first demo (in edge/sources.py before this module; tests/test_demo.py keeps it as
+    the reference) played for the same generator and block size: the same random draws in the
+    same order, the same arithmetic, without its per-block allocations.
     """
     rate_hz = TONES_RATE_HZ
     out = np.empty((block_samples, 1), dtype=np.float32)

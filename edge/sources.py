@@ -154,7 +154,7 @@ class Conditioner:
         self.frames_out += len(out)
         return out
 
-    def gap(self, frames: int, reason: str = "overrun") -> int:
+    def gap(self, frames: int, reason: str) -> int:
         """`frames` stream frames are missing (`reason`): the model-rate samples that stand
         for them.
 
