@@ -1,13 +1,13 @@
 """The daemon: one place that builds the pipeline from a config and runs it until stopped.
 
     source ──► conditioner (channel, resample) ──► Analyzer (frontend, model, seconds, events)
-    (edge/live.py: reconnects,  │                            │
+    (edge/audio/live.py: reconnects,  │                            │
      sheds load)                └──► Evidence (levels, clips) ◄┘──► sinks (stdout, files, MQTT,
                                                                      metrics)
 
 The processing loop runs on the calling thread; PortAudio's callback thread only fills the ring
 buffer, the metrics endpoint and MQTT have threads of their own. Between blocks, the loop calls
-`App.tick`: metrics move, systemd hears READY/WATCHDOG/STATUS (edge/notify.py), and a reload
+`App.tick`: metrics move, systemd hears READY/WATCHDOG/STATUS (edge/ops/notify.py), and a reload
 asked for by SIGHUP is carried out.
 
 Signals:
@@ -33,16 +33,16 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edge.analysis import Analyzer
-from edge.audiofile import find_audio_files
-from edge.bundle import Bundle, load_bundle
-from edge.clips import ClipRecorder
+from edge.audio.demo import demo_stream, scene_for
+from edge.audio.files import find_audio_files
+from edge.audio.streams import Conditioner, Stream, file_streams
+from edge.builders import build_analyzer
 from edge.clock import parse_start, utc_now
-from edge.config import Loaded, SourceConfig, label_setups, load_config, model_folder
-from edge.demo import demo_stream, scene_for
+from edge.config import Loaded, SourceConfig, load_config
+from edge.detection.analysis import Analyzer
 from edge.errors import AudioError, ConfigError, SoundwatchError
-from edge.evidence import Evidence
-from edge.metrics import (
+from edge.model.bundle import Bundle
+from edge.ops.metrics import (
     ClipMetrics,
     FeedMetrics,
     MetricsServer,
@@ -51,39 +51,20 @@ from edge.metrics import (
     timed,
     watch,
 )
-from edge.mqtt import MqttSink
-from edge.notify import Notifier
-from edge.records import StreamInfo
-from edge.sinks import DaemonFiles, Fanout, Printer, Sink
-from edge.sources import Conditioner, Lane, Stream, feed_lanes, file_streams
+from edge.ops.notify import Notifier
+from edge.outputs.clips import ClipRecorder
+from edge.outputs.evidence import Evidence
+from edge.outputs.files import DaemonFiles, Fanout, Printer
+from edge.outputs.mqtt.sink import MqttSink
+from edge.pipeline import Lane, feed_lanes
+from edge.records import Sink, StreamInfo
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio
-    from edge.live import LiveSource
+    from edge.audio.live import LiveSource
 
 logger = logging.getLogger(__name__)
 
 STATUS_SECONDS = 5.0  # how often the systemd status line is brought up to date
-
-
-def build_analyzer(
-    loaded: Loaded, sink: Sink | None = None, *, batch_windows: int | None = None
-) -> tuple[Bundle, Analyzer]:
-    """Bundle, backend and Analyzer (feeding `sink`) as the config says; raises
-    SoundwatchError on problems."""
-    config = loaded.config
-    bundle = load_bundle(model_folder(loaded))
-    labels = label_setups(loaded, bundle)
-    hop = bundle.hop_for(config.model.hop_seconds)
-    backend = bundle.open(config.model.file, config.model.threads)
-    analyzer = Analyzer(
-        bundle,
-        backend,
-        labels,
-        sink or Sink(),
-        hop_samples=hop,
-        batch_windows=batch_windows or config.model.batch_windows,
-    )
-    return bundle, analyzer
 
 
 @dataclass
@@ -109,7 +90,7 @@ class App:
         self.fanout = Fanout(self.sinks)
         # One lane per detector: one, or one per channel (source.channel: each). Each lane's
         # Evidence sees its audio before the model and stamps its rows and events (levels,
-        # clips) on their way to the shared sinks (edge/evidence.py).
+        # clips) on their way to the shared sinks (edge/outputs/evidence.py).
         self.evidences: list[Evidence] = []
         self.analyzers: list[Analyzer] = []
         self.bundle = self._add_lane(loaded)
@@ -195,7 +176,7 @@ class App:
             if kind == "demo":
                 logger.warning("no input device found: listening to the built-in demo source")
         if kind == "device":
-            from edge.live import LiveSource
+            from edge.audio.live import LiveSource
 
             live = LiveSource(
                 source.device,
@@ -403,7 +384,7 @@ class App:
 
 def _has_input_device() -> bool:
     try:
-        from edge.capture import list_devices
+        from edge.audio.capture import list_devices
 
         return bool(list_devices())
     except (OSError, AudioError):  # no PortAudio library at all: no device either

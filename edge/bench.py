@@ -36,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from edge.analysis import MAX_PIECE_SAMPLES
-from edge.audiofile import AudioFile, find_audio_files
-from edge.bundle import Bundle, load_bundle
+from edge.audio.files import AudioFile, find_audio_files
+from edge.audio.streams import Conditioner, Gap, file_streams
+from edge.detection.analysis import MAX_PIECE_SAMPLES
 from edge.errors import AudioError, ConfigError, SoundwatchError
-from edge.runtime import available_backends
-from edge.runtime.base import FILE_FORMATS, FILE_KEYS, Backend
+from edge.model.bundle import Bundle, load_bundle
+from edge.model.runtime import available_backends
+from edge.model.runtime.base import FILE_FORMATS, FILE_KEYS, Backend
 from edge.scan import SCAN_BATCH_WINDOWS, SCAN_BLOCK_SECONDS, ScanReport, scan
-from edge.sources import Conditioner, Gap, file_streams
 
 REPEATS = 3
 SYNTHETIC_RATE_HZ = 44100  # a common recorder rate and no bundle's rate: scan must resample
@@ -336,7 +336,7 @@ class _Recording(Backend):
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One backend's result row (see the module docstring); runs in the child process."""
-    from edge.app import build_analyzer
+    from edge.builders import build_analyzer
     from edge.config import load_config
 
     if spec["cpus"] and hasattr(os, "sched_setaffinity"):
@@ -420,7 +420,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _stage_seconds(bundle: Bundle, files: list[Path]) -> tuple[float, float, float]:
     """Seconds spent reading, resampling and computing features, each as scan does it."""
-    from edge.frontend import StreamingLogMel
+    from edge.model.frontend import StreamingLogMel
 
     spec = bundle.logmel
     frontend = None if spec is None else StreamingLogMel(spec, MAX_PIECE_SAMPLES)

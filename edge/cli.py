@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 from edge import __version__
+from edge.audio.levels import LevelSettings
 from edge.clock import parse_start
 from edge.config import DEFAULT_CONFIG, Loaded, load_config
 from edge.errors import SoundwatchError
-from edge.levels import LevelSettings
 
 logger = logging.getLogger("soundwatch")
 
@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from edge.app import build_analyzer
+    from edge.builders import build_analyzer
     from edge.scan import SCAN_BATCH_WINDOWS, scan
 
     _logging("debug" if args.verbose else "info")
@@ -126,14 +126,14 @@ def _levels(levels: LevelSettings, wanted: str | None) -> LevelSettings:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from edge.capture import format_devices, list_devices
+    from edge.audio.capture import format_devices, list_devices
 
     print(format_devices(list_devices()))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from edge.app import build_analyzer
+    from edge.builders import build_analyzer
 
     loaded = _config(args)
     bundle, analyzer = build_analyzer(loaded)
@@ -146,7 +146,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {s.label}: threshold {r.threshold:g}, off {r.effective_off_threshold:g}")
     mqtt = loaded.config.mqtt
     if mqtt.host and args.connect:
-        from edge.broker import probe
+        from edge.outputs.mqtt.broker import probe
 
         print(probe(mqtt, loaded.resolve, loaded.config.output.device))
     elif mqtt.host:

@@ -11,25 +11,21 @@ value. Secrets (the MQTT password, later) never live here: they come from the en
 
 from __future__ import annotations
 
-import os
 import socket
-import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from edge import schema
-from edge.analysis import LabelSetup
-from edge.bundle import PREFERENCE, Bundle
-from edge.clips import ClipSettings
+from edge.audio.levels import LevelSettings
 from edge.errors import ConfigError
-from edge.events import EventRules
-from edge.levels import LevelSettings
-from edge.schema import Path_, field
+from edge.model.bundle import PREFERENCE
+from edge.outputs.clips import ClipSettings
+from edge.outputs.mqtt.settings import MqttConfig
+from edge.schema import field
 
 DEFAULT_MODEL = "flysong"
 DEFAULT_CONFIG = Path("/etc/soundwatch/config.yaml")
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 @dataclass(frozen=True)
@@ -223,82 +219,8 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
-class MqttConfig:
-    """The broker and topics (edge/mqtt.py); no `host`, no MQTT. The password is never here."""
-
-    host: str | None = field(None, help="broker host name or address (null: no MQTT)")
-    port: int | None = field(None, help="broker port (null: 1883, or 8883 with tls)")
-    protocol: str = field("3.1.1", help="MQTT version: 3.1.1 or 5")
-    client_id: str | None = field(None, help="client id (null: soundwatch-{device id})")
-    topic_prefix: str = field("soundwatch", help="topics are {topic_prefix}/{device id}/...")
-    keepalive_seconds: int = field(30, help="ping interval, s; silence for 1.5x: last will")
-    username: str | None = field(None, help="user name (null: anonymous)")
-    password_env: str | None = field(None, help="environment variable that holds the password")
-    password_file: str | None = field(
-        None, help="file that holds the password, e.g. ${CREDENTIALS_DIRECTORY}/mqtt-password"
-    )
-    tls: bool = field(False, help="connect with TLS")
-    ca_file: str | None = field(None, help="CA certificates to trust, PEM (null: the system's)")
-    cert_file: str | None = field(None, help="client certificate, PEM, if the broker asks for one")
-    key_file: str | None = field(None, help="the client certificate's private key, PEM")
-    tls_check_hostname: bool = field(True, help="check the broker's certificate names mqtt.host")
-    probabilities: bool = field(False, help="publish per-second probabilities (QoS 0)")
-    levels: bool = field(True, help="publish per-second sound levels (QoS 0) when levels are on")
-    outbox: str | None = field(
-        None, help="SQLite file of unsent events (null: mqtt-outbox.sqlite3 in output.dir)"
-    )
-    outbox_max_messages: int = field(
-        100000, help="most unsent event messages kept; beyond, the oldest are dropped and counted"
-    )
-    flush_seconds: float = field(3.0, help="at shutdown, wait this long for unsent events, s")
-    reconnect_min_seconds: int = field(1, help="first reconnect delay, s; doubles per failure")
-    reconnect_max_seconds: int = field(60, help="longest reconnect delay, s")
-    homeassistant: bool = field(False, help="announce sensors by Home Assistant MQTT discovery")
-    homeassistant_prefix: str = field("homeassistant", help="Home Assistant's discovery prefix")
-
-    @property
-    def port_or_default(self) -> int:
-        return self.port or (8883 if self.tls else 1883)
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = []
-        if self.protocol not in ("3.1.1", "5"):
-            out.append(("protocol", f"must be 3.1.1 or 5, got {self.protocol!r}"))
-        for name, low, high in MQTT_RANGES:
-            value = getattr(self, name)
-            if value is not None and not low <= value <= high:
-                out.append((name, f"must be within {low}..{high}, got {value}"))
-        if self.reconnect_max_seconds < self.reconnect_min_seconds:
-            out.append(("reconnect_max_seconds", "must be at least reconnect_min_seconds"))
-        if self.password_env and self.password_file:
-            out.append(("password_file", "give password_env or password_file, not both"))
-        if (self.password_env or self.password_file) and not self.username:
-            out.append(("username", "a password needs a username"))
-        if self.key_file and not self.cert_file:
-            out.append(("key_file", "a key_file needs its cert_file"))
-        for name in ("ca_file", "cert_file"):
-            if getattr(self, name) and not self.tls:
-                out.append((name, "only used with TLS: set tls: true"))
-        for name in ("topic_prefix", "homeassistant_prefix"):
-            value = getattr(self, name)
-            if not value or value[0] == "/" or value[-1] == "/" or {"+", "#"} & set(value):
-                out.append((name, f"must be a topic without + or # or outer slashes: {value!r}"))
-        return out
-
-
-MQTT_RANGES = (
-    ("port", 1, 65535),
-    ("keepalive_seconds", 1, 65535),
-    ("outbox_max_messages", 1, 10**9),
-    ("flush_seconds", 0, 3600),
-    ("reconnect_min_seconds", 1, 3600),
-    ("reconnect_max_seconds", 1, 86400),
-)
-
-
-@dataclass(frozen=True)
 class MetricsConfig:
-    """The Prometheus endpoint (edge/metrics.py)."""
+    """The Prometheus endpoint (edge/ops/metrics.py)."""
 
     enabled: bool = field(True, help="serve Prometheus metrics")
     address: str = field(
@@ -308,7 +230,7 @@ class MetricsConfig:
     )
 
     def problems(self) -> list[tuple[str, str]]:
-        from edge.metrics import parse_address
+        from edge.ops.metrics import parse_address
 
         try:
             parse_address(self.address)
@@ -364,83 +286,3 @@ def load_config(path: Path | None) -> Loaded:
         raise ConfigError(f"{path}: no such config file")
     config, where = schema.load_located(Config, path)
     return Loaded(config, path, where)
-
-
-def model_folder(loaded: Loaded) -> Path:
-    """The bundle folder for `model.path`: a folder, or the name of a bundled model."""
-    value = loaded.config.model.path
-    direct = loaded.resolve(value)
-    if direct.is_dir() or "/" in value or os.sep in value:
-        return direct
-    for root in bundled_model_roots():
-        if (root / value).is_dir():
-            return root / value
-    return direct
-
-
-def bundled_model_roots() -> list[Path]:
-    """Where bundled models live: the checkout (editable install) or <prefix>/share."""
-    return [Path("models"), REPO_MODELS, Path(sys.prefix) / "share" / "soundwatch" / "models"]
-
-
-def label_setups(loaded: Loaded, bundle: Bundle) -> list[LabelSetup]:
-    """The kept labels with their detector rules: bundle defaults, then config overrides."""
-    config, where = loaded.config, loaded.where
-    problems: list[str] = []
-    names = bundle.labels
-    keep = config.labels if config.labels is not None else names
-    for i, label in enumerate(keep):
-        if label not in names:
-            problems.append(
-                f"{where(('labels', i))}: '{label}' is not a label of {bundle.manifest.name}"
-                f" (its labels: {', '.join(names)})"
-            )
-    for label in config.events.labels:
-        if label not in names:
-            problems.append(
-                f"{where(('events', 'labels', label))}: '{label}' is not a label of"
-                f" {bundle.manifest.name} (its labels: {', '.join(names)})"
-            )
-    if problems:
-        raise ConfigError("\n".join(problems))
-
-    d = bundle.manifest.events
-    base = EventRules(
-        threshold=0.5,
-        median_windows=d.median_windows,
-        min_duration_seconds=d.min_duration_seconds,
-        merge_gap_seconds=d.merge_gap_seconds,
-        max_duration_seconds=d.max_duration_seconds,
-        refractory_seconds=d.refractory_seconds,
-    )
-    setups = []
-    for label in keep:
-        rules = replace(base, threshold=bundle.manifest.thresholds[label])
-        # Where each rule was last set, so a problem points at the line that set it.
-        origin: dict[str, Path_] = {}
-        layers: list[tuple[Path_, LabelRules | None]] = [
-            (("events",), config.events),
-            (("events", "labels", label), config.events.labels.get(label)),
-        ]
-        for at, layer in layers:
-            if layer is None:
-                continue
-            for name in RULE_FIELDS:
-                value = getattr(layer, name)
-                if value is not None:
-                    rules = replace(rules, **{name: value})
-                    origin[name] = (*at, name)
-        if rules.off_threshold is None and config.events.hysteresis:
-            rules = replace(
-                rules, off_threshold=max(0.0, rules.threshold - config.events.hysteresis)
-            )
-            origin["off_threshold"] = ("events", "hysteresis")
-        for problem in rules.validate():
-            key, _, message = problem.partition(": ")
-            at = origin.get(key, ("events", key))
-            source = "" if key in origin else ", the bundle's default"
-            problems.append(f"{where(at)}: {message or problem} (label {label}{source})")
-        setups.append(LabelSetup(label, names.index(label), rules))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return setups

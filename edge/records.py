@@ -13,8 +13,6 @@ from typing import Literal
 
 import numpy as np
 
-from edge.levels import Levels
-
 ANALYSED = "analysed"
 EDGE = "edge"  # audio arrived, but too near a stream start or end to centre a window here
 
@@ -103,3 +101,31 @@ class Event:
             "channel": self.channel,
             "clip": self.clip,
         }
+
+
+class Sink:
+    """Base: does nothing. Subclasses override what they need."""
+
+    def begin(self, info: StreamInfo) -> None:
+        pass
+
+    def second(self, row: SecondRow) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Levels:
+    """One second's levels, in the meter's `unit` (dBFS or calibrated dB)."""
+
+    dbfs_or_db: float  # broadband
+    bands: dict[str, float]  # nominal centre frequency (Hz, as text) -> band level
+    audio_seconds: float  # how much audio this second held (less than 1 at edges and gaps)

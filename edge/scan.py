@@ -1,8 +1,9 @@
 """`soundwatch scan`: score recordings as fast as the machine allows.
 
 Each input file gets, under a mirror of its path in `--out`, per-second probabilities, events
-as JSONL and events as SongExplorer CSV (see `edge.sinks.ScanFiles`). Files that cannot be read
-are skipped with the reason logged; files already scored keep their outputs.
+as JSONL and events as SongExplorer CSV (see `edge.outputs.files.ScanFiles`).
+Files that cannot be read are skipped with the reason logged; files already scored keep their
+outputs.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.analysis import Analyzer
-from edge.audiofile import find_audio_files
+from edge.audio.files import find_audio_files
+from edge.audio.levels import LevelSettings
+from edge.audio.streams import Gap, file_streams
+from edge.detection.analysis import Analyzer
 from edge.errors import AudioError
-from edge.evidence import Evidence
-from edge.levels import LevelSettings
-from edge.records import Event, SecondRow, StreamInfo
-from edge.sinks import ScanFiles, Sink
-from edge.sources import Gap, feed, file_streams
+from edge.outputs.evidence import Evidence
+from edge.outputs.files import ScanFiles
+from edge.pipeline import feed
+from edge.records import Event, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
 

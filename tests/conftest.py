@@ -172,7 +172,7 @@ def pulse_server() -> Iterator[PulseServer]:
     try:
         # PortAudio enumerated devices when sounddevice was first imported, possibly before
         # the server existed: re-scan now that PULSE_SERVER is set.
-        from edge.capture import list_devices
+        from edge.audio.capture import list_devices
 
         names = [device.name for device in list_devices(rescan=True)]
         if "pulse" not in names:
@@ -304,7 +304,7 @@ def make_slow_bundle(folder: Path, tone_bundle: Path) -> Path:
     import numpy as np
     import yaml
 
-    from edge.bundle import load_bundle
+    from edge.model.bundle import load_bundle
 
     tone = load_bundle(tone_bundle)
     shape, n_labels = tone.feature_shape, len(tone.labels)

@@ -11,12 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.analysis import Analyzer
-from edge.bundle import Bundle, load_bundle
-from edge.config import Loaded, label_setups, load_config
-from edge.records import Event, SecondRow, StreamInfo
-from edge.sinks import Sink
-from edge.sources import Gap, Stream, feed
+from edge.audio.streams import Gap, Stream
+from edge.builders import label_setups
+from edge.config import Loaded, load_config
+from edge.detection.analysis import Analyzer
+from edge.model.bundle import Bundle, load_bundle
+from edge.pipeline import feed
+from edge.records import Event, SecondRow, Sink, StreamInfo
 from tests.scenes import SECONDS, Found, check_against_truth, scene
 
 

@@ -1,4 +1,4 @@
-"""edge.audiofile: names to times, finding files, block reading, bad files, block helpers."""
+"""edge.audio.files: names to times, finding files, block reading, bad files, block helpers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.audiofile import (
+from edge.audio.files import (
     CLIP_LEVEL,
     AudioFile,
     check_channel,

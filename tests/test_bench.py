@@ -16,7 +16,7 @@ import soundfile as sf
 from edge.bench import STAGES, BenchError, bench, format_table, write_synthetic
 from edge.cli import main
 from edge.errors import BundleError, ConfigError
-from edge.runtime import available_backends
+from edge.model.runtime import available_backends
 from tests.audio import peak_frequency_hz, tone_events, write_wav
 from trainer.toybundle import make_tone_bundle
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.bundle import PREFERENCE, Bundle, load_bundle, sha256_of
 from edge.errors import BundleError, ConfigError
+from edge.model.bundle import PREFERENCE, Bundle, load_bundle, sha256_of
 from trainer.toybundle import make_tone_bundle
 
 HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None

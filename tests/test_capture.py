@@ -1,4 +1,5 @@
-"""edge.capture against a real PortAudio device: a private PulseAudio server's virtual sink."""
+"""edge.audio.capture against a real PortAudio device: a private PulseAudio
+server's virtual sink."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.capture import Capture, DeviceInfo, format_devices, list_devices, resolve_device
+from edge.audio.capture import Capture, DeviceInfo, format_devices, list_devices, resolve_device
 from edge.errors import AudioError
 from tests.audio import peak_frequency_hz, rms, rms_dbfs, tone, write_wav
 from tests.conftest import PulseServer
@@ -90,7 +91,7 @@ def test_resolve_prefers_exact_name_over_substring(
         DeviceInfo(1, "USB Audio Device", "ALSA", 2, 48000.0, True),
         DeviceInfo(2, "USB Microphone", "ALSA", 1, 44100.0, False),
     ]
-    monkeypatch.setattr("edge.capture.list_devices", lambda rescan=False: fake)
+    monkeypatch.setattr("edge.audio.capture.list_devices", lambda rescan=False: fake)
     assert resolve_device("usb audio").index == 0
     assert resolve_device("microphone").index == 2
     with pytest.raises(AudioError) as caught:
@@ -114,7 +115,7 @@ def test_resolve_unknown_index_lists_devices(pulse_server: PulseServer) -> None:
 
 
 def test_resolve_without_any_input_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("edge.capture.list_devices", lambda rescan=False: [])
+    monkeypatch.setattr("edge.audio.capture.list_devices", lambda rescan=False: [])
     with pytest.raises(AudioError, match="no audio input devices found"):
         resolve_device(None)
 

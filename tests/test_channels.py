@@ -30,10 +30,11 @@ import soundfile as sf
 import yaml
 from prometheus_client import generate_latest
 
-from edge.analysis import Analyzer
 from edge.app import App
+from edge.audio.streams import Conditioner
 from edge.config import Loaded, load_config
-from edge.sources import Conditioner, Lane
+from edge.detection.analysis import Analyzer
+from edge.pipeline import Lane
 from tests.audio import peak_frequency_hz, tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, Scrape, daemon_config, run_to_end
 from tests.mqtt_broker import Mosquitto, Subscriber

@@ -1,4 +1,5 @@
-"""Event clips (edge/clips.py): exact audio with pre- and post-roll, names, retention, disks."""
+"""Event clips (edge/outputs/clips.py): exact audio with pre- and post-roll, names,
+retention, disks."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 import soundfile as sf
 
 from edge import schema
-from edge.clips import PARTIAL_SUFFIX, ClipRecorder, ClipSettings, prune
 from edge.errors import ConfigError
+from edge.outputs.clips import PARTIAL_SUFFIX, ClipRecorder, ClipSettings, prune
 from edge.records import Event, StreamInfo
 from tests.audio import noise
 
@@ -312,7 +313,7 @@ def test_disk_full_stops_clips_not_events_and_retries(
     recorder = ClipRecorder(EXACT, tmp_path, retry_seconds=5.0)
     recorder.begin(stream())
     recorder.push(np.zeros(RATE_HZ, dtype=np.float32))
-    caplog.set_level(logging.INFO, logger="edge.clips")
+    caplog.set_level(logging.INFO, logger="edge.outputs.clips")
     path = recorder.plan(event("a", "start", 0.5))
     assert path is not None
     partial = Path(path + PARTIAL_SUFFIX)
@@ -359,7 +360,7 @@ def test_limits_that_cannot_be_met_stop_clips(
     recorder = ClipRecorder(small, tmp_path)
     recorder.begin(stream())
     recorder.push(np.zeros(RATE_HZ, dtype=np.float32))
-    with caplog.at_level(logging.WARNING, logger="edge.clips"):
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
         one_clip(recorder, "a", 0.5)
     assert (recorder.clips_written, recorder.clips_failed) == (0, 1)
     assert "max_total_mb" in caplog.records[0].getMessage()
@@ -370,7 +371,7 @@ def test_limits_that_cannot_be_met_stop_clips(
     recorder.begin(stream())
     recorder.push(np.zeros(RATE_HZ, dtype=np.float32))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="edge.clips"):
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
         one_clip(recorder, "a", 0.5)
     assert (recorder.clips_written, recorder.clips_failed) == (0, 1)
     assert "MB free" in caplog.records[0].getMessage()

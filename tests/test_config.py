@@ -12,26 +12,24 @@ import pytest
 import yaml
 
 from edge import schema
-from edge.bundle import Bundle, load_bundle
-from edge.clips import ClipSettings
+from edge.audio.levels import LevelSettings
+from edge.builders import REPO_MODELS, label_setups, model_folder
 from edge.config import (
-    REPO_MODELS,
     Config,
     EventsConfig,
     LabelRules,
     Loaded,
     MetricsConfig,
     ModelConfig,
-    MqttConfig,
     OutputConfig,
     SourceConfig,
-    label_setups,
     load_config,
-    model_folder,
 )
+from edge.detection.events import EventRules
 from edge.errors import ConfigError
-from edge.events import EventRules
-from edge.levels import LevelSettings
+from edge.model.bundle import Bundle, load_bundle
+from edge.outputs.clips import ClipSettings
+from edge.outputs.mqtt.settings import MqttConfig
 from trainer.toybundle import make_tone_bundle
 
 SOURCE_KEYS = (

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.frontend import logmel
+from edge.model.frontend import logmel
 from tests.audio import noise, rms, tone, tone_events, write_wav
 from trainer.annotations import Annotation
 from trainer.config import TrainConfig, resolve, with_overrides

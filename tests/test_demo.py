@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge import demo
-from edge.analysis import Analyzer, LabelSetup
-from edge.bundle import Bundle, load_bundle
-from edge.demo import (
+from edge.audio import demo
+from edge.audio.demo import (
     BACKGROUND_RMS,
     FLYSONG_RATE_HZ,
     GAP_SECONDS,
@@ -35,11 +33,13 @@ from edge.demo import (
     flysong_scene,
     tone_blocks,
 )
+from edge.audio.streams import Stream
+from edge.detection.analysis import Analyzer, LabelSetup
+from edge.detection.events import EventRules
 from edge.errors import ConfigError
-from edge.events import EventRules
+from edge.model.bundle import Bundle, load_bundle
+from edge.records import Sink
 from edge.scan import scan
-from edge.sinks import Sink
-from edge.sources import Stream
 
 FLYSONG = Path(__file__).resolve().parents[1] / "models" / "flysong"
 HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
@@ -199,7 +199,8 @@ def test_stream_is_paced_and_stops_when_told() -> None:
 
 
 def _first_demo_blocks(block_seconds: float, seed: int) -> Iterator[np.ndarray]:
-    """`edge.sources._demo_blocks` as it was before edge/demo.py, unpaced: the reference."""
+    """`edge.audio.streams._demo_blocks` as it was before
+    edge/audio/demo.py, unpaced: the reference."""
     rate = 16000
     rng = np.random.default_rng(seed)
     block = round(block_seconds * rate)
@@ -241,7 +242,7 @@ def test_unknown_scene_is_refused() -> None:
 
 
 def test_a_written_scene_is_a_dense_evaluation_set_for_the_fly_song_model(tmp_path: Path) -> None:
-    """`python -m edge.demo <folder>` writes a scene and a truth that covers every second; the
+    """`python -m edge.audio.demo <folder>` writes a scene and a truth that covers every second; the
     trainer's `evaluate` scores the bundled model on it through the edge's scan path."""
     from trainer.annotations import load_csv
     from trainer.evaluate import evaluate

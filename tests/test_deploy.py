@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.broker import read_password
 from edge.config import load_config
+from edge.outputs.mqtt.broker import read_password
 from tests.conftest import PulseServer
 from tests.scenes import check_against_truth, events_from_jsonl, write_scene
 
@@ -421,7 +421,7 @@ def _exprs() -> list[str]:
 
 
 def test_dashboard_shows_every_contract_metric_and_only_real_ones() -> None:
-    from edge.metrics import create_metrics
+    from edge.ops.metrics import create_metrics
 
     served = set()
     for family in create_metrics().registry.collect():
@@ -434,7 +434,7 @@ def test_dashboard_shows_every_contract_metric_and_only_real_ones() -> None:
         for name in re.findall(r"\bsoundwatch_[a-z_]+", expr)
     }
     assert used >= METRICS, f"not on the dashboard: {METRICS - used}"
-    assert used <= served, f"not served by edge.metrics: {used - served}"
+    assert used <= served, f"not served by edge.ops.metrics: {used - served}"
 
 
 def test_dashboard_is_importable() -> None:

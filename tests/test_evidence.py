@@ -1,6 +1,6 @@
-"""Levels and clips wired into the pipeline (edge/evidence.py): `feed` drives a real Analyzer
-with the tone model, the Evidence tap sees the source-rate audio, and the rows and events that
-reach the sinks carry the right levels and clips.
+"""Levels and clips wired into the pipeline (edge/outputs/evidence.py): `feed` drives a real
+Analyzer with the tone model, the Evidence tap sees the source-rate audio, and the rows and
+events that reach the sinks carry the right levels and clips.
 
 Streams start at 10:00:00.300 (a second phase of 0.7 s), so the first row is a partial second.
 Expected levels are computed here from the very samples the stream delivers: 10·log10 of their
@@ -22,16 +22,17 @@ import pytest
 import soundfile as sf
 
 from edge import schema
-from edge.analysis import Analyzer
-from edge.app import build_analyzer
-from edge.clips import ClipRecorder, ClipSettings
+from edge.audio.levels import LevelSettings, bands_for
+from edge.audio.streams import Gap, Stream, file_streams
+from edge.builders import build_analyzer
+from edge.clock import second_phase
 from edge.config import Config, Loaded
-from edge.evidence import Evidence
-from edge.levels import LevelSettings, bands_for
-from edge.records import Event, SecondRow, StreamInfo
-from edge.seconds import second_phase
-from edge.sinks import DaemonFiles, Fanout, Sink
-from edge.sources import Gap, Stream, feed, file_streams
+from edge.detection.analysis import Analyzer
+from edge.outputs.clips import ClipRecorder, ClipSettings
+from edge.outputs.evidence import Evidence
+from edge.outputs.files import DaemonFiles, Fanout
+from edge.pipeline import feed
+from edge.records import Event, SecondRow, Sink, StreamInfo
 from tests.audio import noise, peak_frequency_hz, rms_dbfs, tone, tone_events, write_wav
 
 ANCHOR = datetime(2026, 11, 22, 10, 0, 0, 300_000, tzinfo=timezone.utc)
@@ -320,7 +321,7 @@ def test_a_retune_below_every_band_stops_levels_not_the_stream(
     """Only the 16 kHz octave is asked for: it fits below 24 kHz, not below 8 kHz."""
     high = LevelSettings(enabled=True, bands="octave", band_min_hz=16000)
     sink = Recorder()
-    with caplog.at_level(logging.ERROR, logger="edge.evidence"):
+    with caplog.at_level(logging.ERROR, logger="edge.outputs.evidence"):
         run(stream(retuned()), tone_bundle, sink, Evidence(sink, high, None))
     assert len(sink.rows) == 10
     assert [r.levels is not None for r in sink.rows] == [True] * 4 + [False] * 6

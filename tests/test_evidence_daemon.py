@@ -24,9 +24,9 @@ import soundfile as sf
 import yaml
 
 from edge.app import App
+from edge.audio.levels import LevelSettings, bands_for, calibration_offset_db
 from edge.config import load_config
-from edge.levels import LevelSettings, bands_for, calibration_offset_db
-from edge.metrics import MetricsServer
+from edge.ops.metrics import MetricsServer
 from tests.audio import noise, tone, tone_events, write_wav
 from tests.conftest import Daemon, Scrape, daemon_config, run_to_end
 from tests.mqtt_broker import Mosquitto, Subscriber

@@ -23,8 +23,8 @@ pytest.importorskip("torch")
 
 import torch
 
-from edge.bundle import load_bundle
-from edge.frontend import LogMelSpec, logmel, n_frames
+from edge.model.bundle import load_bundle
+from edge.model.frontend import LogMelSpec, logmel, n_frames
 from tests.audio import tone_events, write_wav
 from trainer.evaluate import evaluate, event_counts
 from trainer.export import ExportError, ExportReport, export_bundle
@@ -398,7 +398,7 @@ def test_the_export_command_exports_a_run(
     from types import SimpleNamespace
 
     import trainer.run
-    from edge.bundle import EventDefaults
+    from edge.model.bundle import EventDefaults
     from trainer.cli import main
 
     config = SimpleNamespace(

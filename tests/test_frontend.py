@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.errors import ConfigError
-from edge.frontend import (
+from edge.model.frontend import (
     LogMelSpec,
     StreamingLogMel,
     _mel_tiles,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import jinja2
 
-from edge.config import MqttConfig
-from edge.homeassistant import discovery_messages
+from edge.outputs.mqtt.homeassistant import discovery_messages
+from edge.outputs.mqtt.settings import MqttConfig
 
 
 def render(template: str, event: dict[str, object]) -> str:

@@ -1,4 +1,5 @@
-"""Per-second sound levels (edge/levels.py): known signals give known dB, in the right seconds."""
+"""Per-second sound levels (edge/audio/levels.py): known signals give known dB,
+in the right seconds."""
 
 from __future__ import annotations
 
@@ -10,16 +11,10 @@ import numpy as np
 import pytest
 
 from edge import schema
+from edge.audio.levels import LevelMeter, LevelSettings, bands_for, calibration_offset_db
+from edge.detection.seconds import SecondAggregator
 from edge.errors import ConfigError
-from edge.levels import (
-    LevelMeter,
-    Levels,
-    LevelSettings,
-    bands_for,
-    calibration_offset_db,
-)
-from edge.records import StreamInfo
-from edge.seconds import SecondAggregator
+from edge.records import Levels, StreamInfo
 from tests.audio import noise, tone
 
 RATE_HZ = 48000

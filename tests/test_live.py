@@ -91,8 +91,8 @@ def test_a_slow_consumer_gets_gaps_not_a_backlog(pulse_server: PulseServer) -> N
     dropped and reported as overrun gaps, and every frame is accounted for."""
     import threading
 
-    from edge.live import LiveSource
-    from edge.sources import Gap
+    from edge.audio.live import LiveSource
+    from edge.audio.streams import Gap
 
     stop = threading.Event()
     stream = LiveSource(

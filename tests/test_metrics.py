@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from edge.audio.streams import Counts
 from edge.config import load_config
 from edge.errors import ConfigError
-from edge.metrics import FeedMetrics, MetricsServer, create_metrics, parse_address
-from edge.sources import Counts
+from edge.ops.metrics import FeedMetrics, MetricsServer, create_metrics, parse_address
 from tests.audio import tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
 

@@ -30,9 +30,10 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.config import Config, MqttConfig
+from edge.config import Config
 from edge.errors import ConfigError
-from edge.mqtt import MqttSink
+from edge.outputs.mqtt.settings import MqttConfig
+from edge.outputs.mqtt.sink import MqttSink
 from edge.records import ANALYSED, Event, SecondRow, StreamInfo
 from edge.schema import build
 from tests.mqtt_broker import Mosquitto, Received, Subscriber, make_certificates
@@ -383,7 +384,7 @@ def test_a_full_outbox_drops_the_oldest_and_counts(
         resolve=Path,
     )
     sink.begin(StreamInfo("test", ["a"], None, 16000))
-    with caplog.at_level(logging.WARNING, logger="edge.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.mqtt.sink"):
         for i in range(10):
             sink.event(Event(f"e{i}", "start", "a", float(i), None, None, None, 0.9, 0.9, 0.5, "t"))
             sink.second(SecondRow(float(i), None, ANALYSED, np.array([0.5], dtype=np.float32)))

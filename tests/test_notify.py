@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.notify import Notifier
+from edge.ops.notify import Notifier
 from tests.audio import tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, daemon_config
 

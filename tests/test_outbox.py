@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import SoundwatchError
-from edge.outbox import Outbox
+from edge.outputs.mqtt.outbox import Outbox
 
 
 def payloads(box: Outbox, after: int = 0, limit: int = 1000) -> list[bytes]:
@@ -86,7 +86,7 @@ def test_a_killed_writer_loses_nothing_it_returned_from(tmp_path: Path) -> None:
     code = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from edge.outbox import Outbox\n"
+        "from edge.outputs.mqtt.outbox import Outbox\n"
         f"box = Outbox(Path({str(path)!r}), 1000)\n"
         "for i in range(50):\n"
         "    box.add('t', str(i).encode())\n"

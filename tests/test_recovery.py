@@ -21,12 +21,13 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from edge.analysis import Analyzer
-from edge.bundle import Bundle, load_bundle
-from edge.config import Loaded, label_setups, load_config
-from edge.records import Event, SecondRow, StreamInfo
-from edge.sinks import Sink
-from edge.sources import Conditioner, Gap, Lane, Stream, feed
+from edge.audio.streams import Conditioner, Gap, Stream
+from edge.builders import label_setups
+from edge.config import Loaded, load_config
+from edge.detection.analysis import Analyzer
+from edge.model.bundle import Bundle, load_bundle
+from edge.pipeline import Lane, feed
+from edge.records import Event, SecondRow, Sink, StreamInfo
 from tests.audio import tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
 from tests.scenes import TRUTH, Found, check_against_truth, scene

@@ -12,8 +12,7 @@ import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.errors import AudioError
-from edge.resample import (
+from edge.audio.resample import (
     STOPBAND_DB,
     TRANSITION_FRACTION,
     StreamingResampler,
@@ -23,6 +22,7 @@ from edge.resample import (
     _lowpass_taps,
     resample,
 )
+from edge.errors import AudioError
 
 RATE_PAIRS = [(48000, 16000), (44100, 16000), (48000, 2500), (16000, 48000), (44100, 48000)]
 
@@ -301,8 +301,8 @@ def test_importing_frontend_and_resampler_does_not_import_scipy() -> None:
     A fresh interpreter, because this test process has imported scipy already.
     """
     code = (
-        "import sys, edge.frontend, edge.resample\n"
-        "edge.resample.StreamingResampler(44100, 16000)\n"
+        "import sys, edge.model.frontend, edge.audio.resample\n"
+        "edge.audio.resample.StreamingResampler(44100, 16000)\n"
         "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'scipy'))"
     )
     result = subprocess.run(

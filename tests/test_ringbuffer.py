@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.ringbuffer import RingBuffer
+from edge.audio.ringbuffer import RingBuffer
 
 
 def _numbered(start: int, n: int, channels: int = 1) -> np.ndarray:

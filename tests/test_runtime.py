@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from edge.errors import BundleError, RuntimeUnavailable
-from edge.runtime import available_backends, open_backend
-from edge.runtime.base import Backend, InputLayout, plan_input
+from edge.model.runtime import available_backends, open_backend
+from edge.model.runtime.base import Backend, InputLayout, plan_input
 from trainer import toymodel
 
 FRAMES, MELS, LABELS = 24, 16, 3

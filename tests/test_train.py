@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge.bundle import EventDefaults, load_bundle
 from edge.errors import ConfigError
+from edge.model.bundle import EventDefaults, load_bundle
 from tests.audio import tone_events, write_wav
 from trainer import cli
 from trainer.annotations import AnnotationSet, load_any

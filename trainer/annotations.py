@@ -32,7 +32,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from edge.audiofile import AUDIO_EXTENSIONS
+from edge.audio.files import AUDIO_EXTENSIONS
 from edge.errors import SoundwatchError
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 import edge
-from edge.frontend import LogMelSpec
+from edge.model.frontend import LogMelSpec
 
 if TYPE_CHECKING:
     from trainer.export import ExportReport

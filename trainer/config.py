@@ -24,9 +24,9 @@ from typing import Any, Literal
 import yaml
 
 from edge import schema
+from edge.detection.events import EventRules
 from edge.errors import ConfigError
-from edge.events import EventRules
-from edge.frontend import LogMelSpec
+from edge.model.frontend import LogMelSpec
 from edge.schema import field
 from trainer.model import ModelConfig
 
@@ -36,7 +36,7 @@ from trainer.model import ModelConfig
 _FFT_TARGET_SECONDS = 0.0256
 _HOPS_PER_FFT = 16
 # The default merge gap, in hops. The edge merges an off-spell of n windows when n hops are
-# strictly less than the gap (edge.events), so 2.5 hops bridges off-spells of one or two
+# strictly less than the gap (edge.detection.events), so 2.5 hops bridges off-spells of one or two
 # windows with half a hop of margin either side. (A gap of 2 hops bridges only one window,
 # which the 3-window median already removes: on the fly-song recording it changed nothing.)
 _MERGE_GAP_HOPS = 2.5
@@ -44,7 +44,7 @@ _MERGE_GAP_HOPS = 2.5
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    """Log-mel features, as the edge computes them (`edge.frontend.logmel`)."""
+    """Log-mel features, as the edge computes them (`edge.model.frontend.logmel`)."""
 
     n_fft: int | None = field(
         None, help="FFT size, samples (null: the power of two nearest 25.6 ms at the rate)"
@@ -194,7 +194,7 @@ class ValidationConfig:
 class EventsConfig:
     """The event detector defaults written to the bundle's manifest (`events:`).
 
-    Same keys as `edge.bundle.EventDefaults`, with defaults for a trained model, whose window
+    Same keys as `edge.model.bundle.EventDefaults`, with defaults for a trained model, whose window
     scores flicker near a threshold: a 3-window median and a merge gap of a few hops, so one
     sound gives one event rather than a burst of fragments. The edge's config can still
     override each of them per label.

@@ -10,10 +10,10 @@ random point inside it; a point annotation gives one centred on it, moved by up 
 `point_jitter` of a window either way. Validation windows are fixed: spread evenly over each
 range, or over the jitter around each point.
 
-Recordings are read once, mixed to mono, resampled to the model rate (`edge.resample`) and kept
-in memory in one float32 array (4 bytes per sample: an hour at 16 kHz is 230 MB). A batch of
+Recordings are read once, mixed to mono, resampled to the model rate (`edge.audio.resample`) and
+kept in memory in one float32 array (4 bytes per sample: an hour at 16 kHz is 230 MB). A batch of
 windows is cut out with one gather, augmented in numpy, and turned into log-mel with the edge's
-own `edge.frontend.logmel` (no train/serve skew), vectorised over the batch.
+own `edge.model.frontend.logmel` (no train/serve skew), vectorised over the batch.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audiofile import AudioFile, find_audio_files
+from edge.audio.files import AudioFile, find_audio_files
+from edge.audio.resample import resample
 from edge.errors import SoundwatchError
-from edge.frontend import LogMelSpec, logmel, n_frames
-from edge.resample import resample
+from edge.model.frontend import LogMelSpec, logmel, n_frames
 from trainer.annotations import Annotation
 from trainer.config import AugmentConfig, TrainConfig
 

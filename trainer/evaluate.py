@@ -310,7 +310,7 @@ def evaluate(
     model_file: which of the bundle's files to run (auto: as the edge picks). scan_dir: keep
     the scan's outputs there (one numbered folder per recording); a temporary folder otherwise.
     """
-    from edge.app import build_analyzer
+    from edge.builders import build_analyzer
     from edge.config import load_config
     from edge.scan import SCAN_BATCH_WINDOWS, output_bases, scan
 

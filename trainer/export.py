@@ -3,12 +3,12 @@
     model ──► ONNX fp32 (torch.onnx, dynamo) ──► ONNX int8 (onnxruntime static QDQ, per channel)
           └─► TFLite int8 (litert-torch, PT2E static, int8 input and output)
     each file ──► the edge's own runtime on the validation windows ──► figures, F1 guard
-    manifest + model card ──► edge.bundle.load_bundle ──► rename into place
+    manifest + model card ──► edge.model.bundle.load_bundle ──► rename into place
 
 The model takes float32 log-mel windows (N, frames, mels) and returns probabilities (its
 sigmoid or softmax included, so the manifest says `output: {activation: none}` and int8
 outputs use the fixed [0, 1] quantization of TFLite's LOGISTIC). Every file is scored through
-`edge.runtime.open_backend`, the code the device runs, not through the converter's own
+`edge.model.runtime.open_backend`, the code the device runs, not through the converter's own
 interpreter, so the figures in the card are the ones a device gets. Everything is written into
 a temporary folder beside the destination and renamed at the end: a failed export leaves no
 half-written bundle, and an existing bundle is replaced only by a complete one.
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import yaml
 
-from edge.bundle import FORMAT, load_bundle, sha256_of
 from edge.errors import SoundwatchError
-from edge.frontend import LogMelSpec, n_frames
-from edge.runtime import open_backend
+from edge.model.bundle import FORMAT, load_bundle, sha256_of
+from edge.model.frontend import LogMelSpec, n_frames
+from edge.model.runtime import open_backend
 from trainer import convert
 from trainer.card import frontend_manifest, model_card, plain, provenance
 from trainer.evaluate import f1_score
@@ -309,7 +309,8 @@ def _check_inputs(
 
 
 def _run_edge(key: str, path: Path, windows: np.ndarray, labels: list[str]) -> np.ndarray:
-    """Scores of one file as the device computes them (edge.runtime, int8 IO handled there)."""
+    """Scores of one file as the device computes them (edge.model.runtime, int8 IO
+    handled there)."""
     backend = open_backend(key, path, feature_shape=windows.shape[1:], n_labels=len(labels))
     try:
         return backend.predict(windows.astype(np.float32)).copy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from edge.audiofile import AUDIO_EXTENSIONS
+from edge.audio.files import AUDIO_EXTENSIONS
 from trainer.annotations import AnnotationError, AnnotationSet, _audio_under, _Collector, _RowError
 
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Collection
 from pathlib import Path
 
-from edge.audiofile import AUDIO_EXTENSIONS
+from edge.audio.files import AUDIO_EXTENSIONS
 from trainer.annotations import (
     AnnotationError,
     AnnotationSet,

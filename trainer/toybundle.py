@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from edge.bundle import sha256_of
-from edge.frontend import LogMelSpec, logmel, mel_filterbank, n_frames
+from edge.model.bundle import sha256_of
+from edge.model.frontend import LogMelSpec, logmel, mel_filterbank, n_frames
 from trainer import toymodel
 
 NAME = "tone"

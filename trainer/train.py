@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge.audiofile import AudioFile
+from edge.audio.files import AudioFile
 from trainer import report, scoring
 from trainer.annotations import AnnotationSet
 from trainer.config import TrainConfig, resolve

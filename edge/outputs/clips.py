@@ -61,9 +61,8 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-from edge.records import Event, StreamInfo, iso
+from edge.records import Event, Sink, StreamInfo, iso
 from edge.schema import field
-from edge.sinks import Sink
 
 logger = logging.getLogger(__name__)
 

@@ -47,13 +47,12 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
-from edge.clips import ClipRecorder
+from edge.audio.streams import Counts
 from edge.errors import ConfigError
-from edge.evidence import Evidence
-from edge.records import ANALYSED, Event, SecondRow, StreamInfo
-from edge.runtime.base import Backend
-from edge.sinks import Sink
-from edge.sources import Counts
+from edge.model.runtime.base import Backend
+from edge.outputs.clips import ClipRecorder
+from edge.outputs.evidence import Evidence
+from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from edge import schema
 from edge.errors import BundleError, ConfigError, RuntimeUnavailable
-from edge.frontend import LogMelSpec, n_frames
+from edge.model.frontend import LogMelSpec, n_frames
 from edge.schema import field
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class Bundle:
 
     def choose_file(self, wanted: str = "auto") -> str:
         """The files key to run: `wanted`, or the first available in PREFERENCE."""
-        from edge.runtime.base import backend_for
+        from edge.model.runtime.base import backend_for
 
         if wanted != "auto":
             if wanted not in self.manifest.files:
@@ -196,7 +196,7 @@ class Bundle:
 
     def open(self, wanted: str = "auto", threads: int = 1) -> Any:
         """Open the model file `wanted` ('auto' picks) with its runtime backend."""
-        from edge.runtime import open_backend
+        from edge.model.runtime import open_backend
 
         key = self.choose_file(wanted)
         entry = self.manifest.files[key]

@@ -1,7 +1,7 @@
 """Per-second sound levels: the soundscape view acousticians use, beside the model's scores.
 
 Every second of a stream gets a broadband level and, optionally, octave or third-octave band
-levels. Seconds are the same as in edge/seconds.py: second `k` covers stream offsets
+levels. Seconds are the same as in edge/detection/seconds.py: second `k` covers stream offsets
 [phase + k, phase + k + 1) s, phase = -anchor.timestamp() % 1 (0 without an anchor), so level
 `k` belongs next to the per-second row `k` (the first and last seconds may be partial).
 
@@ -72,6 +72,7 @@ from typing import Literal
 import numpy as np
 
 from edge.errors import ConfigError
+from edge.records import Levels
 from edge.schema import field
 
 FLOOR_MEAN_SQUARE = 1e-20  # -200 dBFS: silence stays a finite number
@@ -164,15 +165,6 @@ def calibration_offset_db(
     """dB to add to a dBFS level for sound pressure level (see the module docstring)."""
     reference = AIR_REFERENCE_DB if medium == "air" else 0.0
     return 20 * math.log10(adc_full_scale_volts) - gain_db - sensitivity_db - reference
-
-
-@dataclass(frozen=True)
-class Levels:
-    """One second's levels, in the meter's `unit` (dBFS or calibrated dB)."""
-
-    dbfs_or_db: float  # broadband
-    bands: dict[str, float]  # nominal centre frequency (Hz, as text) -> band level
-    audio_seconds: float  # how much audio this second held (less than 1 at edges and gaps)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.errors import BundleError
-from edge.runtime import litert, onnx
-from edge.runtime.base import BACKENDS, FILE_KEYS, Backend, backend_for
+from edge.model.runtime import litert, onnx
+from edge.model.runtime.base import BACKENDS, FILE_KEYS, Backend, backend_for
 
 __all__ = ["FILE_KEYS", "Backend", "available_backends", "open_backend"]
 

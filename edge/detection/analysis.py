@@ -17,13 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edge.bundle import Bundle
-from edge.events import EventDetector, EventRules, Transition
-from edge.frontend import StreamingLogMel
-from edge.records import Event, StreamInfo
-from edge.runtime.base import Backend
-from edge.seconds import SecondAggregator
-from edge.sinks import Sink
+from edge.detection.events import EventDetector, EventRules, Transition
+from edge.detection.seconds import SecondAggregator
+from edge.model.bundle import Bundle
+from edge.model.frontend import StreamingLogMel
+from edge.model.runtime.base import Backend
+from edge.records import Event, Sink, StreamInfo
 
 # Audio is pushed through the frontend in pieces of at most this many samples, which bounds the
 # feature buffer whatever block size the caller uses.

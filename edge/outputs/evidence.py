@@ -34,12 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.clips import ClipRecorder, ClipSettings
+from edge.audio.levels import LevelMeter, LevelSettings
+from edge.clock import second_phase
 from edge.errors import ConfigError
-from edge.levels import LevelMeter, Levels, LevelSettings
-from edge.records import Event, SecondRow, StreamInfo
-from edge.seconds import second_phase
-from edge.sinks import Sink
+from edge.outputs.clips import ClipRecorder, ClipSettings
+from edge.records import Event, Levels, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
 

@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 
+from edge.clock import second_phase
 from edge.records import ANALYSED, EDGE, SecondRow, StreamInfo, gap_status
-
-
-def second_phase(anchor: datetime | None) -> float:
-    """Seconds from a stream's first sample to the next whole UTC second, in [0, 1).
-
-    From the anchor's microseconds, exactly: `-anchor.timestamp() % 1` carries the float error
-    of a 1.8e9 s timestamp (up to 2.4e-7 s), which at 48 kHz can move a second's first sample
-    by one."""
-    if anchor is None:
-        return 0.0
-    return (-anchor.microsecond % 1_000_000) / 1e6
 
 
 class SecondAggregator:

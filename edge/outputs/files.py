@@ -24,29 +24,10 @@ import sys
 from pathlib import Path
 from typing import IO, Literal
 
-from edge.levels import level_columns
-from edge.records import ANALYSED, Event, SecondRow, StreamInfo, iso
+from edge.audio.levels import level_columns
+from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo, iso
 
 logger = logging.getLogger(__name__)
-
-
-class Sink:
-    """Base: does nothing. Subclasses override what they need."""
-
-    def begin(self, info: StreamInfo) -> None:
-        pass
-
-    def second(self, row: SecondRow) -> None:
-        pass
-
-    def event(self, event: Event) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class Fanout(Sink):

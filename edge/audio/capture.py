@@ -45,7 +45,7 @@ class SettingsRefused(AudioError):
 
 
 class BlockWriter(Protocol):
-    """Where captured audio goes: `edge.ringbuffer.RingBuffer` or anything with `write`."""
+    """Where captured audio goes: `edge.audio.ringbuffer.RingBuffer` or anything with `write`."""
 
     def write(self, block: np.ndarray) -> object:
         """Copy `block` (frames, channels) float32 in; must not block or allocate."""

@@ -41,7 +41,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from edge.capture import (
+from edge.audio.capture import (
     Capture,
     DeviceInfo,
     SettingsRefused,
@@ -49,10 +49,10 @@ from edge.capture import (
     rescan_devices,
     resolve_device,
 )
+from edge.audio.ringbuffer import RingBuffer
+from edge.audio.streams import Gap, Stream
 from edge.clock import utc_now
 from edge.errors import AudioError
-from edge.ringbuffer import RingBuffer
-from edge.sources import Gap, Stream
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.broker import (
+from edge.clock import utc_now
+from edge.errors import SoundwatchError
+from edge.outputs.mqtt.broker import (
     Resolve,
     closed_words,
     connect_error_words,
@@ -41,13 +43,10 @@ from edge.broker import (
     refusal_words,
     topic_root,
 )
-from edge.clock import utc_now
-from edge.config import MqttConfig
-from edge.errors import SoundwatchError
-from edge.homeassistant import discovery_messages
-from edge.outbox import Outbox
-from edge.records import Event, SecondRow, StreamInfo, iso
-from edge.sinks import Sink
+from edge.outputs.mqtt.homeassistant import discovery_messages
+from edge.outputs.mqtt.outbox import Outbox
+from edge.outputs.mqtt.settings import MqttConfig
+from edge.records import Event, SecondRow, Sink, StreamInfo, iso
 
 logger = logging.getLogger(__name__)
 

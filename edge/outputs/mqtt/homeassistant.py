@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge import __version__
-from edge.config import MqttConfig
+from edge.outputs.mqtt.settings import MqttConfig
 
 
 def discovery_messages(

@@ -1,7 +1,8 @@
 """Connecting to an MQTT broker: the paho client, TLS, credentials, and errors in words.
 
-Used by the MQTT sink (edge/mqtt.py) and by `soundwatch check --connect` (`probe`). Every way a
-connection fails (refused, TLS, wrong password, no answer) becomes a sentence a user can act on.
+Used by the MQTT sink (edge/outputs/mqtt/sink.py) and by `soundwatch check --connect`
+(`probe`). Every way a connection fails (refused, TLS, wrong password, no answer) becomes a
+sentence a user can act on.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import MqttConfig
 from edge.errors import ConfigError, SoundwatchError
+from edge.outputs.mqtt.settings import MqttConfig
 
 TOPIC_CHARS = re.compile(r"[+#/\x00]")
 
@@ -33,7 +34,7 @@ class _QuietRetries(logging.Filter):
         return not str(record.msg).startswith("Client is not connected")
 
 
-PAHO_LOGGER = logging.getLogger("edge.mqtt.paho")
+PAHO_LOGGER = logging.getLogger("edge.outputs.mqtt.sink.paho")
 PAHO_LOGGER.addFilter(_QuietRetries())
 
 

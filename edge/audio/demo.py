@@ -32,8 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edge.audio.streams import Stream
 from edge.errors import ConfigError
-from edge.sources import Stream
 
 SCENES = ("flysong", "tones")
 SCENE_LABELS = {"flysong": ("mel-pulse", "mel-sine"), "tones": ("tone-1k", "tone-3k")}
@@ -265,7 +265,7 @@ def tone_blocks(block_samples: int, rng: np.random.Generator) -> Iterator[np.nda
     """Endless 16 kHz tone bursts in noise, blocks of float32 (block_samples, 1), not paced.
 
     1-4 s of quiet, then 0.4-1.5 s of a 1 or 3 kHz tone, again and again. Sample for sample
-    what the first demo (in edge/sources.py before this module; tests/test_demo.py keeps it as
+    what the first demo (in edge/audio/streams.py before this module; tests/test_demo.py keeps it as
     the reference) played for the same generator and block size: the same random draws in the
     same order, the same arithmetic, without its per-block allocations.
     """
@@ -324,7 +324,7 @@ def write_flysong_scene(folder: Path, seconds: float, seed: int, rate_hz: int = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge.demo",
+        prog="python -m edge.audio.demo",
         description="Write a synthetic fly-song scene and its dense truth, to evaluate a"
         " fly-song model: soundwatch-train evaluate --model models/flysong --data"
         " <folder>/truth.csv",

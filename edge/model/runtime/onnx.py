@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import BundleError, RuntimeUnavailable
-from edge.runtime.base import Backend, pick_output, plan_input, register
+from edge.model.runtime.base import Backend, pick_output, plan_input, register
 
 INSTALL_COMMAND = "pip install onnxruntime"
 

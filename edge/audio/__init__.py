@@ -1,0 +1,2 @@
+"""Audio in: capture, the ring buffer, live source, files, demo,
+conditioning, resampling, levels."""

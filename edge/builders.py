@@ -1,0 +1,123 @@
+"""From a loaded config to the pipeline's parts: the bundle folder, the label setups, the Analyzer.
+
+Shared by `run` (edge/app.py), `scan`, `check` and `bench`, so a config means the same thing
+to each of them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from edge.config import RULE_FIELDS, LabelRules, Loaded
+from edge.detection.analysis import Analyzer, LabelSetup
+from edge.detection.events import EventRules
+from edge.errors import ConfigError
+from edge.model.bundle import Bundle, load_bundle
+from edge.records import Sink
+from edge.schema import Path_
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def model_folder(loaded: Loaded) -> Path:
+    """The bundle folder for `model.path`: a folder, or the name of a bundled model."""
+    value = loaded.config.model.path
+    direct = loaded.resolve(value)
+    if direct.is_dir() or "/" in value or os.sep in value:
+        return direct
+    for root in bundled_model_roots():
+        if (root / value).is_dir():
+            return root / value
+    return direct
+
+
+def bundled_model_roots() -> list[Path]:
+    """Where bundled models live: the checkout (editable install) or <prefix>/share."""
+    return [Path("models"), REPO_MODELS, Path(sys.prefix) / "share" / "soundwatch" / "models"]
+
+
+def label_setups(loaded: Loaded, bundle: Bundle) -> list[LabelSetup]:
+    """The kept labels with their detector rules: bundle defaults, then config overrides."""
+    config, where = loaded.config, loaded.where
+    problems: list[str] = []
+    names = bundle.labels
+    keep = config.labels if config.labels is not None else names
+    for i, label in enumerate(keep):
+        if label not in names:
+            problems.append(
+                f"{where(('labels', i))}: '{label}' is not a label of {bundle.manifest.name}"
+                f" (its labels: {', '.join(names)})"
+            )
+    for label in config.events.labels:
+        if label not in names:
+            problems.append(
+                f"{where(('events', 'labels', label))}: '{label}' is not a label of"
+                f" {bundle.manifest.name} (its labels: {', '.join(names)})"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+    d = bundle.manifest.events
+    base = EventRules(
+        threshold=0.5,
+        median_windows=d.median_windows,
+        min_duration_seconds=d.min_duration_seconds,
+        merge_gap_seconds=d.merge_gap_seconds,
+        max_duration_seconds=d.max_duration_seconds,
+        refractory_seconds=d.refractory_seconds,
+    )
+    setups = []
+    for label in keep:
+        rules = replace(base, threshold=bundle.manifest.thresholds[label])
+        # Where each rule was last set, so a problem points at the line that set it.
+        origin: dict[str, Path_] = {}
+        layers: list[tuple[Path_, LabelRules | None]] = [
+            (("events",), config.events),
+            (("events", "labels", label), config.events.labels.get(label)),
+        ]
+        for at, layer in layers:
+            if layer is None:
+                continue
+            for name in RULE_FIELDS:
+                value = getattr(layer, name)
+                if value is not None:
+                    rules = replace(rules, **{name: value})
+                    origin[name] = (*at, name)
+        if rules.off_threshold is None and config.events.hysteresis:
+            rules = replace(
+                rules, off_threshold=max(0.0, rules.threshold - config.events.hysteresis)
+            )
+            origin["off_threshold"] = ("events", "hysteresis")
+        for problem in rules.validate():
+            key, _, message = problem.partition(": ")
+            at = origin.get(key, ("events", key))
+            source = "" if key in origin else ", the bundle's default"
+            problems.append(f"{where(at)}: {message or problem} (label {label}{source})")
+        setups.append(LabelSetup(label, names.index(label), rules))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return setups
+
+
+def build_analyzer(
+    loaded: Loaded, sink: Sink | None = None, *, batch_windows: int | None = None
+) -> tuple[Bundle, Analyzer]:
+    """Bundle, backend and Analyzer (feeding `sink`) as the config says; raises
+    SoundwatchError on problems."""
+    config = loaded.config
+    bundle = load_bundle(model_folder(loaded))
+    labels = label_setups(loaded, bundle)
+    hop = bundle.hop_for(config.model.hop_seconds)
+    backend = bundle.open(config.model.file, config.model.threads)
+    analyzer = Analyzer(
+        bundle,
+        backend,
+        labels,
+        sink or Sink(),
+        hop_samples=hop,
+        batch_windows=batch_windows or config.model.batch_windows,
+    )
+    return bundle, analyzer

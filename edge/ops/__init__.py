@@ -1,0 +1,1 @@
+"""Running it unattended: Prometheus metrics and systemd notify."""

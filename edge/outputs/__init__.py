@@ -1,0 +1,1 @@
+"""Where results go: files, clips, the evidence tap, MQTT."""

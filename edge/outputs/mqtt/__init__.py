@@ -1,0 +1,1 @@
+"""MQTT: the sink, its broker client, the outbox, Home Assistant discovery, the settings."""
