@@ -36,21 +36,13 @@ class ModelConfig:
     file: Literal["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"] = field(
         "auto", help=f"which model file to run; auto tries {', '.join(PREFERENCE)}"
     )
-    threads: int = field(1, help="inference threads")
+    threads: int = field(1, ge=1, help="inference threads")
     hop_seconds: float | None = field(
-        None, help="stride between windows, s (null: the bundle's); a multiple of its frame hop"
+        None,
+        gt=0,
+        help="stride between windows, s (null: the bundle's); a multiple of its frame hop",
     )
-    batch_windows: int = field(16, help="most windows scored in one model call")
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = []
-        if self.threads < 1:
-            out.append(("threads", f"must be at least 1, got {self.threads}"))
-        if self.batch_windows < 1:
-            out.append(("batch_windows", f"must be at least 1, got {self.batch_windows}"))
-        if self.hop_seconds is not None and self.hop_seconds <= 0:
-            out.append(("hop_seconds", f"must be positive, got {self.hop_seconds}"))
-        return out
+    batch_windows: int = field(16, ge=1, help="most windows scored in one model call")
 
 
 @dataclass(frozen=True)
@@ -69,32 +61,45 @@ class SourceConfig:
         None, help="input device index or name substring (null: the default input)"
     )
     sample_rate_hz: int | None = field(
-        None, help="capture rate, Hz (null: the device's default); resampled for the model"
+        None, gt=0, help="capture rate, Hz (null: the device's default); resampled for the model"
     )
-    channels: int = field(1, help="channels to open on the device")
+    channels: int = field(1, ge=1, help="channels to open on the device")
     channel: Literal["mix", "each"] | int = field(
         "mix",
         help="mix: average the channels; a channel index (0-based): that one; each: a detector"
         " per channel, events and rows tagged with it",
     )
-    block_seconds: float = field(0.1, help="audio block per callback or file read, s")
+    block_seconds: float = field(
+        0.1, ge=0.001, le=10, help="audio block per callback or file read, s"
+    )
     buffer_seconds: float = field(
-        30.0, help="ring buffer, s: how far analysis may fall behind before audio is dropped"
+        30.0, ge=1, help="ring buffer, s: how far analysis may fall behind before audio is dropped"
     )
     paths: list[str] = field(factory=list, help="files or folders to replay (kind: files)")
     speed: float = field(
-        1.0, help="file replay speed: 1 real time, 10 ten times faster, 0 as fast as possible"
+        1.0,
+        ge=0,
+        zero="as fast as possible",
+        help="file replay speed: 1 real time, 10 ten times faster, 0 as fast as possible",
     )
     start: str | None = field(
         None, help="UTC start time (ISO 8601) of files without a timestamp in their names"
     )
     device_timeout_seconds: float = field(
-        5.0, help="no audio from the device for this long: it is lost, closed and reopened, s"
+        5.0,
+        ge=0.01,
+        le=86400,
+        help="no audio from the device for this long: it is lost, closed and reopened, s",
     )
     reconnect_min_seconds: float = field(
-        0.5, help="first retry after the device is lost, s; doubles per failed retry"
+        0.5,
+        ge=0.01,
+        le=86400,
+        help="first retry after the device is lost, s; doubles per failed retry",
     )
-    reconnect_max_seconds: float = field(30.0, help="longest wait between retries, s")
+    reconnect_max_seconds: float = field(
+        30.0, ge=0.01, le=86400, help="longest wait between retries, s"
+    )
     max_lag_seconds: float | None = field(
         5.0,
         help="analysis further behind than this drops the unread audio (gap:overload) to"
@@ -105,21 +110,8 @@ class SourceConfig:
         out = []
         if self.kind == "files" and not self.paths:
             out.append(("paths", "kind is files, so paths must name at least one file or folder"))
-        if self.speed < 0:
-            out.append(("speed", f"must be 0 (as fast as possible) or positive, got {self.speed}"))
-        if not 0.001 <= self.block_seconds <= 10:
-            out.append(("block_seconds", f"must be within 0.001..10, got {self.block_seconds}"))
-        if self.buffer_seconds < 1:
-            out.append(("buffer_seconds", f"must be at least 1, got {self.buffer_seconds}"))
-        if self.channels < 1:
-            out.append(("channels", f"must be at least 1, got {self.channels}"))
         if isinstance(self.channel, int) and not 0 <= self.channel < self.channels:
             out.append(("channel", f"{self.channel} is not one of the {self.channels} channels"))
-        if self.sample_rate_hz is not None and self.sample_rate_hz <= 0:
-            out.append(("sample_rate_hz", f"must be positive, got {self.sample_rate_hz}"))
-        for name in ("device_timeout_seconds", "reconnect_min_seconds", "reconnect_max_seconds"):
-            if not 0.01 <= getattr(self, name) <= 86400:
-                out.append((name, f"must be within 0.01..86400, got {getattr(self, name)}"))
         if self.reconnect_max_seconds < self.reconnect_min_seconds:
             out.append(("reconnect_max_seconds", "must be at least reconnect_min_seconds"))
         lag = self.max_lag_seconds
@@ -143,27 +135,33 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class LabelRules:
-    threshold: float | None = field(None, help="on threshold, 0..1 (null: the bundle's)")
+    threshold: float | None = field(
+        None, ge=0, le=1, help="on threshold, 0..1 (null: the bundle's)"
+    )
     off_threshold: float | None = field(
-        None, help="stay on while the score is at least this (null: threshold - hysteresis)"
+        None,
+        ge=0,
+        le=1,
+        help="stay on while the score is at least this (null: threshold - hysteresis)",
     )
     median_windows: int | None = field(None, help="median smoothing, odd number of windows")
-    min_duration_seconds: float | None = field(None, help="shorter events are dropped, s")
-    merge_gap_seconds: float | None = field(None, help="shorter off-spells are merged, s")
-    max_duration_seconds: float | None = field(None, help="longer events are split, s (0: none)")
-    refractory_seconds: float | None = field(None, help="no new event this soon after an end, s")
+    min_duration_seconds: float | None = field(None, ge=0, help="shorter events are dropped, s")
+    merge_gap_seconds: float | None = field(None, ge=0, help="shorter off-spells are merged, s")
+    max_duration_seconds: float | None = field(
+        None, ge=0, help="longer events are split, s (0: none)"
+    )
+    refractory_seconds: float | None = field(
+        None, ge=0, help="no new event this soon after an end, s"
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         # Checked at load, so `soundwatch check` finds them without the bundle; how these
         # combine with the bundle's defaults is checked again in label_setups.
         out = []
-        for name in ("threshold", "off_threshold"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                out.append((name, f"must be within 0..1, got {value}"))
         if (
             self.threshold is not None
             and self.off_threshold is not None
+            and 0 <= self.off_threshold <= 1  # out of 0..1 is the bound's message alone
             and self.off_threshold > self.threshold
         ):
             message = f"must be <= threshold ({self.threshold}), got {self.off_threshold}"
@@ -171,10 +169,6 @@ class LabelRules:
         k = self.median_windows
         if k is not None and (k < 1 or k % 2 == 0):
             out.append(("median_windows", f"must be an odd number >= 1, got {k}"))
-        for name in RULE_SECONDS:
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                out.append((name, f"must be 0 or more, got {value}"))
         return out
 
 
@@ -189,17 +183,13 @@ RULE_FIELDS = ("threshold", "off_threshold", "median_windows", *RULE_SECONDS)
 
 @dataclass(frozen=True)
 class EventsConfig(LabelRules):
-    hysteresis: float = field(0.0, help="off threshold = threshold - hysteresis, unless given")
+    hysteresis: float = field(
+        0.0, ge=0, le=1, help="off threshold = threshold - hysteresis, unless given"
+    )
     labels: dict[str, LabelRules] = field(
         factory=dict,
         help="per-label overrides of the keys above, e.g. {mel-pulse: {threshold: 0.7}}",
     )
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = super().problems()
-        if not 0.0 <= self.hysteresis <= 1.0:
-            out.append(("hysteresis", f"must be within 0..1, got {self.hysteresis}"))
-        return out
 
 
 @dataclass(frozen=True)

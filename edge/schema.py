@@ -9,6 +9,10 @@ own fields all converted, so they compare typed values. All problems are collect
 the first, so `soundwatch check` can print them together. An empty section (`source:` with
 every key commented out) means that section's defaults.
 
+Ranges are declared on the field (`field(1, ge=1, help=...)`) and checked here, so `problems()`
+holds only the rules that compare fields. `override` sets values from outside the file (the
+command line) through the same checks, naming the flag instead of a line.
+
 Supported annotations: bool, int, float, str, Any, `X | None`, `A | B` of scalars,
 `Literal[...]`, `list[X]`, `dict[str, X]` and nested dataclasses. Field help text lives in
 `field(metadata={"help": ...})` and is what the README's config reference is written from.
@@ -33,11 +37,88 @@ _MAX_DEPTH = 50  # no config or manifest nests this deep; only a self-referencin
 Path_ = tuple[str | int, ...]
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None) -> Any:
-    """A dataclass field with its help text (units included) for the config reference."""
+def field(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    factory: Any = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    zero: str | None = None,
+) -> Any:
+    """A dataclass field with its help text (units included) for the config reference.
+
+    `ge`, `gt`, `le` and `lt` bound every number the field holds (a list's items, a dict's values;
+    None is never bounded); the loader checks them and names the key, line and value. `zero`
+    says what 0 means where `ge=0` allows it ("off"), for the message: "must be 0 (off) or
+    positive".
+    """
+    metadata = {"help": help, "bounds": Bounds(ge, gt, le, lt, zero)}
     if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """A field's allowed range: at least `ge`, more than `gt`, at most `le`, less than `lt`
+    (None: open on that side)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    zero: str | None = None
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` is out of range, or None when it is in."""
+        ge, gt, le, lt = self.ge, self.gt, self.le, self.lt
+        if (
+            (ge is None or value >= ge)
+            and (gt is None or value > gt)
+            and (le is None or value <= le)
+            and (lt is None or value < lt)
+        ):
+            return None
+        return f"{self.text()}, got {value}"
+
+    def text(self) -> str:
+        """The range as a rule: "must be within 0..1", "must be at least 1"."""
+        ge, gt, le, lt = self.ge, self.gt, self.le, self.lt
+        if gt is not None and lt is not None:
+            return f"must be between {gt} and {lt}"
+        if ge is not None and le is not None:
+            return f"must be within {ge}..{le}"
+        if gt is not None and le is not None:
+            return f"must be more than {gt} and at most {le}"
+        if gt == 0:
+            return "must be positive"
+        if gt is not None:
+            return f"must be more than {gt}"
+        if ge == 0:
+            return f"must be 0 ({self.zero}) or positive" if self.zero else "must be 0 or more"
+        if ge is not None:
+            return f"must be at least {ge}"
+        if lt is not None:
+            return f"must be less than {lt}"
+        return f"must be at most {le}"
+
+    def __bool__(self) -> bool:
+        return any(b is not None for b in (self.ge, self.gt, self.le, self.lt))
+
+
+def _numbers(value: Any, path: Path_) -> Iterator[tuple[Path_, float]]:
+    """Every number in a converted value, with its key path (bools are not numbers here)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, value
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _numbers(item, (*path, i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, (*path, key))
 
 
 class Where:
@@ -166,6 +247,38 @@ def build(cls: type[T], data: Any, lines: Where | None = None) -> T:
     return typing.cast(T, value)
 
 
+def override(obj: T, changes: dict[Path_, tuple[Any, str]], lines: Where | None = None) -> T:
+    """`obj` with values set at key paths, checked exactly as if the file had said them.
+
+    `changes` maps a key path to (value, name), the name being where the value came from
+    (a command-line flag: `--threads`); a problem with a changed value names it
+    (`--threads: must be at least 1, got -2`), any other problem points at `lines`.
+    """
+    data = dataclasses.asdict(typing.cast(Any, obj))
+    for path, (value, _) in changes.items():
+        section: Any = data
+        for part in path[:-1]:
+            section = section[part]
+        section[path[-1]] = value
+    names = {path: name for path, (_, name) in changes.items()}
+    return build(type(obj), data, _Named(lines or Where("<config>", None), names))
+
+
+class _Named(Where):
+    """A Where for values set outside the file: their problems name the flag, not a line."""
+
+    def __init__(self, base: Where, names: dict[Path_, str]) -> None:
+        super().__init__(base.source, None)
+        self.base = base
+        self.names = names
+
+    def where(self, path: Path_) -> str:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.names:
+                return self.names[path[:n]]
+        return self.base.where(path)
+
+
 def _line_of(problem: str) -> int:
     """Problems are listed in file order: `source:line: ...`."""
     parts = problem.split(":", 2)
@@ -273,7 +386,15 @@ def _convert_dataclass(
     missing = False
     for name, f in fields.items():
         if name in value:
-            kwargs[name] = _convert(hints[name], value[name], (*path, name), lines, problems)
+            sub = (*path, name)
+            typed = len(problems)
+            kwargs[name] = _convert(hints[name], value[name], sub, lines, problems)
+            bounds = f.metadata.get("bounds")
+            if bounds and len(problems) == typed:  # ranges compare typed numbers only
+                for at, number in _numbers(kwargs[name], sub):
+                    problem = bounds.problem(number)
+                    if problem:
+                        problems.append(_Checked(f"{lines.where(at)}: {problem}"))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             problems.append(f"{lines.where(path)}: missing required key '{name}'")
             missing = True

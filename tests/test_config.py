@@ -634,3 +634,52 @@ def _default_of(section: str, name: str) -> Any:
     config = Config()
     holder = getattr(config, section) if section else config
     return getattr(holder, name)
+
+
+# -- ranges declared on the fields ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mqtt:\n  port: 70000\n", "c.yaml:2: mqtt.port: must be within 1..65535, got 70000"),
+        (
+            "source:\n  block_seconds: 0.0001\n",
+            "c.yaml:2: source.block_seconds: must be within 0.001..10, got 0.0001",
+        ),
+        ("source:\n  channels: 0\n", "c.yaml:2: source.channels: must be at least 1, got 0"),
+        (
+            "events:\n  labels:\n    a: {threshold: -0.5}\n",
+            "c.yaml:3: events.labels.a.threshold: must be within 0..1, got -0.5",
+        ),
+    ],
+)
+def test_field_bounds_name_key_line_and_value(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        schema.from_text(Config, text, "c.yaml")
+    assert str(error.value) == message
+
+
+def test_bounds_reach_list_items_and_skip_null() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Gains:
+        db: list[float] = schema.field(factory=list, ge=0, zero="off", help="gains, dB")
+        limit: int | None = schema.field(None, gt=0, help="most, count")
+
+    assert schema.from_text(Gains, "db: [0, 3]\nlimit: null\n", "g.yaml")[0].db == [0.0, 3.0]
+    with pytest.raises(ConfigError) as error:
+        schema.from_text(Gains, "db:\n  - 1\n  - -2\nlimit: 0\n", "g.yaml")
+    assert str(error.value).splitlines() == [
+        "g.yaml:3: db[1]: must be 0 (off) or positive, got -2.0",
+        "g.yaml:4: limit: must be positive, got 0",
+    ]
+
+
+def test_every_default_is_inside_its_bounds() -> None:
+    from trainer.config import TrainConfig
+
+    # Building the defaults back from their own plain data runs every bound on them.
+    for cls in (Config, TrainConfig):
+        assert schema.override(cls(), {}) == cls()

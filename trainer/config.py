@@ -88,77 +88,60 @@ class WindowsConfig:
 class AugmentConfig:
     """Random changes to each training window (never to validation windows)."""
 
-    gain_db: float = field(6.0, help="random gain within +-this, dB (0: off)")
-    noise_probability: float = field(0.5, help="share of windows that get white noise added")
+    gain_db: float = field(6.0, ge=0, zero="off", help="random gain within +-this, dB (0: off)")
+    noise_probability: float = field(
+        0.5, ge=0, le=1, help="share of windows that get white noise added"
+    )
     noise_snr_db: list[float] = field(
         factory=lambda: [10.0, 40.0],
         help="signal-to-noise ratio of the added noise, dB: [low, high], drawn uniformly",
     )
     shift_seconds: float = field(
-        0.0, help="extra random shift of every window centre within +-this, s (0: off)"
+        0.0,
+        ge=0,
+        zero="off",
+        help="extra random shift of every window centre within +-this, s (0: off)",
     )
     background: str | None = field(
         None, help="folder of recordings to mix in (null: none); relative to the config file"
     )
-    background_probability: float = field(0.5, help="share of windows that get background mixed")
+    background_probability: float = field(
+        0.5, ge=0, le=1, help="share of windows that get background mixed"
+    )
     background_snr_db: list[float] = field(
         factory=lambda: [0.0, 20.0],
         help="window-to-background level ratio, dB: [low, high], drawn uniformly",
     )
-    time_masks: int = field(0, help="SpecAugment: time masks per window (0: off)")
-    time_mask_frames: int = field(8, help="SpecAugment: widest time mask, frames")
-    freq_masks: int = field(0, help="SpecAugment: frequency masks per window (0: off)")
-    freq_mask_bands: int = field(4, help="SpecAugment: widest frequency mask, mel bands")
+    time_masks: int = field(0, ge=0, help="SpecAugment: time masks per window (0: off)")
+    time_mask_frames: int = field(8, ge=0, help="SpecAugment: widest time mask, frames")
+    freq_masks: int = field(0, ge=0, help="SpecAugment: frequency masks per window (0: off)")
+    freq_mask_bands: int = field(4, ge=0, help="SpecAugment: widest frequency mask, mel bands")
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
-        if self.gain_db < 0:
-            out.append(("gain_db", f"must be 0 (off) or positive, got {self.gain_db}"))
-        if self.shift_seconds < 0:
-            out.append(("shift_seconds", f"must be 0 (off) or positive, got {self.shift_seconds}"))
-        for name in ("noise_probability", "background_probability"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                out.append((name, f"must be within 0..1, got {value}"))
         for name in ("noise_snr_db", "background_snr_db"):
             pair = getattr(self, name)
             if len(pair) != 2 or pair[0] > pair[1]:
                 out.append((name, f"must be [low, high] with low <= high, got {pair}"))
-        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
-            if getattr(self, name) < 0:
-                out.append((name, f"must be 0 or more, got {getattr(self, name)}"))
         return out
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = field(40, help="most epochs per model (early stopping may end sooner)")
+    epochs: int = field(40, ge=1, help="most epochs per model (early stopping may end sooner)")
     patience: int = field(
-        10, help="stop after this many epochs without a better validation macro F1 (0: never)"
+        10, ge=0, help="stop after this many epochs without a better validation macro F1 (0: never)"
     )
-    batch_size: int = field(64, help="windows per optimisation step")
-    learning_rate: float = field(3e-3, help="AdamW learning rate (cosine decay to 0 over epochs)")
-    weight_decay: float = field(1e-2, help="AdamW weight decay")
+    batch_size: int = field(64, ge=1, help="windows per optimisation step")
+    learning_rate: float = field(
+        3e-3, gt=0, help="AdamW learning rate (cosine decay to 0 over epochs)"
+    )
+    weight_decay: float = field(1e-2, ge=0, help="AdamW weight decay")
     seed: int = field(0, help="seeds every random draw: same seed, same weights (on the CPU)")
     device: Literal["auto", "cpu", "cuda"] = field(
         "auto", help="auto: CUDA with mixed precision when a GPU is visible, else the CPU"
     )
-    threads: int | None = field(None, help="CPU threads for torch (null: torch's default)")
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = []
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                out.append((name, f"must be at least 1, got {getattr(self, name)}"))
-        if self.patience < 0:
-            out.append(("patience", f"must be 0 or more, got {self.patience}"))
-        if not self.learning_rate > 0:
-            out.append(("learning_rate", f"must be positive, got {self.learning_rate}"))
-        if self.weight_decay < 0:
-            out.append(("weight_decay", f"must be 0 or more, got {self.weight_decay}"))
-        if self.threads is not None and self.threads < 1:
-            out.append(("threads", f"must be at least 1, got {self.threads}"))
-        return out
+    threads: int | None = field(None, ge=1, help="CPU threads for torch (null: torch's default)")
 
 
 @dataclass(frozen=True)
@@ -168,26 +151,20 @@ class ValidationConfig:
         help="share: hold out a share of each label's annotations; recordings: hold out whole"
         " recordings (tests generalisation to new recordings)",
     )
-    share: float = field(0.2, help="share held out for validation, 0..1 (unused with folds > 1)")
+    share: float = field(
+        0.2, gt=0, lt=1, help="share held out for validation, 0..1 (unused with folds > 1)"
+    )
     folds: int = field(
         1,
+        ge=1,
         help="k > 1: k-fold cross-validation, k models; the run keeps the best fold's model and"
         " reports the mean and spread over folds",
     )
     precision_recall_ratio: float = field(
         1.0,
+        gt=0,
         help="per-label thresholds: where precision / recall on validation is closest to this",
     )
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = []
-        if not 0.0 < self.share < 1.0:
-            out.append(("share", f"must be between 0 and 1, got {self.share}"))
-        if self.folds < 1:
-            out.append(("folds", f"must be at least 1, got {self.folds}"))
-        if not self.precision_recall_ratio > 0:
-            out.append(("precision_recall_ratio", "must be positive"))
-        return out
 
 
 @dataclass(frozen=True)
@@ -238,11 +215,12 @@ class TrainConfig:
     )
     negative_prefix: str = field("not_", help="overlapped mode: '<prefix><label>' means 'not'")
     sample_rate_hz: int | None = field(
-        None, help="model sample rate, Hz (null: the recordings'); others are resampled"
+        None, gt=0, help="model sample rate, Hz (null: the recordings'); others are resampled"
     )
-    window_seconds: float = field(0.2048, help="audio span of one model input, s")
+    window_seconds: float = field(0.2048, gt=0, help="audio span of one model input, s")
     hop_seconds: float | None = field(
         None,
+        gt=0,
         help="default stride between windows on the edge, s; a multiple of the frame hop"
         " (null: about a quarter window)",
     )
@@ -264,12 +242,6 @@ class TrainConfig:
             if self.negative_prefix and label.startswith(self.negative_prefix):
                 message = f"{label!r} is a negative label (prefix {self.negative_prefix!r})"
                 out.append(("labels", message))
-        if not self.window_seconds > 0:
-            out.append(("window_seconds", f"must be positive, got {self.window_seconds}"))
-        if self.hop_seconds is not None and not self.hop_seconds > 0:
-            out.append(("hop_seconds", f"must be positive, got {self.hop_seconds}"))
-        if self.sample_rate_hz is not None and self.sample_rate_hz < 1:
-            out.append(("sample_rate_hz", f"must be positive, got {self.sample_rate_hz}"))
         if self.mode == "overlapped" and not self.negative_prefix:
             out.append(("negative_prefix", "overlapped mode needs a prefix for negatives"))
         return out

@@ -96,12 +96,12 @@ class Manifest:
     version: str = field(help="bundle version")
     labels: list[str] = field(help="labels in model output order")
     task: Literal["multilabel", "multiclass"] = field(help="sigmoid per label, or softmax")
-    sample_rate: int = field(help="sample rate the model expects, Hz")
-    window_seconds: float = field(help="audio span of one model input, s")
-    hop_seconds: float = field(help="default stride between windows, s")
+    sample_rate: int = field(gt=0, help="sample rate the model expects, Hz")
+    window_seconds: float = field(gt=0, help="audio span of one model input, s")
+    hop_seconds: float = field(gt=0, help="default stride between windows, s")
     frontend: FrontendManifest = field(help="feature extraction")
     output: OutputManifest = field(help="model output handling")
-    thresholds: dict[str, float] = field(help="per-label detection threshold")
+    thresholds: dict[str, float] = field(ge=0, le=1, help="per-label detection threshold")
     files: dict[str, FileEntry] = field(help="model files by kind")
     threshold_rule: dict[str, Any] = field(factory=dict, help="how thresholds were chosen")
     events: EventDefaults = field(factory=EventDefaults, help="event detector defaults")
@@ -117,18 +117,10 @@ class Manifest:
         for label in self.labels:
             if label not in self.thresholds:
                 out.append(("thresholds", f"no threshold for label '{label}'"))
-        for label, value in self.thresholds.items():
+        for label in self.thresholds:
             # Tuple keys: a label may hold dots.
             if label not in self.labels:
                 out.append((("thresholds", label), "not one of the labels"))
-            elif not 0.0 <= value <= 1.0:
-                out.append((("thresholds", label), f"must be within 0..1, got {value}"))
-        if self.sample_rate <= 0:
-            out.append(("sample_rate", f"must be positive, got {self.sample_rate}"))
-        if not self.window_seconds > 0:
-            out.append(("window_seconds", f"must be positive, got {self.window_seconds}"))
-        if not self.hop_seconds > 0:
-            out.append(("hop_seconds", f"must be positive, got {self.hop_seconds}"))
         if not self.files:
             out.append(("files", "must list at least one model file"))
         for key in self.files:

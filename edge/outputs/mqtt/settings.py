@@ -17,11 +17,15 @@ class MqttConfig:
     The password is never here."""
 
     host: str | None = field(None, help="broker host name or address (null: no MQTT)")
-    port: int | None = field(None, help="broker port (null: 1883, or 8883 with tls)")
+    port: int | None = field(
+        None, ge=1, le=65535, help="broker port (null: 1883, or 8883 with tls)"
+    )
     protocol: str = field("3.1.1", help="MQTT version: 3.1.1 or 5")
     client_id: str | None = field(None, help="client id (null: soundwatch-{device id})")
     topic_prefix: str = field("soundwatch", help="topics are {topic_prefix}/{device id}/...")
-    keepalive_seconds: int = field(30, help="ping interval, s; silence for 1.5x: last will")
+    keepalive_seconds: int = field(
+        30, ge=1, le=65535, help="ping interval, s; silence for 1.5x: last will"
+    )
     username: str | None = field(None, help="user name (null: anonymous)")
     password_env: str | None = field(None, help="environment variable that holds the password")
     password_file: str | None = field(
@@ -38,11 +42,18 @@ class MqttConfig:
         None, help="SQLite file of unsent events (null: mqtt-outbox.sqlite3 in output.dir)"
     )
     outbox_max_messages: int = field(
-        100000, help="most unsent event messages kept; beyond, the oldest are dropped and counted"
+        100000,
+        ge=1,
+        le=10**9,
+        help="most unsent event messages kept; beyond, the oldest are dropped and counted",
     )
-    flush_seconds: float = field(3.0, help="at shutdown, wait this long for unsent events, s")
-    reconnect_min_seconds: int = field(1, help="first reconnect delay, s; doubles per failure")
-    reconnect_max_seconds: int = field(60, help="longest reconnect delay, s")
+    flush_seconds: float = field(
+        3.0, ge=0, le=3600, help="at shutdown, wait this long for unsent events, s"
+    )
+    reconnect_min_seconds: int = field(
+        1, ge=1, le=3600, help="first reconnect delay, s; doubles per failure"
+    )
+    reconnect_max_seconds: int = field(60, ge=1, le=86400, help="longest reconnect delay, s")
     homeassistant: bool = field(False, help="announce sensors by Home Assistant MQTT discovery")
     homeassistant_prefix: str = field("homeassistant", help="Home Assistant's discovery prefix")
 
@@ -54,10 +65,6 @@ class MqttConfig:
         out = []
         if self.protocol not in ("3.1.1", "5"):
             out.append(("protocol", f"must be 3.1.1 or 5, got {self.protocol!r}"))
-        for name, low, high in MQTT_RANGES:
-            value = getattr(self, name)
-            if value is not None and not low <= value <= high:
-                out.append((name, f"must be within {low}..{high}, got {value}"))
         if self.reconnect_max_seconds < self.reconnect_min_seconds:
             out.append(("reconnect_max_seconds", "must be at least reconnect_min_seconds"))
         if self.password_env and self.password_file:
@@ -74,13 +81,3 @@ class MqttConfig:
             if not value or value[0] == "/" or value[-1] == "/" or {"+", "#"} & set(value):
                 out.append((name, f"must be a topic without + or # or outer slashes: {value!r}"))
         return out
-
-
-MQTT_RANGES = (
-    ("port", 1, 65535),
-    ("keepalive_seconds", 1, 65535),
-    ("outbox_max_messages", 1, 10**9),
-    ("flush_seconds", 0, 3600),
-    ("reconnect_min_seconds", 1, 3600),
-    ("reconnect_max_seconds", 1, 86400),
-)
