@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +25,13 @@ REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 def model_folder(loaded: Loaded) -> Path:
     """The bundle folder for `model.path`: a folder, or the name of a bundled model."""
-    value = loaded.config.model.path
-    direct = loaded.resolve(value)
+    return bundle_folder(loaded.config.model.path, loaded.resolve)
+
+
+def bundle_folder(value: str, resolve: Callable[[str], Path] = Path) -> Path:
+    """The folder `value` names (through `resolve`: relative to the config file, or here), or
+    the bundled model of that name when no such folder exists and `value` has no slash."""
+    direct = resolve(value)
     if direct.is_dir() or "/" in value or os.sep in value:
         return direct
     for root in bundled_model_roots():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,11 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from edge import __version__
+from edge import __version__, schema
 from edge.audio.levels import LevelSettings
 from edge.clock import parse_start
 from edge.config import DEFAULT_CONFIG, Loaded, load_config
 from edge.errors import SoundwatchError
+from edge.schema import Path_
 
 logger = logging.getLogger("soundwatch")
 
@@ -28,24 +30,43 @@ def _labels(text: str) -> list[str]:
     return [label.strip() for label in text.split(",") if label.strip()]
 
 
-def _config(args: argparse.Namespace) -> Loaded:
-    """The config named by -c, else /etc/soundwatch/config.yaml if present, else defaults."""
+def _config(
+    args: argparse.Namespace, extra: dict[Path_, tuple[object, str]] | None = None
+) -> Loaded:
+    """The config named by -c, else /etc/soundwatch/config.yaml if present, else defaults,
+    with the command line's overrides checked like the file's own values.
+
+    `extra` adds a command's own overrides: key path -> (value, flag).
+    """
     path = args.config
     if path is None and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
     loaded = load_config(path)
-    c = loaded.config
-    if getattr(args, "model", None):
-        c = replace(c, model=replace(c.model, path=str(Path(args.model).resolve())))
-    if getattr(args, "labels", None):
-        c = replace(c, labels=args.labels)
-    if getattr(args, "model_file", None):
-        c = replace(c, model=replace(c.model, file=args.model_file))
-    if getattr(args, "threads", None):
-        c = replace(c, model=replace(c.model, threads=args.threads))
-    if getattr(args, "hop", None):
-        c = replace(c, model=replace(c.model, hop_seconds=args.hop))
-    return replace(loaded, config=c)
+    changes: dict[Path_, tuple[object, str]] = {}
+    flags: list[tuple[str, str, Path_]] = [
+        ("model", "--model", ("model", "path")),
+        ("labels", "--labels", ("labels",)),
+        ("model_file", "--model-file", ("model", "file")),
+        ("threads", "--threads", ("model", "threads")),
+        ("hop", "--hop", ("model", "hop_seconds")),
+    ]
+    for attr, flag, at in flags:
+        # `is not None`, not truth: `--threads 0` is a value to refuse, not to ignore.
+        value = getattr(args, attr, None)
+        if value is not None:
+            changes[at] = (_model_path(value) if attr == "model" else value, flag)
+    changes.update(extra or {})
+    if not changes:
+        return loaded
+    return replace(loaded, config=schema.override(loaded.config, changes, loaded.where))
+
+
+def _model_path(value: str) -> str:
+    """A folder given on the command line is taken from the current folder; a bare name that
+    is no folder here stays a name, for model.path to find among the bundled models."""
+    if Path(value).is_dir() or "/" in value or os.sep in value:
+        return str(Path(value).expanduser().resolve())
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -53,22 +74,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def configured() -> Loaded:
         """The config file with this command line's overrides: at start and on SIGHUP."""
-        loaded = _config(args)
-        c = loaded.config
-        source = c.source
+        extra: dict[Path_, tuple[object, str]] = {}
         if args.files:
             paths = [str(Path(p).resolve()) for p in args.files]
-            source = replace(source, kind="files", paths=paths)
+            extra[("source", "kind")] = ("files", "--files")
+            extra[("source", "paths")] = (paths, "--files")
         if args.demo:
-            source = replace(source, kind="demo")
+            extra[("source", "kind")] = ("demo", "--demo")
         if args.speed is not None:
-            source = replace(source, speed=args.speed)
-        output = c.output
+            extra[("source", "speed")] = (args.speed, "--speed")
         if args.out:
-            output = replace(output, dir=str(Path(args.out).resolve()))
+            extra[("output", "dir")] = (str(Path(args.out).resolve()), "--out")
         if args.print:
-            output = replace(output, print=args.print)
-        return replace(loaded, config=replace(c, source=source, output=output))
+            extra[("output", "print")] = (args.print, "--print")
+        return _config(args, extra)
 
     loaded = configured()
     _logging(loaded.config.log_level if not args.verbose else "debug")
@@ -82,13 +101,21 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from edge.scan import SCAN_BATCH_WINDOWS, scan
 
     _logging("debug" if args.verbose else "info")
-    loaded = _config(args)
-    _, analyzer = build_analyzer(loaded, None, batch_windows=args.batch or SCAN_BATCH_WINDOWS)
+    extra: dict[Path_, tuple[object, str]] = {}
+    if args.batch is not None:
+        extra[("model", "batch_windows")] = (args.batch, "--batch")
+    if args.start is not None:
+        extra[("source", "start")] = (args.start, "--start")
+    loaded = _config(args, extra)
+    model = loaded.config.model
+    batch = model.batch_windows if args.batch is not None else SCAN_BATCH_WINDOWS
+    _, analyzer = build_analyzer(loaded, None, batch_windows=batch)
     stop = threading.Event()
     # Ctrl-C finishes the current block and discards the file in progress; finished files stay.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    start = parse_start(args.start) if args.start else None
+    # Checked with the config (source.start), so a bad time is one line naming --start.
+    start = parse_start(args.start) if args.start is not None else None
     report = scan(
         analyzer,
         [Path(p) for p in args.paths],
@@ -158,11 +185,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import bench
+    from edge.builders import bundle_folder
 
     _logging("warning")
     print(
         bench(
-            Path(args.model),
+            bundle_folder(_model_path(args.model)),
             seconds=args.seconds,
             files=[Path(p) for p in args.files],
             threads=args.threads,
@@ -195,7 +223,10 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument(
             "-c", "--config", type=Path, help=f"config file (default: {DEFAULT_CONFIG} if present)"
         )
-        q.add_argument("--model", help="model bundle folder (overrides model.path)")
+        q.add_argument(
+            "--model",
+            help="model bundle folder, or the name of a bundled model (overrides model.path)",
+        )
         q.add_argument("--labels", type=_labels, help="keep only these labels, comma-separated")
         q.add_argument(
             "--model-file",
@@ -243,7 +274,9 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     bench = sub.add_parser("bench", help="measure speed of scan against bare inference")
-    bench.add_argument("--model", required=True, help="model bundle folder")
+    bench.add_argument(
+        "--model", required=True, help="model bundle folder, or the name of a bundled model"
+    )
     bench.add_argument("--seconds", type=float, default=600.0, help="synthetic audio to score, s")
     bench.add_argument("--files", nargs="*", default=[], help="score these recordings instead")
     bench.add_argument(

@@ -403,3 +403,63 @@ def test_run_with_a_refused_sample_rate_says_so(
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "1000000" in result.stderr
+
+
+# -- command-line overrides: checked like the config file's own values ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--threads", "-2"], "--threads: must be at least 1, got -2"),
+        (["--threads", "0"], "--threads: must be at least 1, got 0"),  # was silently ignored
+        (["--hop", "0"], "--hop: must be positive, got 0.0"),  # was silently ignored
+        (["--hop", "-0.5"], "--hop: must be positive, got -0.5"),
+        (["--labels", ","], "--labels: must name at least one label (or null: all)"),
+    ],
+)
+def test_check_refuses_a_bad_override_naming_its_flag(
+    tone_bundle: Path, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.cli import main
+
+    assert main(["check", "--model", str(tone_bundle), *flags]) == 2
+    assert capsys.readouterr().err == f"soundwatch: error: {message}\n"
+
+
+def test_check_override_beats_the_file_and_names_the_flag(
+    tone_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.cli import main
+
+    config = write_config(tmp_path / "c.yaml", f"model:\n  path: {tone_bundle}\n  threads: 2\n")
+    assert main(["check", "-c", str(config), "--threads", "0"]) == 2
+    assert capsys.readouterr().err == "soundwatch: error: --threads: must be at least 1, got 0\n"
+
+
+@pytest.mark.parametrize("name", ["tone", "flysong"])
+def test_model_flag_takes_a_bundled_name_like_the_config(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no models/ folder here: the name must be found as a bundled one
+    assert main(["check", "--model", name]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"model {name} " in out.splitlines()[1]
+
+
+def test_scan_refuses_bad_start_and_batch_in_one_line(tone_bundle: Path, tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "a.wav", tone(1000, 1.0, 16000), 16000)
+    for flags, message in [
+        (
+            ["--start", "yesterday"],
+            "--start: not an ISO 8601 time: 'yesterday' (e.g. 2026-11-22T10:23:14Z)",
+        ),
+        (["--batch", "0"], "--batch: must be at least 1, got 0"),  # 0 was silently ignored
+    ]:
+        args = ["scan", str(wav), "--model", str(tone_bundle), "--out", str(tmp_path / "o")]
+        result = soundwatch(*args, *flags)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == f"soundwatch: error: {message}\n"
+        assert not (tmp_path / "o").exists()
