@@ -14,13 +14,14 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from edge import __version__, schema
 from edge.audio.levels import LevelSettings
 from edge.clock import parse_start
 from edge.config import DEFAULT_CONFIG, Loaded, load_config
 from edge.errors import SoundwatchError
+from edge.model.bundle import ModelFile
 from edge.schema import Path_
 
 logger = logging.getLogger("soundwatch")
@@ -230,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--labels", type=_labels, help="keep only these labels, comma-separated")
         q.add_argument(
             "--model-file",
-            choices=["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"],
+            choices=get_args(ModelFile),
             help="which model file of the bundle to run (default: auto)",
         )
         q.add_argument("--threads", type=int, help="inference threads (default: 1)")

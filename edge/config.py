@@ -19,7 +19,7 @@ from typing import Literal
 from edge import schema
 from edge.audio.levels import LevelSettings
 from edge.errors import ConfigError
-from edge.model.bundle import PREFERENCE
+from edge.model.bundle import PREFERENCE, ModelFile
 from edge.outputs.clips import ClipSettings
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.schema import field
@@ -33,7 +33,7 @@ class ModelConfig:
     path: str = field(
         DEFAULT_MODEL, help="bundle folder, or the name of a bundled model (e.g. tone)"
     )
-    file: Literal["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"] = field(
+    file: ModelFile = field(
         "auto", help=f"which model file to run; auto tries {', '.join(PREFERENCE)}"
     )
     threads: int = field(1, ge=1, help="inference threads")

@@ -18,15 +18,18 @@ from typing import Any, Literal
 from edge import schema
 from edge.errors import BundleError, ConfigError, RuntimeUnavailable
 from edge.model.frontend import LogMelSpec, n_frames
+from edge.model.runtime.base import FILE_KEYS, FileKey
 from edge.schema import field
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "soundwatch-bundle/1"
-FileKey = Literal["onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"]
-# `auto` tries these in order: int8 first (that is what the device is for), ONNX Runtime first
-# (always installed), LiteRT when only a TFLite file is shipped.
-PREFERENCE: tuple[FileKey, ...] = ("onnx-int8", "tflite-int8", "onnx-fp32", "tflite-fp32")
+# `auto` tries the file keys in this order: int8 first (that is what the device is for), ONNX
+# Runtime first (always installed), LiteRT when only a TFLite file is shipped.
+PREFERENCE: tuple[FileKey, ...] = tuple(
+    sorted(FILE_KEYS, key=lambda k: (k.endswith("-fp32"), k.startswith("tflite-")))
+)
+ModelFile = Literal["auto", FileKey]  # what a config or the command line may ask for
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class Manifest:
         if not self.files:
             out.append(("files", "must list at least one model file"))
         for key in self.files:
-            if key not in PREFERENCE:
+            if key not in FILE_KEYS:
                 out.append((("files", key), f"unknown kind (known: {', '.join(PREFERENCE)})"))
         if self.events.median_windows < 1 or self.events.median_windows % 2 == 0:
             out.append(("events.median_windows", "must be an odd number >= 1"))

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Literal, TypeVar, get_args
 
 import numpy as np
 
@@ -22,9 +22,12 @@ from edge.errors import BundleError
 
 logger = logging.getLogger(__name__)
 
-# Bundle file keys are "<format>-<precision>"; the format picks the backend.
+# Bundle file keys are "<format>-<precision>"; the format picks the backend. Defined here once:
+# the manifest's files, the config's model.file, the CLI's --model-file and auto's preference
+# order (edge/model/bundle.py) are all made from FileKey.
 FILE_FORMATS: dict[str, str] = {"onnx": "onnx", "tflite": "litert"}
-FILE_KEYS = ("onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32")
+FileKey = Literal["onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"]
+FILE_KEYS: tuple[FileKey, ...] = get_args(FileKey)
 
 # Batched calls must agree with one-window calls this closely (relative, absolute) before a
 # model is trusted to batch; wrong batching differs by far more than float summation order.
