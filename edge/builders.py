@@ -6,6 +6,7 @@ to each of them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -66,15 +67,8 @@ def label_setups(loaded: Loaded, bundle: Bundle) -> list[LabelSetup]:
     if problems:
         raise ConfigError("\n".join(problems))
 
-    d = bundle.manifest.events
-    base = EventRules(
-        threshold=0.5,
-        median_windows=d.median_windows,
-        min_duration_seconds=d.min_duration_seconds,
-        merge_gap_seconds=d.merge_gap_seconds,
-        max_duration_seconds=d.max_duration_seconds,
-        refractory_seconds=d.refractory_seconds,
-    )
+    # The manifest's defaults are EventRules' fields less the thresholds (set per label below).
+    base = EventRules(threshold=0.5, **dataclasses.asdict(bundle.manifest.events))
     setups = []
     for label in keep:
         rules = replace(base, threshold=bundle.manifest.thresholds[label])

@@ -11,6 +11,7 @@ value. Secrets (the MQTT password, later) never live here: they come from the en
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Literal
 
 from edge import schema
 from edge.audio.levels import LevelSettings
+from edge.detection.events import EventRules
 from edge.errors import ConfigError
 from edge.model.bundle import PREFERENCE, ModelFile
 from edge.outputs.clips import ClipSettings
@@ -172,13 +174,9 @@ class LabelRules:
         return out
 
 
-RULE_SECONDS = (
-    "min_duration_seconds",
-    "merge_gap_seconds",
-    "max_duration_seconds",
-    "refractory_seconds",
-)
-RULE_FIELDS = ("threshold", "off_threshold", "median_windows", *RULE_SECONDS)
+# The detector's rule names, in its order; LabelRules repeats them as optional overrides (a
+# test keeps the two in step), and label_setups copies exactly these.
+RULE_FIELDS = tuple(f.name for f in dataclasses.fields(EventRules))
 
 
 @dataclass(frozen=True)

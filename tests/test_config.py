@@ -683,3 +683,19 @@ def test_every_default_is_inside_its_bounds() -> None:
     # Building the defaults back from their own plain data runs every bound on them.
     for cls in (Config, TrainConfig):
         assert schema.override(cls(), {}) == cls()
+
+
+def test_event_rule_fields_are_one_list() -> None:
+    """The detector's rules, the config's overrides, the bundle's and the trainer's defaults
+    name the same fields: a rule added to one and not the others fails here."""
+    from dataclasses import fields
+
+    from edge.config import RULE_FIELDS, LabelRules
+    from edge.model.bundle import EventDefaults
+    from trainer.config import EventsConfig as TrainEvents
+
+    names = [f.name for f in fields(EventRules)]
+    assert list(RULE_FIELDS) == names == [f.name for f in fields(LabelRules)]
+    defaults = [n for n in names if n not in ("threshold", "off_threshold")]  # chosen per label
+    assert [f.name for f in fields(EventDefaults)] == defaults
+    assert [f.name for f in fields(TrainEvents)] == defaults

@@ -190,14 +190,9 @@ class EventsConfig:
     def problems(self) -> list[tuple[str, str]]:
         # The edge's own check, so the trainer refuses what a device would refuse; the
         # threshold is not a default here (it is chosen per label), any valid one will do.
-        rules = EventRules(
-            threshold=0.5,
-            median_windows=self.median_windows,
-            min_duration_seconds=self.min_duration_seconds,
-            merge_gap_seconds=self.merge_gap_seconds or 0.0,
-            max_duration_seconds=self.max_duration_seconds,
-            refractory_seconds=self.refractory_seconds,
-        )
+        defaults = dataclasses.asdict(self)
+        defaults["merge_gap_seconds"] = self.merge_gap_seconds or 0.0  # null: resolved later
+        rules = EventRules(threshold=0.5, **defaults)
         split = (problem.partition(":") for problem in rules.validate())  # "key: message"
         return [(key, message.strip()) for key, _, message in split]
 
