@@ -36,7 +36,10 @@ def _config(args: argparse.Namespace) -> Loaded:
     loaded = load_config(path)
     c = loaded.config
     if getattr(args, "model", None):
-        c = replace(c, model=replace(c.model, path=str(Path(args.model).resolve())))
+        # A bare name that is no folder here (flysong) is a bundled model: model_folder finds it.
+        bare = "/" not in args.model and not Path(args.model).exists()
+        path = args.model if bare else str(Path(args.model).resolve())
+        c = replace(c, model=replace(c.model, path=path))
     if getattr(args, "labels", None):
         c = replace(c, labels=args.labels)
     if getattr(args, "model_file", None):
