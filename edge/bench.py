@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +44,7 @@ from edge.errors import AudioError, ConfigError, SoundwatchError
 from edge.model.bundle import Bundle, load_bundle
 from edge.model.runtime import available_backends
 from edge.model.runtime.base import FILE_FORMATS, FILE_KEYS, Backend
+from edge.ops.progress import bar, on_terminal
 from edge.scan import SCAN_BATCH_WINDOWS, SCAN_BLOCK_SECONDS, ScanReport, scan
 
 REPEATS = 3
@@ -54,6 +56,7 @@ LATENCY_MAX_CALLS = 2000  # ... or after this many
 RECORD_BYTES = 128 << 20  # windows kept for bare inference; beyond, the first ones are timed
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 STAGES = ("read", "resample", "frontend", "inference", "rest")
+PROGRESS = "progress "  # a child's stdout line: one step of its measurement done
 TARGET_RATIO = 0.8  # the issue's target: scan at least 80% of bare inference speed
 # (header, result field, format) of the main table.
 COLUMNS = (
@@ -95,12 +98,13 @@ def bench(
             raise ConfigError(f"bench: --{name} must be positive, got {value}")
     if repeats < 1:
         raise ConfigError(f"bench: --repeats must be at least 1, got {repeats}")
-    bundle = load_bundle(model)
+    bundle = load_bundle(_bundled(model))
     if rate_hz is None:
         own = bundle.sample_rate_hz == SYNTHETIC_RATE_HZ
         rate_hz = SYNTHETIC_FALLBACK_RATE_HZ if own else SYNTHETIC_RATE_HZ
     cpus = _cpus_to_pin(threads)
     runtimes = available_backends()
+    show = on_terminal()  # a bar per phase: writing the audio, then each backend
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="soundwatch-bench-") as tmp:
         if files:
@@ -108,7 +112,9 @@ def bench(
             if not audio:
                 raise AudioError(f"{', '.join(map(str, files))}: no audio files found")
         else:
-            audio = [write_synthetic(Path(tmp) / f"synthetic-{rate_hz}Hz.wav", seconds, rate_hz)]
+            path = Path(tmp) / f"synthetic-{rate_hz}Hz.wav"
+            with bar(seconds, "synthetic audio", "s", show) as progress:
+                audio = [write_synthetic(path, seconds, rate_hz, on_chunk=progress.update)]
         for key in (k for k in FILE_KEYS if k in bundle.manifest.files):
             runtime = FILE_FORMATS[key.partition("-")[0]]
             if not runtimes.get(runtime, False):
@@ -125,7 +131,8 @@ def bench(
                 "repeats": repeats,
                 "cpus": cpus,
             }
-            rows.append(_run_child(spec))
+            with bar(_steps(repeats), key, "step", show) as progress:
+                rows.append(_run_child(spec, progress.update, progress.set_postfix_str))
         source = "recordings" if files else "synthetic tone bursts in noise"
         described = {"source": source, **_describe_audio(audio)}
     if all("error" in row for row in rows):
@@ -155,13 +162,29 @@ def bench(
     return json.dumps(result, indent=2) if as_json else format_table(result)
 
 
+def _bundled(model: Path) -> Path:
+    """`model`, or for a bare name that is no folder here (flysong), the bundled model."""
+    if model.exists() or len(model.parts) != 1:
+        return model
+    from edge.builders import bundled_model_roots
+
+    found = (root / model.name for root in bundled_model_roots())
+    return next((folder for folder in found if folder.is_dir()), model)
+
+
 # -- the parent: audio, children, report ------------------------------------------------------
 
 
-def write_synthetic(path: Path, seconds: float, rate_hz: int, seed: int = 0) -> Path:
+def write_synthetic(
+    path: Path,
+    seconds: float,
+    rate_hz: int,
+    seed: int = 0,
+    on_chunk: Callable[[float], object] | None = None,
+) -> Path:
     """16-bit WAV: white noise (RMS 0.01), and in the last second of every 4 s a tone of
     amplitude 0.3, alternately 1 and 3 kHz (what the demo `tone` model detects, so the event
-    path runs too; other models just score it)."""
+    path runs too; other models just score it). on_chunk: called with each chunk's seconds."""
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
@@ -173,6 +196,8 @@ def write_synthetic(path: Path, seconds: float, rate_hz: int, seed: int = 0) -> 
             on = (t % 4.0) >= 3.0
             x = rng.normal(0.0, 0.01, len(t)) + on * 0.3 * np.sin(2 * np.pi * freq_hz * t)
             out.write(x.astype(np.float32))
+            if on_chunk is not None:
+                on_chunk(len(t) / rate_hz)
     return path
 
 
@@ -196,20 +221,42 @@ def _cpus_to_pin(threads: int) -> list[int] | None:
     return allowed[-threads:] if len(allowed) >= threads else None
 
 
-def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Measure one backend in a fresh interpreter: its result row, or an error row."""
+def _steps(repeats: int) -> int:
+    """The steps `measure` reports: repeats + 1 scans, repeats bare inference runs, repeats
+    stage timings, one latency run."""
+    return 3 * repeats + 2
+
+
+def _run_child(
+    spec: dict[str, Any],
+    on_step: Callable[[int], object] = lambda _: None,
+    on_phase: Callable[[str], object] = lambda _: None,
+) -> dict[str, Any]:
+    """Measure one backend in a fresh interpreter: its result row, or an error row. The child
+    prints `progress PHASE` after each step (on_step(1), on_phase(PHASE)), then the row."""
     env = dict(os.environ)
     # Set before numpy loads: the resampler and frontend get as many cores as inference.
     env.update(dict.fromkeys(THREAD_VARIABLES, str(spec["threads"])))
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", "edge.bench", "--measure", json.dumps(spec)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode == 0 and lines:
+    # stderr to a file, so a chatty child cannot block on a full pipe while stdout is read.
+    with tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        assert child.stdout is not None
+        lines = []
+        for line in child.stdout:
+            if line.startswith(PROGRESS):
+                on_phase(line[len(PROGRESS) :].strip())
+                on_step(1)
+            elif line.strip():
+                lines.append(line)
+        returncode = child.wait()
+        stderr.seek(0)
+        errors = [line for line in stderr.read().splitlines() if line.strip()]
+    if returncode == 0 and lines:
         row: dict[str, Any] = json.loads(lines[-1])
         return row
-    errors = [line for line in done.stderr.splitlines() if line.strip()]
     return {"file_key": spec["file_key"], "error": errors[-1] if errors else "no result"}
 
 
@@ -334,8 +381,9 @@ class _Recording(Backend):
         return scores
 
 
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """One backend's result row (see the module docstring); runs in the child process."""
+def measure(spec: dict[str, Any], step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """One backend's result row (see the module docstring); runs in the child process.
+    step: called with the phase's name after each of its `_steps(repeats)` steps."""
     from edge.builders import build_analyzer
     from edge.config import load_config
 
@@ -360,13 +408,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             report = scan(analyzer, files, Path(tmp), device="bench", progress=False)
             seconds = time.perf_counter() - began - recorder.recording_seconds
             recorder.recording, recorder.recording_seconds = False, 0.0
+            step("scan")
             return seconds, recorder.inference_seconds, report
 
         def timed_bare() -> float:
             began = time.perf_counter()
             for recorded in recorder.batches:
                 backend.predict(recorded)
-            return time.perf_counter() - began
+            seconds = time.perf_counter() - began
+            step("bare inference")
+            return seconds
 
         scans = [timed_scan()]
         peak_rss_mib = _peak_rss_mib()  # before any windows are recorded
@@ -384,9 +435,14 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     scan_seconds, inference, _ = min(scans, key=lambda run: run[0])
     bare_seconds = min(bares)
     found = find_audio_files(files)
-    read, resample, frontend = min((_stage_seconds(bundle, found) for _ in range(repeats)), key=sum)
+    stage_runs = []
+    for _ in range(repeats):
+        stage_runs.append(_stage_seconds(bundle, found))
+        step("stages")
+    read, resample, frontend = min(stage_runs, key=sum)
     bare_windows = sum(len(b) for b in recorder.batches)
     p50_ms, p99_ms, calls = _latency_ms(backend, recorder.batches[0][:1])
+    step("latency")
 
     rest = scan_seconds - read - resample - frontend - inference
     parts = dict(zip(STAGES, (read, resample, frontend, inference, rest), strict=True))
@@ -496,8 +552,12 @@ def _child_main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "--measure":
         print("usage: python -m edge.bench --measure SPEC_JSON (run by `soundwatch bench`)")
         return 2
+
+    def step(phase: str) -> None:
+        print(PROGRESS + phase, flush=True)
+
     try:
-        row = measure(json.loads(argv[1]))
+        row = measure(json.loads(argv[1]), step)
     except SoundwatchError as exc:
         print(str(exc).splitlines()[0], file=sys.stderr)
         return 2

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 
 from edge.config import RULE_FIELDS, LabelRules, Loaded
@@ -21,6 +21,8 @@ from edge.model.bundle import Bundle, load_bundle
 from edge.records import Sink
 from edge.schema import Path_
 
+# The checkout's models/, for a checkout used without installing it (PYTHONPATH=.): there the
+# package `edge.bundled` (pyproject.toml maps it onto models/) does not exist.
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -42,8 +44,15 @@ def bundle_folder(value: str, resolve: Callable[[str], Path] = Path) -> Path:
 
 
 def bundled_model_roots() -> list[Path]:
-    """Where bundled models live: the checkout (editable install) or <prefix>/share."""
-    return [Path("models"), REPO_MODELS, Path(sys.prefix) / "share" / "soundwatch" / "models"]
+    """Where bundled models live: the package `edge.bundled` (a wheel or an editable install),
+    else the checkout's models/. Never the working folder: `flysong` means the same bundle
+    wherever the command runs."""
+    try:
+        root = resources.files("edge.bundled")
+    except ModuleNotFoundError:
+        return [REPO_MODELS]
+    # A regular package installed as files (wheels are unpacked; zip imports are not supported).
+    return [Path(str(root))]
 
 
 def label_setups(loaded: Loaded, bundle: Bundle) -> list[LabelSetup]:

@@ -205,12 +205,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    from edge.ops.logs import setup_logging
+
+    setup_logging(level)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -304,8 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SoundwatchError as exc:
+        from edge.ops.logs import stderr_is_journal
+
+        prefix = "<3>" if stderr_is_journal() else ""  # journald: filed as an error
         for line in str(exc).splitlines():
-            print(f"soundwatch: error: {line}", file=sys.stderr)
+            print(f"{prefix}soundwatch: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

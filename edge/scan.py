@@ -9,7 +9,6 @@ outputs.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,12 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from edge.audio.files import find_audio_files
+from edge.audio.files import AudioFile, find_audio_files
 from edge.audio.levels import LevelSettings
 from edge.audio.streams import Gap, file_streams
 from edge.detection.analysis import Analyzer
 from edge.errors import AudioError
+from edge.ops.progress import audio_bar, logs_above, on_terminal
 from edge.outputs.evidence import Evidence
 from edge.outputs.files import ScanFiles
 from edge.pipeline import feed
@@ -119,7 +120,7 @@ def scan(
         evidence = Evidence(per_file, levels, None)
     analyzer.sink = evidence or per_file
     report = ScanReport()
-    show = sys.stderr.isatty() if progress is None else progress
+    show = on_terminal() if progress is None else progress
     labels = [s.label for s in analyzer.labels]
 
     def skipped(path: Path, error: AudioError) -> None:
@@ -135,61 +136,51 @@ def scan(
         start=start,
         on_error=skipped,
     )
-    bar = _Progress(len(files), began) if show else None
+    bar = audio_bar(_total_seconds(files) if show else 0.0, "scan", show)
+    number = {path: i for i, path in enumerate(files, 1)}  # "file 3/10", skipped ones counted
     try:
-        for stream in streams:
-            info = StreamInfo(stream.name, labels, stream.anchor, stream.rate_hz)
-            windows_before = analyzer.windows_scored
-            if bar is not None:
-                stream.blocks = bar.track(stream.blocks, stream.rate_hz, report.audio_seconds)
-            conditioner = feed(stream, analyzer, info, "mix", stop, None, evidence)
-            if stop.is_set():
-                break
-            report.files_scored += 1
-            report.windows += analyzer.windows_scored - windows_before
-            report.audio_seconds += conditioner.frames_in / stream.rate_hz
-            if conditioner.bad_samples:
-                logger.warning(
-                    "%s: %d NaN/inf samples replaced by 0", stream.name, conditioner.bad_samples
-                )
+        with logs_above(bar):
+            for stream in streams:
+                info = StreamInfo(stream.name, labels, stream.anchor, stream.rate_hz)
+                windows_before = analyzer.windows_scored
+                if not bar.disable:
+                    file = number.get(Path(stream.name), 0)
+                    bar.set_postfix_str(f"file {file}/{len(files)}", refresh=False)
+                    stream.blocks = _counted(stream.blocks, stream.rate_hz, bar)
+                conditioner = feed(stream, analyzer, info, "mix", stop, None, evidence)
+                if stop.is_set():
+                    break
+                report.files_scored += 1
+                report.windows += analyzer.windows_scored - windows_before
+                report.audio_seconds += conditioner.frames_in / stream.rate_hz
+                if conditioner.bad_samples:
+                    logger.warning(
+                        "%s: %d NaN/inf samples replaced by 0", stream.name, conditioner.bad_samples
+                    )
     finally:
         per_file.close()
-        if bar is not None:
-            bar.done()
+        bar.close()
     report.wall_seconds = time.perf_counter() - began
     return report
 
 
-class _Progress:
-    """One status line on stderr, redrawn at most a few times a second, also within a file."""
+def _total_seconds(files: list[Path]) -> float:
+    """Seconds of audio in `files`, from their headers: the bar's total (unreadable: 0)."""
+    total = 0.0
+    for path in files:
+        try:
+            with AudioFile.open(path) as audio:
+                total += audio.duration_seconds
+        except AudioError:
+            continue  # skipped by scan too, with the reason logged
+    return total
 
-    def __init__(self, n_files: int, began: float) -> None:
-        self.n_files, self.began = n_files, began
-        self.file_index = 0
-        self._drawn = 0.0
 
-    def track(
-        self, blocks: Iterator[np.ndarray | Gap], rate_hz: int, audio_before: float
-    ) -> Iterator[np.ndarray | Gap]:
-        self.file_index += 1
-        seconds = audio_before
-        for block in blocks:
-            if not isinstance(block, Gap):
-                seconds += len(block) / rate_hz
-            now = time.perf_counter()
-            if now - self._drawn > 0.25:
-                self._draw(seconds, now)
-            yield block
-
-    def _draw(self, audio_seconds: float, now: float) -> None:
-        self._drawn = now
-        speed = audio_seconds / (now - self.began)
-        sys.stderr.write(
-            f"\r[{self.file_index}/{self.n_files} files] {audio_seconds / 3600:.2f} h audio,"
-            f" {speed:.0f}x real time  "
-        )
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+def _counted(
+    blocks: Iterator[np.ndarray | Gap], rate_hz: int, bar: tqdm
+) -> Iterator[np.ndarray | Gap]:
+    """The blocks, unchanged, advancing `bar` by each one's seconds (blocks are 30 s here)."""
+    for block in blocks:
+        if not isinstance(block, Gap):
+            bar.update(len(block) / rate_hz)
+        yield block

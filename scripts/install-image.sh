@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install soundwatch to run as a service: into a virtual environment of its own (default
-# /opt/soundwatch), not editable, with the bundled models under <prefix>/share/soundwatch/models.
+# /opt/soundwatch), not editable, with the bundled models inside the package (edge/bundled).
 #
 #   sudo scripts/install-image.sh                    /opt/soundwatch (what systemd/soundwatch.service runs)
 #   scripts/install-image.sh PREFIX                  anywhere you can write
@@ -21,9 +21,11 @@ if [ "${1:-}" = --image ]; then image=1; shift; fi
 [ $# -le 1 ] || die "usage: $0 [--image] [PREFIX]"
 prefix="${1:-/opt/soundwatch}"
 case "$prefix" in /*) ;; *) die "PREFIX must be an absolute path, got '$prefix'" ;; esac
-# LiteRT has no wheel for 32-bit Arm; there ONNX Runtime alone runs the bundles.
+# 32-bit Arm has neither an ONNX Runtime nor a LiteRT wheel: there tflite-runtime (numpy<2)
+# runs the bundles' TFLite files, and pyproject.toml's markers leave onnxruntime out.
 extras=tflite
-[ "$(uname -m)" = armv7l ] && extras=""
+arm32=0
+case "$(uname -m)" in armv6l | armv7l | armv8l) arm32=1 extras=tflite-legacy ;; esac
 
 # PortAudio for capture (sounddevice loads it at import), libsndfile for reading files.
 packages=(libportaudio2 libsndfile1)
@@ -33,9 +35,9 @@ apt_install "${packages[@]}"
 # An image keeps no package lists: they are 20 MB and stale by the next build anyway.
 if [ $image = 1 ]; then as_root rm -rf /var/lib/apt/lists/*; fi
 
-python3 - <<'PY' || die "soundwatch needs Python 3.10 to 3.12 (found $(python3 --version 2>&1))"
+python3 - <<'PY' || die "soundwatch needs Python 3.10 or newer (found $(python3 --version 2>&1))"
 import sys
-sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
 PY
 
 if [ ! -x "$prefix/bin/python" ]; then
@@ -52,16 +54,16 @@ pip_args=(--quiet --disable-pip-version-check)
 
 say "checking the installed soundwatch"
 # From an empty folder with a config naming the bundled model: proves the command, the
-# runtimes and <prefix>/share/soundwatch/models work without the checkout.
+# runtimes and the bundled models (package data) work without the checkout.
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 printf 'model: {path: tone}\n' > "$work/config.yaml"
 (cd "$work" && "$prefix/bin/python" -c 'import sounddevice') \
   || die "sounddevice cannot load PortAudio (is libportaudio2 installed?)"
-(cd "$work" && "$prefix/bin/soundwatch" check -c config.yaml --model-file onnx-int8) \
-  || die "soundwatch check with the bundled model on ONNX Runtime failed"
-if [ -n "$extras" ]; then
-  (cd "$work" && "$prefix/bin/soundwatch" check -c config.yaml --model-file tflite-int8) \
-    || die "soundwatch check with the bundled model on LiteRT failed"
+if [ $arm32 = 0 ]; then
+  (cd "$work" && "$prefix/bin/soundwatch" check -c config.yaml --model-file onnx-int8) \
+    || die "soundwatch check with the bundled model on ONNX Runtime failed"
 fi
+(cd "$work" && "$prefix/bin/soundwatch" check -c config.yaml --model-file tflite-int8) \
+  || die "soundwatch check with the bundled model on LiteRT failed"
 say "ready: $prefix/bin/soundwatch"

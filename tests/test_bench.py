@@ -7,17 +7,21 @@ seconds each; they assert that every backend gets a row of positive, consistent 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import soundfile as sf
+import yaml
 
 from edge.bench import STAGES, BenchError, bench, format_table, write_synthetic
 from edge.cli import main
 from edge.errors import BundleError, ConfigError
 from edge.model.runtime import available_backends
 from tests.audio import peak_frequency_hz, tone_events, write_wav
+from tests.progress import soundwatch_stderr
 from trainer.toybundle import make_tone_bundle
 
 TONE_KEYS = ("onnx-int8", "onnx-fp32", "tflite-int8")  # what make_tone_bundle writes
@@ -118,9 +122,31 @@ def test_bench_on_recordings_scores_them(tone_bundle: Path, tmp_path: Path) -> N
 
 def test_cli_prints_the_table(tone_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--model", str(tone_bundle), "--seconds", "2"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert out.startswith("model tone ")
     assert "onnx-fp32" in out
+    assert err == ""  # stderr is no terminal here: no progress bars
+
+
+@pytest.mark.slow
+def test_terminal_gets_a_bar_per_phase(tone_bundle: Path, tmp_path: Path) -> None:
+    """The real CLI on a pseudo-terminal: the synthetic audio's bar, then one bar per backend
+    over its 3 * repeats + 2 steps. One backend only, to keep it short (each child times
+    one-window latency for 2 s)."""
+    one = tmp_path / "one"
+    shutil.copytree(tone_bundle, one)
+    manifest = yaml.safe_load((one / "manifest.yaml").read_text())
+    manifest["files"] = {"onnx-int8": manifest["files"]["onnx-int8"]}
+    (one / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    args = ["bench", "--model", str(one), "--seconds", "3", "--repeats", "1"]
+    code, drawn = soundwatch_stderr(args, tmp_path, terminal=True)
+    assert code == 0, drawn[-2000:]
+    parts = drawn.split("\r")
+    assert any(re.match(r"synthetic audio: 100%\|.*\| 3\.0/3(\.0)? \[", p) for p in parts), drawn
+    steps = [p for p in parts if p.startswith("onnx-int8: ")]
+    assert any(re.match(r"onnx-int8:   0%\|.*\| 0/5 \[", p) for p in steps), drawn
+    assert re.match(r"onnx-int8: 100%\|.*\| 5/5 \[.*, latency\]", steps[-1]), steps[-1]
+    assert any(", stages]" in p for p in steps)
 
 
 def test_synthetic_audio_has_the_tones(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import yaml
 
 from edge import schema
 from edge.audio.levels import LevelSettings
-from edge.builders import REPO_MODELS, label_setups, model_folder
+from edge.builders import REPO_MODELS, bundled_model_roots, label_setups, model_folder
 from edge.config import (
     Config,
     EventsConfig,
@@ -436,11 +436,11 @@ def test_model_path_relative_to_the_config(tone_bundle: Path, tmp_path: Path) ->
     assert load_bundle(model_folder(loaded)).labels == ["tone-1k", "tone-3k"]
 
 
-def test_bare_model_name_finds_the_bundled_models_folder(
+def test_bare_model_name_is_never_looked_up_in_the_working_folder(
     tone_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`model.path: tone` is a bundled model: models/ in the working folder (a checkout), then
-    the repository's models/ (editable install), then <prefix>/share/soundwatch/models."""
+    """`model.path: tone` is a bundled model (package data), wherever the command runs: a
+    models/tone in the working folder is not it (a `pip install --user` once depended on one)."""
     work = tmp_path / "work"
     shutil.copytree(tone_bundle, work / "models" / "tone")
     etc = tmp_path / "etc"
@@ -448,8 +448,8 @@ def test_bare_model_name_finds_the_bundled_models_folder(
     loaded = load_config(_write(etc, "model: {path: tone}\n"))
     monkeypatch.chdir(work)
     found = model_folder(loaded)
-    assert found.resolve() == (work / "models" / "tone").resolve()
-    assert load_bundle(found).manifest.name == "tone"
+    assert found.resolve() != (work / "models" / "tone").resolve()
+    assert found.parent.resolve() == bundled_model_roots()[0].resolve()
 
     # A folder of that name next to the config wins over the bundled one.
     shutil.copytree(tone_bundle, etc / "tone")
