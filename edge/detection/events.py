@@ -284,7 +284,8 @@ class EventDetector:
             j = self._received - 1 - self._half  # the window now centred in the ring
             if j >= 0:
                 radius = j if j < self._half else self._half
-                self._step(self._ring_times[j % k], self._median(j, radius), self._ring_scores[j % k])
+                slot = j % k
+                self._step(self._ring_times[slot], self._median(j, radius), self._ring_scores[slot])
         out = self._out
         if out is None:
             return _NO_TRANSITIONS
@@ -297,9 +298,8 @@ class EventDetector:
         n = self._received
         for j in range(max(0, n - self._half), n):
             radius = min(self._half, j, n - 1 - j)
-            self._step(
-                self._ring_times[j % self._k], self._median(j, radius), self._ring_scores[j % self._k]
-            )
+            slot = j % self._k
+            self._step(self._ring_times[slot], self._median(j, radius), self._ring_scores[slot])
         self._received = 0
         if self._state == _ON:
             self._finish(max(time_seconds, self._start))

@@ -30,7 +30,7 @@ def _carried(item: tuple[float, int, int, Transition]) -> tuple[float, int]:
 class MessageOrder:
     """Holds the transitions of one detector per label and releases them in time order."""
 
-    __slots__ = ("_detectors", "_held", "_arrived")
+    __slots__ = ("_arrived", "_detectors", "_held")
 
     def __init__(self, detectors: Sequence[EventDetector]) -> None:
         self._detectors = detectors
