@@ -122,7 +122,6 @@ def test_max_duration_splits() -> None:
     ]
 
 
-
 def test_split_pieces_are_continued_and_may_score_below_threshold() -> None:
     # Hysteresis 0.6/0.3 and a 1 s maximum: the piece after the split starts on 0.4, below the
     # on threshold, and says so instead of showing a number that contradicts the threshold.
@@ -134,6 +133,7 @@ def test_split_pieces_are_continued_and_may_score_below_threshold() -> None:
         ("start", 1.0, True, 0.4),
         ("end", 1.0, True, 0.4),
     ]
+
 
 def test_refractory_suppresses_restart_but_not_splits() -> None:
     scores = [0.9, 0.9, 0.0, 0.9, 0.9, 0.9, 0.9, 0.0]
@@ -155,7 +155,6 @@ def test_median_removes_one_window_spike_and_shifts_nothing() -> None:
     smoothed = run(EventRules(threshold=0.5, median_windows=5), scores)
     assert spans(plain) == spans(smoothed) == [(1.0, 2.5)]
     assert [i for i, _ in smoothed] == [i + 2 for i, _ in plain]
-
 
 
 def test_message_scores_are_the_raw_window_scores_the_rows_show() -> None:
@@ -192,6 +191,7 @@ def test_horizon_is_the_earliest_time_a_message_can_still_carry() -> None:
     for i in range(4):
         median.update(i * HOP, 0.0)
     assert median.horizon_seconds == 2 * HOP  # windows 2 and 3 wait for their look-ahead
+
 
 def test_close_flushes_median_tail() -> None:
     # The event's only windows are the last ones: they wait in the median until close().
