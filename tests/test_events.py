@@ -183,7 +183,7 @@ def test_horizon_is_the_earliest_time_a_message_can_still_carry() -> None:
     detector.update(0.0, 0.9)
     assert detector.horizon_seconds == 0.0  # the start at 0.0 is not confirmed yet
     detector.update(0.25, 0.9)
-    assert detector.update(0.5, 0.9)[0].type == "start"
+    assert [t.type for t in detector.update(0.5, 0.9)] == ["start"]
     assert detector.horizon_seconds == math.inf
     detector.update(0.75, 0.1)
     assert detector.horizon_seconds == 0.75  # an end at the crossing waits for the merge gap
