@@ -75,6 +75,8 @@ class Event:
     source: str
     channel: int | None = None
     clip: str | None = None
+    # A piece after a split at max_duration_seconds: it began without crossing `threshold`.
+    continued: bool = False
 
     def to_json(
         self, model: str, model_version: str, device: str, offset_seconds: float = 0.0
@@ -100,6 +102,7 @@ class Event:
             "source": self.source,
             "channel": self.channel,
             "clip": self.clip,
+            "continued": self.continued,
         }
 
 

@@ -122,6 +122,19 @@ def test_max_duration_splits() -> None:
     ]
 
 
+def test_split_pieces_are_continued_and_may_score_below_threshold() -> None:
+    # Hysteresis 0.6/0.3 and a 1 s maximum: the piece after the split starts on 0.4, below the
+    # on threshold, and says so instead of showing a number that contradicts the threshold.
+    scores = [0.9] * 4 + [0.4] * 3 + [0.0]
+    out = run(EventRules(threshold=0.6, off_threshold=0.3, max_duration_seconds=1.0), scores)
+    assert [(t.type, t.start_seconds, t.continued, t.score_max) for _, t in out] == [
+        ("start", 0.0, False, 0.9),
+        ("end", 0.0, False, 0.9),
+        ("start", 1.0, True, 0.4),
+        ("end", 1.0, True, 0.4),
+    ]
+
+
 def test_refractory_suppresses_restart_but_not_splits() -> None:
     scores = [0.9, 0.9, 0.0, 0.9, 0.9, 0.9, 0.9, 0.0]
     rules = EventRules(threshold=0.5, refractory_seconds=0.75)
@@ -142,6 +155,42 @@ def test_median_removes_one_window_spike_and_shifts_nothing() -> None:
     smoothed = run(EventRules(threshold=0.5, median_windows=5), scores)
     assert spans(plain) == spans(smoothed) == [(1.0, 2.5)]
     assert [i for i, _ in smoothed] == [i + 2 for i, _ in plain]
+
+
+def test_message_scores_are_the_raw_window_scores_the_rows_show() -> None:
+    # Under a 3-window median the spike 1.0 never reaches the smoothed scores (they stay 0.7),
+    # but it is a window inside the event and the per-second row shows it: the end shows it too.
+    scores = [0.0, 0.7, 0.7, 1.0, 0.7, 0.7, 0.0, 0.0]
+    out = run(EventRules(threshold=0.5, median_windows=3), scores)
+    start, end = out[0][1], out[1][1]
+    assert (start.start_seconds, end.end_seconds) == (0.25, 1.5)
+    assert start.score_max == 0.7  # only the first window so far
+    assert end.score_max == 1.0
+    assert end.score_mean == pytest.approx((0.7 + 0.7 + 1.0 + 0.7 + 0.7) / 5)
+    # A merged off-spell's windows are inside the event and count in its maximum too: here the
+    # off-spell is window 2 alone (smoothed 0.1), whose raw score 0.95 is the event's best.
+    flap = [0.9, 0.1, 0.95, 0.1, 0.9, 0.0, 0.0]  # smoothed: 0.9 0.9 0.1 0.9 0.1 0.0 0.0
+    merged = run(EventRules(threshold=0.5, median_windows=3, merge_gap_seconds=0.5), flap)
+    assert spans(merged) == [(0.0, 1.0)]
+    assert merged[-1][1].score_max == 0.95
+
+
+def test_horizon_is_the_earliest_time_a_message_can_still_carry() -> None:
+    detector = EventDetector(
+        EventRules(threshold=0.5, min_duration_seconds=0.5, merge_gap_seconds=0.5)
+    )
+    assert detector.horizon_seconds == math.inf  # nothing waits: no message is held back
+    detector.update(0.0, 0.9)
+    assert detector.horizon_seconds == 0.0  # the start at 0.0 is not confirmed yet
+    detector.update(0.25, 0.9)
+    assert [t.type for t in detector.update(0.5, 0.9)] == ["start"]
+    assert detector.horizon_seconds == math.inf
+    detector.update(0.75, 0.1)
+    assert detector.horizon_seconds == 0.75  # an end at the crossing waits for the merge gap
+    median = EventDetector(EventRules(threshold=0.5, median_windows=5))
+    for i in range(4):
+        median.update(i * HOP, 0.0)
+    assert median.horizon_seconds == 2 * HOP  # windows 2 and 3 wait for their look-ahead
 
 
 def test_close_flushes_median_tail() -> None:
@@ -343,4 +392,8 @@ def test_invariants(rules: EventRules, scores: list[float], hop: float) -> None:
             assert end.end_seconds - start.start_seconds <= limit
         assert start.score_max <= end.score_max
         assert 0.0 <= end.score_mean <= end.score_max <= 1.0
+        assert start.continued == end.continued == is_split_piece
+        if not is_split_piece and rules.median_windows == 1:
+            # Without a median the raw scores are the ones compared: a start is above threshold.
+            assert start.score_max >= rules.threshold
         previous_end = end.end_seconds

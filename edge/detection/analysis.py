@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.detection.events import EventDetector, EventRules, Transition
+from edge.detection.order import MessageOrder
 from edge.detection.seconds import SecondAggregator
 from edge.model.bundle import Bundle
 from edge.model.frontend import StreamingLogMel
@@ -96,6 +97,7 @@ class Analyzer:
         self._info = info
         self._seconds = SecondAggregator(info, len(self.labels), self.sink.second)
         self._detectors = [EventDetector(s.rules) for s in self.labels]
+        self._order = MessageOrder(self._detectors)
         self._open_ids: list[str | None] = [None] * len(self.labels)  # open event per label
         self._position = 0  # samples of this stream so far, gaps included
         self._restart(0)
@@ -129,8 +131,7 @@ class Analyzer:
         self._position += n_samples
         end = self._position / self.rate_hz
         self._seconds.gap(start, end, reason)
-        for i, detector in enumerate(self._detectors):
-            self._publish(i, detector.close(start))
+        self._close_events(start)
         self._restart(self._position)
         # No window of the next run can be centred before half a window after the gap.
         self._seconds.finish_before(end + self.window_samples / 2 / self.rate_hz)
@@ -141,8 +142,7 @@ class Analyzer:
             return
         self._score()
         end = self._position / self.rate_hz
-        for i, detector in enumerate(self._detectors):
-            self._publish(i, detector.close(end))
+        self._close_events(end)
         self._seconds.close(end)
         self.sink.end()
         self._info = None
@@ -202,23 +202,28 @@ class Analyzer:
         self._pending = 0
         self.windows_scored += n
         self._seconds.add(centres, scores)
-        happened: list[tuple[float, int, Transition]] = []
+        times = centres.tolist()
+        order = self._order
         for i, detector in enumerate(self._detectors):
-            column = scores[:, i]
-            for t, score in zip(centres.tolist(), column.tolist(), strict=True):
+            for t, score in zip(times, scores[:, i].tolist(), strict=True):
                 transitions = detector.update(t, score)
-                for tr in transitions:
-                    happened.append((t, i, tr))
-        # Labels are run one after another over the batch; publish in time order instead.
-        happened.sort(key=lambda item: item[0])
-        for _, i, tr in happened:
-            self._publish(i, (tr,))
+                if transitions:
+                    order.hold(i, transitions)
+        # Labels decide at different delays (min duration, merge gap, median): the messages go
+        # out in the order of the time they carry, once no label can still precede them.
+        self._publish(order.release())
 
-    def _publish(self, i: int, transitions: Sequence[Transition]) -> None:
+    def _close_events(self, at_seconds: float) -> None:
+        """End every label's stream at ``at_seconds`` and send all messages still held."""
+        for i, detector in enumerate(self._detectors):
+            self._order.hold(i, detector.close(at_seconds))
+        self._publish(self._order.flush())
+
+    def _publish(self, messages: Sequence[tuple[int, Transition]]) -> None:
         info = self._info
         assert info is not None
-        setup = self.labels[i]
-        for tr in transitions:
+        for i, tr in messages:
+            setup = self.labels[i]
             if tr.type == "start":
                 self._open_ids[i] = uuid.uuid4().hex
             event_id = self._open_ids[i]
@@ -239,6 +244,7 @@ class Analyzer:
                     threshold=setup.rules.threshold,
                     source=info.source,
                     channel=info.channel,
+                    continued=tr.continued,
                 )
             )
 

@@ -40,9 +40,20 @@ Semantics, in the order a window goes through them:
   exceed the maximum by up to one hop plus a merged off-spell.
 - **Refractory time.** After an emitted end at ``t_end`` (not a split), windows before
   ``t_end + refractory_seconds`` cannot start an event.
-- **Scores in messages.** ``score_max`` and ``score_mean`` are over the smoothed scores of the
-  windows inside the event so far (for a start: from the start to the confirming window; a
-  merged off-spell's windows are inside the event).
+- **Scores in messages.** ``score_max`` and ``score_mean`` are over the *raw* window scores
+  (the numbers the per-second rows take their maximum of), not the smoothed ones the rules
+  compare, so a message's maximum is one a user finds in the rows: the row of the second that
+  holds the event's best window shows at least that number. The windows counted are those
+  centred in the event so far: for an end ``[start, end)``, for a start ``[start, the window
+  that confirmed it]`` (only the event's first window when ``min_duration_seconds`` is 0, so a
+  start's maximum is a lower bound of the end's); a merged off-spell's windows are inside the
+  event. With median smoothing the two can disagree near a threshold: a start's raw maximum
+  can be below ``threshold`` when the median carried a dip between two high windows, and a
+  one-window spike the median removed never starts an event yet counts in the maximum of an
+  event that contains it.
+- **Continuations.** The pieces after a max-duration split carry ``continued=True``: they start
+  on a window ``>= off_threshold`` without crossing ``threshold`` again, so their scores can be
+  below it.
 - **close(t)** ends the stream (shutdown, end of file, or a gap): it flushes the median, ends an
   open event at ``t`` (or at its crossing when it is pending in an off-spell), keeping an
   unconfirmed one only if it already lasted ``min_duration_seconds``, and starts the next
@@ -143,11 +154,18 @@ class Transition:
     start_seconds: float
     end_seconds: float | None
     score_max: float
-    """Maximum smoothed score over the event's windows so far."""
+    """Maximum raw window score over the event's windows so far (see the module docstring)."""
     score_mean: float
-    """Mean smoothed score over the event's windows so far."""
+    """Mean raw window score over the event's windows so far."""
     index: int
     """The event's sequence number in this detector (0, 1, 2...), same for its start and end."""
+    continued: bool = False
+    """True for a piece after a max-duration split: it began without crossing ``threshold``."""
+
+    @property
+    def seconds(self) -> float:
+        """The time this message carries: its start for a start, its end for an end."""
+        return self.start_seconds if self.end_seconds is None else self.end_seconds
 
 
 class EventDetector:
@@ -155,8 +173,10 @@ class EventDetector:
 
     __slots__ = (
         "_confirmed",
+        "_continued",
         "_count",
         "_gap_count",
+        "_gap_max",
         "_gap_sum",
         "_half",
         "_index",
@@ -211,6 +231,28 @@ class EventDetector:
         return self._rules
 
     @property
+    def horizon_seconds(self) -> float:
+        """No transition still to come carries an earlier time than this (seconds; infinity
+        when nothing is waiting), provided later windows are not earlier than those fed so far.
+
+        The analyzer holds messages of other labels until they are not later than every
+        detector's horizon, so that messages leave in the order of the time they carry. What
+        holds the horizon back is what makes a message late here: an unconfirmed event (its
+        start waits for ``min_duration_seconds``), an off-spell (its end waits for the merge
+        gap) and the median's look-ahead (windows fed but not yet smoothed).
+        """
+        horizon = math.inf
+        if self._half and self._received:  # the oldest window still waiting in the median ring
+            j = self._received - self._half
+            horizon = self._ring_times[(j if j > 0 else 0) % self._k]
+        if self._state != _IDLE:
+            if not self._confirmed and self._start < horizon:
+                horizon = self._start
+            if self._state == _PENDING_OFF and self._off_time < horizon:
+                horizon = self._off_time
+        return horizon
+
+    @property
     def active(self) -> bool:
         """True while a confirmed event is open (its start emitted, its end not yet)."""
         return self._state != _IDLE and self._confirmed
@@ -232,7 +274,7 @@ class EventDetector:
         if score != score:  # NaN: no evidence
             score = 0.0
         if self._k == 1:
-            self._step(time_seconds, score)
+            self._step(time_seconds, score, score)
         else:
             k = self._k
             slot = self._received % k
@@ -242,7 +284,8 @@ class EventDetector:
             j = self._received - 1 - self._half  # the window now centred in the ring
             if j >= 0:
                 radius = j if j < self._half else self._half
-                self._step(self._ring_times[j % k], self._median(j, radius))
+                slot = j % k
+                self._step(self._ring_times[slot], self._median(j, radius), self._ring_scores[slot])
         out = self._out
         if out is None:
             return _NO_TRANSITIONS
@@ -255,7 +298,8 @@ class EventDetector:
         n = self._received
         for j in range(max(0, n - self._half), n):
             radius = min(self._half, j, n - 1 - j)
-            self._step(self._ring_times[j % self._k], self._median(j, radius))
+            slot = j % self._k
+            self._step(self._ring_times[slot], self._median(j, radius), self._ring_scores[slot])
         self._received = 0
         if self._state == _ON:
             self._finish(max(time_seconds, self._start))
@@ -270,6 +314,7 @@ class EventDetector:
     def _clear_event(self) -> None:
         self._state = _IDLE
         self._confirmed = False
+        self._continued = False
         self._index = -1
         self._start = 0.0
         self._off_time = 0.0
@@ -278,6 +323,7 @@ class EventDetector:
         self._max_score = 0.0
         self._gap_sum = 0.0
         self._gap_count = 0
+        self._gap_max = 0.0
 
     def _median(self, j: int, radius: int) -> float:
         """Median of raw windows ``j - radius .. j + radius`` (all still in the ring)."""
@@ -292,8 +338,9 @@ class EventDetector:
         buf.sort()
         return buf[radius]
 
-    def _step(self, t: float, s: float) -> None:
-        """Advance the state machine by one smoothed window."""
+    def _step(self, t: float, s: float, raw: float) -> None:
+        """Advance the state machine by one window: ``s`` its smoothed score (what the rules
+        compare), ``raw`` its own score (what the message scores count)."""
         state = self._state
         if state == _PENDING_OFF:
             if t - self._off_time >= self._merge_eps:
@@ -303,32 +350,35 @@ class EventDetector:
                 # Back on within the merge gap: the off-spell's windows join the event.
                 self._sum += self._gap_sum
                 self._count += self._gap_count
+                if self._gap_max > self._max_score:
+                    self._max_score = self._gap_max
                 self._state = _ON
-                self._on_window(t, s)
+                self._on_window(t, s, raw)
                 return
             else:
-                self._gap_sum += s
-                self._gap_count += 1
+                self._add_gap(raw)
                 return
         if state == _IDLE:
             if s >= self._on and t >= self._refractory_until - _TIME_EPS_SECONDS:
-                self._begin(t, s)
+                self._begin(t, raw)
                 if self._min_eps <= 0.0:
                     self._confirm()
             return
         # _ON
         if s >= self._off:
-            self._on_window(t, s)
+            self._on_window(t, s, raw)
             return
         self._state = _PENDING_OFF
         self._off_time = t
-        self._gap_sum = s  # the crossing window joins the event if the off-spell is merged
+        # The crossing window joins the event if the off-spell is merged.
+        self._gap_sum = raw
         self._gap_count = 1
+        self._gap_max = raw
         if self._merge_eps <= 0.0:  # no merge gap: the crossing ends the event now
             self._finish(t)
 
-    def _on_window(self, t: float, s: float) -> None:
-        """A window at or above the off threshold inside an event."""
+    def _on_window(self, t: float, s: float, raw: float) -> None:
+        """A window whose smoothed score ``s`` is at or above the off threshold, in an event."""
         if t - self._start >= self._max_eps:
             # Split. The piece so far lasted max >= min, so it counts even if no window
             # confirmed it yet (it was in an off-spell); this window starts the next piece,
@@ -336,26 +386,35 @@ class EventDetector:
             if not self._confirmed:
                 self._confirm()
             self._emit("end", t)
-            self._begin(t, s)
+            self._begin(t, raw)
+            self._continued = True
             self._confirm()
             return
-        self._add(s)
+        self._add(raw)
         if not self._confirmed and t - self._start >= self._min_eps:
             self._confirm()
 
-    def _begin(self, t: float, s: float) -> None:
+    def _begin(self, t: float, raw: float) -> None:
         self._state = _ON
         self._confirmed = False
+        self._continued = False
         self._start = t
-        self._sum = s
+        self._sum = raw
         self._count = 1
-        self._max_score = s
+        self._max_score = raw
 
     def _add(self, s: float) -> None:
         self._sum += s
         self._count += 1
         if s > self._max_score:
             self._max_score = s
+
+    def _add_gap(self, s: float) -> None:
+        """A raw score of an off-spell window: it joins the event if the off-spell is merged."""
+        self._gap_sum += s
+        self._gap_count += 1
+        if s > self._gap_max:
+            self._gap_max = s
 
     def _confirm(self) -> None:
         self._confirmed = True
@@ -381,6 +440,7 @@ class EventDetector:
             # min(): a sum of equal floats can round the mean a hair above the max.
             score_mean=min(self._sum / self._count, self._max_score),
             index=self._index,
+            continued=self._continued,
         )
         if self._out is None:
             self._out = []

@@ -136,14 +136,19 @@ class Printer(Sink):
         when = iso(t) if t else f"{offset:.3f}s"
         if event.channel is not None:
             when += f"  ch{event.channel}"
+        # The scores are raw window scores, as in the per-second rows; a start's are over the
+        # windows up to the one that confirmed it, hence "so far".
+        score = f"max {event.score_max:.2f}"
         extra = ""
         if event.type == "end" and event.end_offset is not None:
             extra = f"  {event.end_offset - event.start_offset:.2f}s"
             if event.clip is not None:
                 extra += f"  clip {event.clip}"
-        self.out.write(
-            f"{when}  {event.type.upper():5}  {event.label}  max {event.score_max:.2f}{extra}\n"
-        )
+        else:
+            score += " so far"
+        if event.continued:  # a piece after a max-duration split: it needs only the off threshold
+            extra += "  (continues a split event)"
+        self.out.write(f"{when}  {event.type.upper():5}  {event.label}  {score}{extra}\n")
         self.out.flush()
 
 
