@@ -7,8 +7,8 @@
 
 The processing loop runs on the calling thread; PortAudio's callback thread only fills the ring
 buffer, the metrics endpoint and MQTT have threads of their own. Between blocks, the loop calls
-`App.tick`: metrics move, systemd hears READY/WATCHDOG/STATUS (edge/ops/notify.py), and a reload
-asked for by SIGHUP is carried out.
+`App.tick`: metrics move, systemd hears READY/WATCHDOG/STATUS (edge/ops/status.py), and a reload
+asked for by SIGHUP is prepared (edge/reload.py) for `feed` to switch to.
 
 Signals:
 - SIGINT/SIGTERM set one stop event: the loop finishes its block, open events are closed, files
@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -40,7 +40,7 @@ from edge.builders import build_analyzer
 from edge.clock import parse_start, utc_now
 from edge.config import Loaded, SourceConfig, load_config
 from edge.detection.analysis import Analyzer
-from edge.errors import AudioError, ConfigError, SoundwatchError
+from edge.errors import AudioError, ConfigError
 from edge.model.bundle import Bundle
 from edge.ops.metrics import (
     ClipMetrics,
@@ -52,25 +52,19 @@ from edge.ops.metrics import (
     watch,
 )
 from edge.ops.notify import Notifier
+from edge.ops.status import Heartbeat, StatusLine
 from edge.outputs.clips import ClipRecorder
 from edge.outputs.evidence import Evidence
 from edge.outputs.files import DaemonFiles, Fanout, Printer
 from edge.outputs.mqtt.sink import MqttSink
 from edge.pipeline import Lane, feed_lanes
 from edge.records import Sink, StreamInfo
+from edge.reload import Reload, Reloader
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio
     from edge.audio.live import LiveSource
 
 logger = logging.getLogger(__name__)
-
-STATUS_SECONDS = 5.0  # how often the systemd status line is brought up to date
-
-
-@dataclass
-class _Reloaded:
-    loaded: Loaded
-    bundle: Bundle
 
 
 class App:
@@ -78,7 +72,9 @@ class App:
 
     def __init__(self, loaded: Loaded, reload_config: Callable[[], Loaded] | None = None) -> None:
         self.loaded = loaded
-        self._reload_config = reload_config or (lambda: load_config(self.loaded.path))
+        self.reloader = Reloader(
+            reload_config or (lambda: load_config(self.loaded.path)), self._build_analyzer
+        )
         config = loaded.config
         self.stop = threading.Event()
         self.reload = threading.Event()
@@ -120,16 +116,14 @@ class App:
         self.sinks.append(self.metrics_sink)
         self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         self.files_failed = 0
-        self.notifier = Notifier.from_environment()
+        self._status_line = StatusLine()
+        self.heartbeat = Heartbeat(Notifier.from_environment(), self._status_text)
         self.live: LiveSource | None = None
         self._feed_metrics = FeedMetrics(self.metrics)
         self._clip_metrics = ClipMetrics(self.metrics, self.evidences)
         self._server: MetricsServer | None = None
         self._stream: Stream | None = None
-        self._ready = False
-        self._next_status = 0.0
-        self._overload_seen = 0.0
-        self._reloaded: _Reloaded | None = None
+        self._reloading: Reload | None = None  # prepared, until `feed` switches to it
         self._active_lanes = 1
 
     @property
@@ -146,10 +140,15 @@ class App:
             if config.clips.enabled:
                 recorder = ClipRecorder(config.clips, _clips_folder(loaded))
             self.evidences.append(Evidence(self.fanout, config.levels, recorder))
-        bundle, analyzer = build_analyzer(loaded, self.evidences[len(self.analyzers)])
-        analyzer.backend = timed(analyzer.backend, self.metrics)
+        bundle, analyzer = self._build_analyzer(loaded, self.evidences[len(self.analyzers)])
         self.analyzers.append(analyzer)
         return bundle
+
+    def _build_analyzer(self, loaded: Loaded, sink: Sink) -> tuple[Bundle, Analyzer]:
+        """An analyzer feeding `sink`, its model calls timed into the metrics."""
+        bundle, analyzer = build_analyzer(loaded, sink)
+        analyzer.backend = timed(analyzer.backend, self.metrics)
+        return bundle, analyzer
 
     def _lanes(self, stream: Stream, info: StreamInfo) -> list[Lane]:
         """The stream's lanes: one, or one per channel (each tagged with its channel).
@@ -253,14 +252,14 @@ class App:
                 if self.stop.is_set():
                     break
         finally:
-            self.notifier.stopping()
+            self.heartbeat.stopping()
             for evidence in self.evidences:
                 if evidence.clips is not None:
                     evidence.clips.close()
             self.fanout.close()
             if self._server is not None:
                 self._server.close()
-            self.notifier.close()
+            self.heartbeat.close()
         return 1 if self.files_failed else 0
 
     def tick(self, conditioner: Conditioner) -> list[Analyzer] | None:
@@ -268,16 +267,8 @@ class App:
         for a status line or a reload."""
         self._update_metrics(conditioner)
         live = self.live
-        now = time.monotonic()
-        if not self._ready and (
-            conditioner.counts.audio_seconds > 0 or (live is not None and not live.connected)
-        ):
-            self._ready = True
-            self.notifier.ready(self._status_text())
-        elif now >= self._next_status:
-            self._next_status = now + STATUS_SECONDS
-            self.notifier.status(self._status_text())
-        self.notifier.watchdog(now)
+        waiting = live is not None and not live.connected
+        self.heartbeat.beat(time.monotonic(), conditioner.counts.audio_seconds > 0 or waiting)
         if self.reload.is_set():
             self.reload.clear()
             return self._reload()
@@ -290,73 +281,42 @@ class App:
         self._clip_metrics.update()
 
     def _status_text(self) -> str:
-        live = self.live
-        if live is not None and not live.connected:
-            return f"waiting for input device {live.name}: {live.problem}"
         stream = self._stream
+        where = f"{stream.name} at {stream.rate_hz} Hz" if stream is not None else None
         m = self.bundle.manifest
-        where = f"{stream.name} at {stream.rate_hz} Hz" if stream is not None else "nothing yet"
-        text = f"listening to {where}, model {m.name} {m.version}"
-        text += f"; {self.metrics_sink.events_within(3600)} events in the last hour"
-        if live is not None and live.overload_seconds > self._overload_seen:
-            self._overload_seen = live.overload_seconds
-            text += f"; too slow: {live.overload_seconds:.0f} s of audio dropped (overload)"
-        return text
+        events = self.metrics_sink.events_within(3600)
+        return self._status_line.text(self.live, where, f"{m.name} {m.version}", events)
 
     # -- SIGHUP --------------------------------------------------------------------------------
 
     def _reload(self) -> list[Analyzer] | None:
         """The reloaded config's analyzers (one per lane), to take over at the next whole
         second; None (and one log line) when the new config or bundle does not load."""
-        self.notifier.reloading()
+        self.heartbeat.reloading()
         running = f"{self.bundle.manifest.name} {self.bundle.manifest.version}"
-        try:
-            loaded = self._reload_config()
-            built = [build_analyzer(loaded, e) for e in self.evidences[: self._active_lanes]]
-        except SoundwatchError as exc:
-            problem = "; ".join(str(exc).splitlines())
-            logger.error("reload refused, still running model %s: %s", running, problem)
-            self.notifier.ready(self._status_text())
+        lanes = self.evidences[: self._active_lanes]
+        reload = self.reloader.prepare(self.loaded, running, lanes)
+        if reload is None:
+            self.heartbeat.reloaded()
             return None
-        except Exception as exc:  # a reload must never take the running daemon down
-            logger.exception("reload refused, still running model %s: %s", running, exc)
-            self.notifier.ready(self._status_text())
-            return None
-        bundle, analyzer = built[0]
-        for _, each in built:
-            each.backend = timed(each.backend, self.metrics)
-        old, new = self.loaded.config, loaded.config
-        later = [
-            name
-            for name in ("source", "output", "mqtt", "metrics", "log_level")
-            if getattr(old, name) != getattr(new, name)
-        ]
-        if later:
-            logger.warning("reload: %s changed; that takes effect at the next start", later)
-        if (old.levels, old.clips) != (new.levels, new.clips):
+        if reload.evidence_changed:
+            folder = _clips_folder(reload.loaded)
             for evidence in self.evidences:  # from the switch on, with the new model
-                evidence.reconfigure(new.levels, new.clips, _clips_folder(loaded))
-        m = bundle.manifest
-        logger.info(
-            "reload: model %s %s (%s), labels %s; switching at the next whole second",
-            m.name,
-            m.version,
-            bundle.folder,
-            ", ".join(s.label for s in analyzer.labels),
-        )
-        self._reloaded = _Reloaded(loaded, bundle)
-        return [each for _, each in built]
+                evidence.reconfigure(
+                    reload.loaded.config.levels, reload.loaded.config.clips, folder
+                )
+        self._reloading = reload
+        return reload.analyzers
 
     def switched(self, lanes: list[Lane]) -> None:
         """The reloaded analyzers took over (see FeedHooks)."""
         old = self.analyzers
         self.analyzers = [lane.analyzer for lane in lanes]
-        analyzer = self.analyzer
-        if self._reloaded is not None:
-            self.loaded, self.bundle = self._reloaded.loaded, self._reloaded.bundle
-            self._reloaded = None
+        if self._reloading is not None:
+            self.loaded, self.bundle = self._reloading.loaded, self._reloading.bundle
+            self._reloading = None
         m = self.bundle.manifest
-        self.metrics.set_model(m.name, m.version, analyzer.backend.key)
+        self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         for sink in (self.files, self.mqtt):
             if sink is not None:  # event messages name the model that found them
                 sink.model, sink.model_version = m.name, m.version
@@ -364,7 +324,7 @@ class App:
             if each not in self.analyzers:
                 each.backend.close()
         logger.info("reload: model %s %s is listening", m.name, m.version)
-        self.notifier.ready(self._status_text())
+        self.heartbeat.reloaded()
 
     # -- signals -------------------------------------------------------------------------------
 

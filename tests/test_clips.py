@@ -1,4 +1,4 @@
-"""Event clips (edge/outputs/clips.py): exact audio with pre- and post-roll, names,
+"""Event clips (edge/outputs/clips/): exact audio with pre- and post-roll, names,
 retention, disks."""
 
 from __future__ import annotations

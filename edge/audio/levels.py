@@ -254,7 +254,6 @@ class LevelMeter:
         self._bin_start = self._c0 - self.rate_hz if self._c0 > 0 else 0  # its first sample
         self._valid = 0  # samples received in the current second
         self._done: dict[int, Levels] = {}
-        self.seconds_dropped = 0  # completed seconds dropped because nobody popped them
 
     def push(self, mono: np.ndarray) -> None:
         """Source-rate mono float audio (1-D), continuing the stream."""
@@ -299,9 +298,9 @@ class LevelMeter:
     def _complete(self) -> None:
         if self._valid > 0:
             self._done[self._bin] = self._measure()
+            # A memory bound: Evidence pops every second, so only a meter nobody reads gets here.
             if len(self._done) > MAX_PENDING_SECONDS:
                 del self._done[next(iter(self._done))]
-                self.seconds_dropped += 1
         self._buffer.fill(0.0)
         self._valid = 0
         self._bin += 1

@@ -9,7 +9,8 @@ sessions come and go:
   retries: re-scan PortAudio's devices (only possible with no stream open), reopen, wait for
   the first block, with a delay that doubles from `reconnect_min_seconds` up to
   `reconnect_max_seconds`. A device absent at start is the same case from the first second.
-- **Missing time.** The stream's clock is tied to the monotonic clock at its first frame.
+- **Missing time.** The stream's clock (edge/audio/streamclock.py) is tied to the monotonic
+  clock at its first frame.
   While the device is away, a `Gap(reason="device")` is delivered about every second (so the
   per-second CSV, the metrics and the watchdog go on), and when it is back one last gap brings
   the stream's position to the new session's first frame: the gap is the time without audio,
@@ -50,6 +51,7 @@ from edge.audio.capture import (
     resolve_device,
 )
 from edge.audio.ringbuffer import RingBuffer
+from edge.audio.streamclock import StreamClock
 from edge.audio.streams import Gap, Stream
 from edge.clock import utc_now
 from edge.errors import AudioError
@@ -109,11 +111,7 @@ class LiveSource:
         self._capture: Capture | None = None
         self._ring: RingBuffer | None = None
         self._past_overruns = 0  # of sessions already closed
-        self._rate_hz = sample_rate_hz or FALLBACK_RATE_HZ
-        # The stream's position: seconds before the last rate change, frames since (gaps too).
-        self._base_seconds = 0.0
-        self._frames = 0
-        self._zero_monotonic = 0.0  # time.monotonic() of the stream's first frame
+        self._clock = StreamClock(sample_rate_hz or FALLBACK_RATE_HZ)
         self._last_problem = ""
         self._last_shed_log = -math.inf
 
@@ -141,7 +139,7 @@ class LiveSource:
     def lag_seconds(self) -> float:
         """Audio captured but not yet read by analysis, s."""
         ring = self._ring
-        return 0.0 if ring is None else ring.available_frames / self._rate_hz
+        return 0.0 if ring is None else ring.available_frames / self._clock.rate_hz
 
     # -- the processing thread ----------------------------------------------------------------
 
@@ -168,16 +166,16 @@ class LiveSource:
                 f" {self.first_audio_timeout_seconds:g} s"
             )
         self.name = capture.device_name
-        self._rate_hz = capture.sample_rate_hz
-        self._zero_monotonic = self._first_frame_monotonic(capture)
-        anchor = utc_now() - timedelta(seconds=time.monotonic() - self._zero_monotonic)
+        clock = self._clock
+        clock.start(self._first_frame_monotonic(capture), capture.sample_rate_hz)
+        anchor = utc_now() - timedelta(seconds=time.monotonic() - clock.zero_monotonic)
         self.connected = True
-        return Stream(self.name, anchor, self._rate_hz, self.channels, self._blocks())
+        return Stream(self.name, anchor, clock.rate_hz, self.channels, self._blocks())
 
     def _absent_at_start(self, problem: str) -> Stream:
         self._complain(problem)
-        self._zero_monotonic = time.monotonic()
-        return Stream(self.name, utc_now(), self._rate_hz, self.channels, self._blocks())
+        self._clock.start(time.monotonic())
+        return Stream(self.name, utc_now(), self._clock.rate_hz, self.channels, self._blocks())
 
     def _blocks(self) -> Iterator[np.ndarray | Gap]:
         try:
@@ -189,17 +187,18 @@ class LiveSource:
         finally:
             self._close_session()
 
-    def _gap(self, frames: int, reason: str, resume_rate_hz: int | None = None) -> Gap:
-        self._frames += frames
-        return Gap(frames, reason, resume_rate_hz)
+    def _gap(self, frames: int, reason: str) -> Gap:
+        self._clock.count(frames)
+        return Gap(frames, reason)
 
     def _drain(self) -> Iterator[np.ndarray | Gap]:
         """Deliver the session's audio until the device is lost or stop is set."""
         capture, ring = self._capture, self._ring
         assert capture is not None and ring is not None
         buffer = np.empty((capture.block_frames * READ_BLOCKS, self.channels), dtype=np.float32)
-        max_lag = math.inf if self.max_lag_seconds is None else self.max_lag_seconds * self._rate_hz
-        period = capture.block_frames / self._rate_hz / 2
+        rate_hz = self._clock.rate_hz
+        max_lag = math.inf if self.max_lag_seconds is None else self.max_lag_seconds * rate_hz
+        period = capture.block_frames / rate_hz / 2
         while not self.stop.wait(period):
             yield from self._read_all(ring, buffer, max_lag, keep=capture.block_frames)
             silent = time.monotonic() - capture.last_callback_monotonic
@@ -227,7 +226,7 @@ class LiveSource:
                 yield self._gap(dropped, "overrun")
             if n == 0:
                 return
-            self._frames += n
+            self._clock.count(n)
             yield buffer[:n]
 
     def _shed(self, ring: RingBuffer, buffer: np.ndarray, keep: int) -> Iterator[Gap]:
@@ -245,7 +244,7 @@ class LiveSource:
                 break
             shed += n
             to_drop -= n
-            self.overload_seconds += n / self._rate_hz
+            self.overload_seconds += n / self._clock.rate_hz
         if shed:
             yield self._gap(shed, "overload")
         now = time.monotonic()
@@ -265,7 +264,7 @@ class LiveSource:
         while not self.stop.is_set():
             yield from self._gaps_until(time.monotonic() - GAP_MARGIN_SECONDS)
             try:
-                capture = self._start_capture(self._rate_hz, rescan=True)
+                capture = self._start_capture(self._clock.rate_hz, rescan=True)
             except AudioError as exc:
                 self._close_session()
                 self._complain(str(exc), retry_in=delay)
@@ -300,23 +299,15 @@ class LiveSource:
 
     def _gaps_until(self, monotonic: float) -> Iterator[Gap]:
         """A device gap up to `monotonic`, if the stream's position is behind it."""
-        missing = self._frames_missing(monotonic)
-        if missing >= self._rate_hz * GAP_EVERY_SECONDS:
+        missing = self._clock.gap_due(monotonic, GAP_EVERY_SECONDS)
+        if missing:
             yield self._gap(missing, "device")
-
-    def _frames_missing(self, monotonic: float) -> int:
-        elapsed = monotonic - self._zero_monotonic - self._base_seconds
-        return round(elapsed * self._rate_hz) - self._frames
 
     def _resume(self, capture: Capture, lost_at: float) -> Gap:
         """The last device gap: up to the new session's first frame, announcing its rate."""
-        missing = max(0, self._frames_missing(self._first_frame_monotonic(capture)))
         rate = capture.sample_rate_hz
-        gap = self._gap(missing, "device", None if rate == self._rate_hz else rate)
-        if rate != self._rate_hz:
-            self._base_seconds += self._frames / self._rate_hz
-            self._frames = 0
-            self._rate_hz = rate
+        missing, new_rate = self._clock.resume(self._first_frame_monotonic(capture), rate)
+        gap = Gap(missing, "device", new_rate)
         self.reconnects += 1
         self.connected = True
         self.problem = self._last_problem = ""

@@ -1,0 +1,94 @@
+"""SIGHUP: a re-read config and bundle, built into analyzers ready to take over.
+
+The daemon (edge/app.py) asks for a reload between blocks; `Reloader.prepare` re-reads the
+config, loads the bundle it names and builds one Analyzer per running lane, each feeding that
+lane's sink (its Evidence), and hands them back as a `Reload`. It changes nothing that runs: the
+caller gives the analyzers to `feed` (edge/pipeline.py), which switches to them at the next
+whole second of the stream, and applies the rest (levels and clips settings, the model's name in
+messages and metrics) itself. A config or bundle that does not load gives None and one log
+line, and the running setup stays as it was.
+
+Only what the analyzers and the evidence use can change while capture goes on: the model, its
+labels and event rules, sound levels and clips. Changes to the other sections (`LATER`) are
+logged and take effect at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edge.config import Loaded
+from edge.detection.analysis import Analyzer
+from edge.errors import SoundwatchError
+from edge.model.bundle import Bundle
+from edge.records import Sink
+
+logger = logging.getLogger(__name__)
+
+# Config sections a reload does not apply: they shape the stream and the outputs, which live on.
+LATER = ("source", "output", "mqtt", "metrics", "log_level")
+
+Build = Callable[[Loaded, Sink], tuple[Bundle, Analyzer]]
+"""Bundle and Analyzer for a config, feeding a sink; raises SoundwatchError on problems."""
+
+
+@dataclass(frozen=True)
+class Reload:
+    """A reloaded config, built and not yet scoring: one analyzer per lane, in lane order."""
+
+    loaded: Loaded
+    bundle: Bundle
+    analyzers: list[Analyzer]
+    later: tuple[str, ...]  # sections (of LATER) that changed: applied at the next start
+    evidence_changed: bool  # `levels` or `clips` changed: the lanes' Evidence takes them up
+
+    @property
+    def model(self) -> str:
+        """`name version` of the reloaded model, for log lines."""
+        return f"{self.bundle.manifest.name} {self.bundle.manifest.version}"
+
+
+class Reloader:
+    """Re-reads the config with `read_config` and builds analyzers for it with `build`."""
+
+    def __init__(self, read_config: Callable[[], Loaded], build: Build) -> None:
+        self.read_config = read_config
+        self.build = build
+
+    def prepare(self, running: Loaded, running_model: str, sinks: Sequence[Sink]) -> Reload | None:
+        """The re-read config, with one analyzer per sink (lane); None, and one log line
+        naming `running_model` (what stays), when the config or bundle does not load.
+
+        `running`: the config in use, to tell which sections changed.
+        """
+        try:
+            loaded = self.read_config()
+            built = [self.build(loaded, sink) for sink in sinks]
+        except SoundwatchError as exc:
+            problem = "; ".join(str(exc).splitlines())
+            logger.error("reload refused, still running model %s: %s", running_model, problem)
+            return None
+        except Exception as exc:  # a reload must never take the running daemon down
+            logger.exception("reload refused, still running model %s: %s", running_model, exc)
+            return None
+        old, new = running.config, loaded.config
+        later = tuple(name for name in LATER if getattr(old, name) != getattr(new, name))
+        if later:
+            logger.warning("reload: %s changed; that takes effect at the next start", list(later))
+        bundle, first = built[0]
+        reload = Reload(
+            loaded,
+            bundle,
+            [analyzer for _, analyzer in built],
+            later,
+            (old.levels, old.clips) != (new.levels, new.clips),
+        )
+        logger.info(
+            "reload: model %s (%s), labels %s; switching at the next whole second",
+            reload.model,
+            bundle.folder,
+            ", ".join(s.label for s in first.labels),
+        )
+        return reload
