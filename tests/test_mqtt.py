@@ -412,7 +412,7 @@ def test_every_payload_builder_follows_its_schema_without_a_broker() -> None:
     scores = np.array([0.123456, np.nan], dtype=np.float32)
     levels = Levels(-31.234, {"1000": -40.0, "2000": -45.678}, 1.0)
     row = SecondRow(3.0, when, ANALYSED, scores, levels, channel=1)
-    built = {
+    built: dict[str, list[bytes | None]] = {
         "status": [
             status_payload("online", "box", "tone", "1", "2026-06-01T12:00:00.000Z"),
             status_payload("offline", "box", "tone", "1", None),  # the last will
@@ -425,9 +425,9 @@ def test_every_payload_builder_follows_its_schema_without_a_broker() -> None:
         for payload in payloads:
             assert payload is not None
             SCHEMAS[name].validate(json.loads(payload))
-    assert json.loads(built["probabilities"][0])["scores"] == {"a": 0.1235, "b": None}
-    assert json.loads(built["levels"][0])["dbfs"] == -31.23
-    assert json.loads(built["levels"][1])["db"] == -31.23
+    assert json.loads(built["probabilities"][0] or b"")["scores"] == {"a": 0.1235, "b": None}
+    assert json.loads(built["levels"][0] or b"")["dbfs"] == -31.23
+    assert json.loads(built["levels"][1] or b"")["db"] == -31.23
     assert levels_payload(SecondRow(3.0, when, ANALYSED, scores), "dBFS") is None
 
 
