@@ -14,15 +14,17 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from edge.config import load_config
+from edge.ops.metrics import MetricsServer, MetricsSink, create_metrics
 from edge.outputs.mqtt.broker import read_password
+from edge.records import ANALYSED, SecondRow, StreamInfo
 from tests.conftest import PulseServer
 from tests.scenes import check_against_truth, events_from_jsonl, write_scene
 
@@ -313,37 +315,34 @@ def test_dockerfile_installs_only_through_the_tested_script() -> None:
     assert ("VOLUME", '["/var/lib/soundwatch"]') in steps
 
 
-class _Metrics(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/metrics" else 404)
-        self.end_headers()
-        self.wfile.write(b"soundwatch_audio_seconds_total 1.0\n")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def test_healthcheck_tells_up_from_down() -> None:
+def test_healthcheck_fails_when_audio_stops_being_analysed() -> None:
+    """The Dockerfile's own command against a real metrics endpoint: healthy at the start and
+    after an analysed second, unhealthy once the last one is older than the limit, or when
+    nothing answers."""
     healthcheck = next(
         a for word, a in _instructions(DOCKERFILE.read_text()) if word == "HEALTHCHECK"
     )
     command = json.loads(healthcheck.split(" CMD ", 1)[1])
     assert command[0] == f"{PREFIX}/bin/python"
+    assert "--url" not in command  # the default, 127.0.0.1:9464, is the image's metrics address
     command[0] = sys.executable
+    metrics = create_metrics()  # marks the start as analysed
+    server = MetricsServer(metrics, "127.0.0.1:0")
+    here = [*command, "--url", f"http://127.0.0.1:{server.port}/metrics"]
     try:
-        server = HTTPServer(("127.0.0.1", 9464), _Metrics)
-    except OSError:
-        pytest.skip("127.0.0.1:9464 is taken by another program")
-    thread = threading.Thread(target=server.serve_forever, name="fake-metrics", daemon=True)
-    thread.start()
-    try:
-        up = _run(command)
+        fresh = _run(here)
+        metrics.last_analysed.set(time.time() - 121)  # the command's limit is 120 s
+        stale = _run(here)
+        sink = MetricsSink(metrics)
+        sink.begin(StreamInfo("live", ["a"], None, 16000))
+        sink.second(SecondRow(0.0, None, ANALYSED, np.array([0.5], dtype=np.float32)))
+        again = _run(here)
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-    down = _run(command)
-    assert (up.returncode, down.returncode != 0) == (0, True)
+        server.close()
+    down = _run(here)
+    assert (fresh.returncode, stale.returncode, again.returncode, down.returncode) == (0, 1, 0, 1)
+    assert "no audio analysed for 121 s (limit 120 s)" in stale.stderr
+    assert "no answer" in down.stderr
 
 
 def _docker_context(dest: Path) -> list[str]:
