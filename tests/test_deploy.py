@@ -34,6 +34,7 @@ EXAMPLE_CONFIG = ROOT / "systemd" / "config.example.yaml"
 DOCKER_CONFIG = ROOT / "deploy" / "docker-config.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
+ALERTS = ROOT / "deploy" / "prometheus-alerts.yml"
 PREFIX = "/opt/soundwatch"
 VENV_BIN = Path(sys.executable).parent
 # Contract 3 (ARCHITECTURE.md): every one of these is on the dashboard.
@@ -313,6 +314,29 @@ def test_dockerfile_installs_only_through_the_tested_script() -> None:
     assert entry == [["soundwatch"], ["run", "-c", "/etc/soundwatch/config.yaml"]]
     assert ("EXPOSE", "9464") in steps
     assert ("VOLUME", '["/var/lib/soundwatch"]') in steps
+
+
+def test_alert_rules_pass_promtool_and_their_own_unit_tests() -> None:
+    """`check rules` (syntax, PromQL) and `test rules`: synthetic series in
+    deploy/prometheus-alerts.test.yml make "not analysing", drops and a lost broker fire, at
+    the minute they should and not before."""
+    promtool = _tool("promtool", "apt-get install -y prometheus")
+    checked = _run([promtool, "check", "rules", str(ALERTS)])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 8 rules found" in checked.stdout
+    tested = _run([promtool, "test", "rules", "prometheus-alerts.test.yml"], cwd=ALERTS.parent)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_alert_rules_name_only_metrics_the_daemon_serves() -> None:
+    """A renamed metric would leave its alert silent forever: every soundwatch_* name in the
+    rules must be one create_metrics() serves."""
+    served = {
+        sample.name for family in create_metrics().registry.collect() for sample in family.samples
+    }
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    named = {name for rule in rules for name in re.findall(r"soundwatch_\w+", rule["expr"])}
+    assert named and named <= served, named - served
 
 
 def test_healthcheck_fails_when_audio_stops_being_analysed() -> None:

@@ -22,7 +22,8 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
     soundwatch_device_reconnects_total          input device reopened after a loss
     soundwatch_last_analysed_timestamp_seconds  Unix time of the last analysed second (the
                                                 start, before the first), s
-    soundwatch_mqtt_connected                   1 while connected to the broker
+    soundwatch_mqtt_connected                   1 while connected to the broker (NaN: no broker
+                                                configured, so alerts on 0 stay quiet)
     soundwatch_outbox_pending                   event messages not yet acknowledged
     soundwatch_mqtt_events_total{result}        event messages: published (acknowledged),
                                                 rejected (refused by an MQTT 5 broker),
@@ -195,6 +196,7 @@ def create_metrics() -> Metrics:
     # A health check (edge/ops/health.py) reads the age of this: the start counts as fresh, so
     # loading the model is not "stopped analysing".
     metrics.last_analysed.set_to_current_time()
+    metrics.mqtt_connected.set(math.nan)  # until an MQTT sink is watched (MqttMetrics)
     return metrics
 
 
