@@ -17,7 +17,6 @@ The payloads are built in edge/outputs/mqtt/messages.py, the client in broker.py
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import sys
@@ -38,7 +37,7 @@ from edge.outputs.mqtt.broker import (
     refusal_words,
     topic_root,
 )
-from edge.outputs.mqtt.homeassistant import discovery_messages
+from edge.outputs.mqtt.homeassistant import Announcements, discovery_messages
 from edge.outputs.mqtt.messages import (
     event_payload,
     levels_payload,
@@ -93,6 +92,8 @@ class MqttSink(Sink):
         self.client.on_publish = self._on_publish
         self.outbox = Outbox(outbox_path, config.outbox_max_messages)
         self.publisher = Publisher(self.client, self.outbox)
+        # Next to the outbox: the state folder, which outlives the process.
+        self.announcements = Announcements(outbox_path.parent / "mqtt-homeassistant.json")
 
         self.events_dropped_full = 0
         self._info: StreamInfo | None = None
@@ -143,6 +144,8 @@ class MqttSink(Sink):
     def begin(self, info: StreamInfo) -> None:
         self.labels = info.labels
         self._info = info
+        if self.connected:  # a reload may bring other labels, or levels on or off
+            self._announce(again=False)
 
     def event(self, event: Event) -> None:
         offset = 0.0 if self._info is None else self._info.offset_seconds
@@ -217,8 +220,16 @@ class MqttSink(Sink):
         client.publish(
             f"{self.root}/status", self._status("online", iso(utc_now())), qos=1, retain=True
         )
+        self._announce(again=True)
+        self.publisher.connected_now()
+
+    def _announce(self, *, again: bool) -> None:
+        """Home Assistant discovery for the labels now running (and none when it is off, which
+        removes what an earlier run announced)."""
+        messages = []
         if self.config.homeassistant:
-            for topic, config in discovery_messages(
+            unit = None if self._info is None else self._info.level_unit
+            messages = discovery_messages(
                 self.config,
                 self.root,
                 self.device,
@@ -226,9 +237,9 @@ class MqttSink(Sink):
                 self.model_version,
                 self.labels,
                 self.channels,
-            ):
-                client.publish(topic, json.dumps(config), qos=1, retain=True)
-        self.publisher.connected_now()
+                unit,
+            )
+        self.announcements.publish(self.client, messages, again=again)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block, so the error is still at hand.
