@@ -97,10 +97,10 @@ def test_every_entity_has_an_origin_and_goes_unavailable_with_the_last_will() ->
 
 def test_a_sound_level_sensor_only_with_levels_on_one_per_channel() -> None:
     def levels(
-        unit: str | None, channels: list[int | None], **mqtt: bool
+        unit: str | None, channels: list[int | None], on: bool = True
     ) -> list[dict[str, object]]:
         messages = discovery_messages(
-            MqttConfig(host="localhost", homeassistant=True, **mqtt),
+            MqttConfig(host="localhost", homeassistant=True, levels=on),
             "soundwatch/box",
             "box",
             "flysong",
@@ -112,7 +112,7 @@ def test_a_sound_level_sensor_only_with_levels_on_one_per_channel() -> None:
         return [config for topic, config in messages if "/sound_level" in topic]
 
     assert levels(None, [None]) == []  # levels off in the daemon
-    assert levels("dBFS", [None], levels=False) == []  # not published over MQTT
+    assert levels("dBFS", [None], on=False) == []  # not published over MQTT
     (one,) = levels("dBFS", [None])
     assert (one["state_topic"], one["unit_of_measurement"]) == ("soundwatch/box/levels", "dBFS")
     assert one["expire_after"] == 10 and one["state_class"] == "measurement"
@@ -132,7 +132,7 @@ def retained_configs(broker: Mosquitto) -> dict[str, str]:
         # The broker sends the retained messages as it takes the subscription, so a message
         # this client publishes after its SUBACK comes back after all of them.
         subscriber.client.publish("probe/done", b"1", qos=1)
-        subscriber.wait_for(lambda ms: ms[-1:] and ms[-1].topic == "probe/done", 5, "the marker")
+        subscriber.wait_for(lambda ms: bool(ms) and ms[-1].topic == "probe/done", 5, "the marker")
         got = subscriber.messages()
     finally:
         subscriber.close()
