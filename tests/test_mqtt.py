@@ -476,9 +476,9 @@ def test_after_a_reconnect_newer_events_wait_for_the_ones_paho_sends_again(
         for i in (1, 2, 3):
             sink.event(an_event(i))
         deadline = time.monotonic() + 5
-        while len(sink.publisher._inflight) < 3 and time.monotonic() < deadline:
+        while sink.publisher.in_flight < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert len(sink.publisher._inflight) == 3
+        assert sink.publisher.in_flight == 3
         broker.kill()
         while sink.connected and time.monotonic() < deadline + 5:
             time.sleep(0.02)

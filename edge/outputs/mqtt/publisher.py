@@ -67,6 +67,11 @@ class Publisher:
         return self._seconds_dropped_early + self._seconds_dropped_late
 
     @property
+    def in_flight(self) -> int:
+        """Outbox messages handed to paho and not yet acknowledged."""
+        return len(self._inflight)
+
+    @property
     def running(self) -> bool:
         return self._thread is not None
 
