@@ -37,7 +37,7 @@ DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
 ALERTS = ROOT / "deploy" / "prometheus-alerts.yml"
 PREFIX = "/opt/soundwatch"
 VENV_BIN = Path(sys.executable).parent
-# Contract 3 (ARCHITECTURE.md): every one of these is on the dashboard.
+# The metrics contract (README "Watching it"): every one of these is on the dashboard.
 METRICS = {
     "soundwatch_audio_seconds_total",
     "soundwatch_audio_overruns_total",

@@ -1,4 +1,4 @@
-"""Prometheus metrics (ARCHITECTURE.md, contract 3): created in one function, served over HTTP.
+"""Prometheus metrics (README "Watching it"): created in one function, served over HTTP.
 
 Every metric is a plain prometheus_client object in one `Metrics`, made by `create_metrics()`
 in its own registry (nothing is registered at import, so tests can make as many as they like).

@@ -1,6 +1,6 @@
 """The MQTT payloads, built from the daemon's records: pure functions, no broker needed.
 
-One builder per topic under `<topic_prefix>/<device id>/` (ARCHITECTURE.md, contract 2); each
+One builder per topic under `<topic_prefix>/<device id>/` (README "MQTT"); each
 payload follows its schema in schemas/*.schema.json, which tests/test_mqtt.py checks.
 """
 

@@ -1,6 +1,6 @@
 """MQTT: events that are never lost, status with a last will, probabilities, HA discovery.
 
-Topics under `<topic_prefix>/<device id>/` (ARCHITECTURE.md, contract 2; schemas/*.json):
+Topics under `<topic_prefix>/<device id>/` (README "MQTT"; schemas/*.json):
 `status` (QoS 1, retained; the last will sets `offline`), `events` (QoS 1, at least once) and,
 when enabled, `probabilities` and `levels` (QoS 0, best effort).
 
