@@ -225,21 +225,29 @@ class MqttSink(Sink):
 
     def _announce(self, *, again: bool) -> None:
         """Home Assistant discovery for the labels now running (and none when it is off, which
-        removes what an earlier run announced)."""
-        messages = []
-        if self.config.homeassistant:
-            unit = None if self._info is None else self._info.level_unit
-            messages = discovery_messages(
-                self.config,
-                self.root,
-                self.device,
-                self.model,
-                self.model_version,
-                self.labels,
-                self.channels,
-                unit,
-            )
-        self.announcements.publish(self.client, messages, again=again)
+        removes what an earlier run announced).
+
+        Runs on paho's thread at a connect and on the processing thread at a new stream; a
+        stream that begins while a connect announces (and so skips it, not yet connected)
+        changes `_info`, which is checked again after publishing."""
+        for _ in range(3):
+            info = self._info
+            messages = []
+            if self.config.homeassistant:
+                messages = discovery_messages(
+                    self.config,
+                    self.root,
+                    self.device,
+                    self.model,
+                    self.model_version,
+                    list(info.labels if info is not None else self.labels),
+                    self.channels,
+                    None if info is None else info.level_unit,
+                )
+            self.announcements.publish(self.client, messages, again=again)
+            if self._info is info:
+                return
+            again = False
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block, so the error is still at hand.
