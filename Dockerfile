@@ -38,10 +38,11 @@ WORKDIR /var/lib/soundwatch
 VOLUME ["/var/lib/soundwatch"]
 EXPOSE 9464
 
-# Healthy while the metrics endpoint answers (slim images have no curl). The config must keep
-# metrics on port 9464 for this; 0.0.0.0 in the image's config so `-p` can publish it.
+# Healthy while audio is being analysed: the metrics endpoint answers and its last analysed
+# second is under 2 minutes old (edge/ops/health.py; slim images have no curl). The config must
+# keep metrics on port 9464 for this; 0.0.0.0 in the image's config so `-p` can publish it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["/opt/soundwatch/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/metrics', timeout=4).read()"]
+    CMD ["/opt/soundwatch/bin/python", "-m", "edge.ops.health", "--max-age", "120"]
 
 # SIGTERM (docker stop) closes open events and flushes outputs and the MQTT outbox.
 ENTRYPOINT ["soundwatch"]

@@ -47,6 +47,7 @@ from edge.ops.metrics import (
     FeedMetrics,
     MetricsServer,
     MetricsSink,
+    MqttMetrics,
     create_metrics,
     timed,
     watch,
@@ -97,6 +98,7 @@ class App:
             self.files = DaemonFiles(out, m.name, m.version, config.output.device)
             self.sinks.append(self.files)
         self.mqtt: MqttSink | None = None
+        self._mqtt_metrics: MqttMetrics | None = None
         if config.mqtt.host:
             outbox = config.mqtt.outbox or str(Path(config.output.dir) / "mqtt-outbox.sqlite3")
             self.mqtt = MqttSink(
@@ -110,9 +112,7 @@ class App:
                 channels=_detected_channels(config.source),
             )
             self.sinks.append(self.mqtt)
-            mqtt = self.mqtt
-            watch(self.metrics.mqtt_connected, lambda: mqtt.connected)
-            watch(self.metrics.outbox_pending, lambda: len(mqtt.outbox))
+            self._mqtt_metrics = MqttMetrics(self.metrics, self.mqtt)
         self.sinks.append(self.metrics_sink)
         self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         self.files_failed = 0
@@ -279,6 +279,8 @@ class App:
         overruns, reconnects = (live.overruns, live.reconnects) if live is not None else (0, 0)
         self._feed_metrics.update(conditioner.counts, overruns=overruns, reconnects=reconnects)
         self._clip_metrics.update()
+        if self._mqtt_metrics is not None:
+            self._mqtt_metrics.update()
 
     def _status_text(self) -> str:
         stream = self._stream

@@ -16,7 +16,9 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)
 if [ "$extras" = dev ]; then
   # systemd: `systemd-analyze verify` checks the unit (tests/test_deploy.py); nothing is started.
+  # prometheus: only for `promtool`, which checks deploy/prometheus-alerts.yml (not started).
   packages+=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils libasound2-plugins openssl systemd)
+  packages+=(prometheus)
 fi
 apt_install "${packages[@]}"
 

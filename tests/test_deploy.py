@@ -14,15 +14,17 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from edge.config import load_config
+from edge.ops.metrics import MetricsServer, MetricsSink, create_metrics
 from edge.outputs.mqtt.broker import read_password
+from edge.records import ANALYSED, SecondRow, StreamInfo
 from tests.conftest import PulseServer
 from tests.scenes import check_against_truth, events_from_jsonl, write_scene
 
@@ -32,9 +34,10 @@ EXAMPLE_CONFIG = ROOT / "systemd" / "config.example.yaml"
 DOCKER_CONFIG = ROOT / "deploy" / "docker-config.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
+ALERTS = ROOT / "deploy" / "prometheus-alerts.yml"
 PREFIX = "/opt/soundwatch"
 VENV_BIN = Path(sys.executable).parent
-# Contract 3 (ARCHITECTURE.md): every one of these is on the dashboard.
+# The metrics contract (README "Watching it"): every one of these is on the dashboard.
 METRICS = {
     "soundwatch_audio_seconds_total",
     "soundwatch_audio_overruns_total",
@@ -313,37 +316,57 @@ def test_dockerfile_installs_only_through_the_tested_script() -> None:
     assert ("VOLUME", '["/var/lib/soundwatch"]') in steps
 
 
-class _Metrics(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/metrics" else 404)
-        self.end_headers()
-        self.wfile.write(b"soundwatch_audio_seconds_total 1.0\n")
+def test_alert_rules_pass_promtool_and_their_own_unit_tests() -> None:
+    """`check rules` (syntax, PromQL) and `test rules`: synthetic series in
+    deploy/prometheus-alerts.test.yml make "not analysing", drops and a lost broker fire, at
+    the minute they should and not before."""
+    promtool = _tool("promtool", "apt-get install -y prometheus")
+    checked = _run([promtool, "check", "rules", str(ALERTS)])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 8 rules found" in checked.stdout
+    tested = _run([promtool, "test", "rules", "prometheus-alerts.test.yml"], cwd=ALERTS.parent)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
-    def log_message(self, *args: object) -> None:
-        pass
+
+def test_alert_rules_name_only_metrics_the_daemon_serves() -> None:
+    """A renamed metric would leave its alert silent forever: every soundwatch_* name in the
+    rules must be one create_metrics() serves."""
+    served = {
+        sample.name for family in create_metrics().registry.collect() for sample in family.samples
+    }
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    named = {name for rule in rules for name in re.findall(r"soundwatch_\w+", rule["expr"])}
+    assert named and named <= served, named - served
 
 
-def test_healthcheck_tells_up_from_down() -> None:
+def test_healthcheck_fails_when_audio_stops_being_analysed() -> None:
+    """The Dockerfile's own command against a real metrics endpoint: healthy at the start and
+    after an analysed second, unhealthy once the last one is older than the limit, or when
+    nothing answers."""
     healthcheck = next(
         a for word, a in _instructions(DOCKERFILE.read_text()) if word == "HEALTHCHECK"
     )
     command = json.loads(healthcheck.split(" CMD ", 1)[1])
     assert command[0] == f"{PREFIX}/bin/python"
+    assert "--url" not in command  # the default, 127.0.0.1:9464, is the image's metrics address
     command[0] = sys.executable
+    metrics = create_metrics()  # marks the start as analysed
+    server = MetricsServer(metrics, "127.0.0.1:0")
+    here = [*command, "--url", f"http://127.0.0.1:{server.port}/metrics"]
     try:
-        server = HTTPServer(("127.0.0.1", 9464), _Metrics)
-    except OSError:
-        pytest.skip("127.0.0.1:9464 is taken by another program")
-    thread = threading.Thread(target=server.serve_forever, name="fake-metrics", daemon=True)
-    thread.start()
-    try:
-        up = _run(command)
+        fresh = _run(here)
+        metrics.last_analysed.set(time.time() - 121)  # the command's limit is 120 s
+        stale = _run(here)
+        sink = MetricsSink(metrics)
+        sink.begin(StreamInfo("live", ["a"], None, 16000))
+        sink.second(SecondRow(0.0, None, ANALYSED, np.array([0.5], dtype=np.float32)))
+        again = _run(here)
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-    down = _run(command)
-    assert (up.returncode, down.returncode != 0) == (0, True)
+        server.close()
+    down = _run(here)
+    assert (fresh.returncode, stale.returncode, again.returncode, down.returncode) == (0, 1, 0, 1)
+    assert "no audio analysed for 121 s (limit 120 s)" in stale.stderr
+    assert "no answer" in down.stderr
 
 
 def _docker_context(dest: Path) -> list[str]:

@@ -3,18 +3,31 @@ while the daemon runs as a subprocess (live on PulseAudio, replaying a file, fal
 
 from __future__ import annotations
 
+import math
 import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.audio.streams import Counts
 from edge.config import load_config
 from edge.errors import ConfigError
-from edge.ops.metrics import FeedMetrics, MetricsServer, create_metrics, parse_address
+from edge.ops.metrics import (
+    FeedMetrics,
+    MetricsServer,
+    MetricsSink,
+    MqttMetrics,
+    create_metrics,
+    parse_address,
+)
+from edge.outputs.mqtt.settings import MqttConfig
+from edge.outputs.mqtt.sink import MqttSink
+from edge.records import ANALYSED, Event, SecondRow, StreamInfo, gap_status
 from tests.audio import tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
+from tests.mqtt_broker import Mosquitto
 
 # --- in process -----------------------------------------------------------------------------------
 
@@ -65,6 +78,73 @@ def test_metrics_are_served_and_a_taken_port_is_one_clear_error() -> None:
             MetricsServer(second, f"127.0.0.1:{server.port}")
     finally:
         server.close()
+
+
+def test_mqtt_drops_and_deliveries_are_counters_on_the_endpoint(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """10 events into an outbox of 4 while not connected (6 dropped, 10 probabilities dropped),
+    then connected: the 4 kept are published. Read back through a real /metrics."""
+    config = MqttConfig(
+        host=broker.host, port=broker.port, outbox_max_messages=4, probabilities=True
+    )
+    sink = MqttSink(
+        config,
+        device="box",
+        model="tone",
+        model_version="1",
+        labels=["a"],
+        outbox_path=tmp_path / "outbox.sqlite3",
+        resolve=Path,
+    )
+    sink.begin(StreamInfo("test", ["a"], None, 16000))
+    metrics = create_metrics()
+    mqtt_metrics = MqttMetrics(metrics, sink)
+    server = MetricsServer(metrics, "127.0.0.1:0")
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        assert scrape(url).labelled("soundwatch_mqtt_events_total") == {
+            "published": 0,
+            "rejected": 0,
+            "dropped": 0,
+        }
+        for i in range(10):
+            sink.event(Event(f"e{i}", "start", "a", float(i), None, None, None, 0.9, 0.9, 0.5, "t"))
+            sink.second(SecondRow(float(i), None, ANALYSED, np.array([0.5], dtype=np.float32)))
+        mqtt_metrics.update()
+        offline = scrape(url)
+        sink.start()
+        deadline = time.monotonic() + 10
+        while sink.events_published < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mqtt_metrics.update()
+        online = scrape(url)
+    finally:
+        sink.close()
+        server.close()
+    assert offline.labelled("soundwatch_mqtt_events_total")["dropped"] == 6
+    assert offline.labelled("soundwatch_mqtt_seconds_total") == {"published": 0, "dropped": 10}
+    assert offline.value("soundwatch_outbox_pending") == 4
+    assert offline.value("soundwatch_mqtt_connected") == 0
+    assert online.labelled("soundwatch_mqtt_events_total") == {
+        "published": 4,
+        "rejected": 0,
+        "dropped": 6,
+    }
+    assert online.value("soundwatch_outbox_pending") == 0
+    assert online.value("soundwatch_mqtt_connected") == 1
+
+
+def test_an_analysed_second_refreshes_the_last_analysed_time() -> None:
+    metrics = create_metrics()
+    metrics.last_analysed.set(0)
+    sink = MetricsSink(metrics)
+    sink.begin(StreamInfo("live", ["a"], None, 16000))
+    gap = SecondRow(0.0, None, gap_status("device"), np.array([np.nan], dtype=np.float32))
+    sink.second(gap)
+    assert metrics.last_analysed._value.get() == 0  # a gap is not analysed audio
+    sink.second(SecondRow(1.0, None, ANALYSED, np.array([0.5], dtype=np.float32)))
+    assert abs(metrics.last_analysed._value.get() - time.time()) < 60
 
 
 def test_feed_counters_move_by_difference_across_streams() -> None:
@@ -152,7 +232,7 @@ def test_metrics_follow_the_live_daemon(
     assert 0 <= second.value("soundwatch_ring_fill_ratio") < 0.05
     assert 0 <= second.value("soundwatch_lag_seconds") < 0.5
     assert second.value("soundwatch_device_connected") == 1
-    assert second.value("soundwatch_mqtt_connected") == 0  # no broker configured
+    assert math.isnan(second.value("soundwatch_mqtt_connected"))  # no broker configured
     assert second.value("soundwatch_model_info", name="tone", version="2026.11.22", backend="onnx")
 
 

@@ -32,9 +32,15 @@ import yaml
 
 from edge.config import Config
 from edge.errors import ConfigError
+from edge.outputs.mqtt.messages import (
+    event_payload,
+    levels_payload,
+    probabilities_payload,
+    status_payload,
+)
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.outputs.mqtt.sink import MqttSink
-from edge.records import ANALYSED, Event, SecondRow, StreamInfo
+from edge.records import ANALYSED, Event, Levels, SecondRow, StreamInfo
 from edge.schema import build
 from tests.mqtt_broker import Mosquitto, Received, Subscriber, make_certificates
 from tests.scenes import Found, check_against_truth, write_scene
@@ -45,7 +51,7 @@ SCHEMAS = {
     name: jsonschema.Draft202012Validator(
         json.loads((ROOT / "schemas" / f"{name}.schema.json").read_text())
     )
-    for name in ("event", "status", "probabilities")
+    for name in ("event", "status", "probabilities", "levels")
 }
 
 
@@ -398,6 +404,99 @@ def test_a_full_outbox_drops_the_oldest_and_counts(
     subscriber.close()
     assert [m["id"] for m in arrived(subscriber)] == ["e6", "e7", "e8", "e9"]
     assert (sink.events_published, sink.events_dropped_full) == (4, 6)
+
+
+def test_every_payload_builder_follows_its_schema_without_a_broker() -> None:
+    when = datetime.fromisoformat("2026-06-01T12:00:00+00:00")
+    event = Event("e1", "start", "a", 3.25, None, when, None, 0.91, 0.8, 0.5, "live", channel=1)
+    scores = np.array([0.123456, np.nan], dtype=np.float32)
+    levels = Levels(-31.234, {"1000": -40.0, "2000": -45.678}, 1.0)
+    row = SecondRow(3.0, when, ANALYSED, scores, levels, channel=1)
+    built: dict[str, list[bytes | None]] = {
+        "status": [
+            status_payload("online", "box", "tone", "1", "2026-06-01T12:00:00.000Z"),
+            status_payload("offline", "box", "tone", "1", None),  # the last will
+        ],
+        "event": [event_payload(event, "tone", "1", "box", 0.0)],
+        "probabilities": [probabilities_payload(row, ["a", "b"])],
+        "levels": [levels_payload(row, "dBFS"), levels_payload(row, "dB re 20 µPa")],
+    }
+    for name, payloads in built.items():
+        for payload in payloads:
+            assert payload is not None
+            SCHEMAS[name].validate(json.loads(payload))
+    assert json.loads(built["probabilities"][0] or b"")["scores"] == {"a": 0.1235, "b": None}
+    assert json.loads(built["levels"][0] or b"")["dbfs"] == -31.23
+    assert json.loads(built["levels"][1] or b"")["db"] == -31.23
+    assert levels_payload(SecondRow(3.0, when, ANALYSED, scores), "dBFS") is None
+
+
+def sink_for(broker: Mosquitto, tmp_path: Path, **mqtt: Any) -> MqttSink:
+    config = MqttConfig(host=broker.host, port=broker.port, **mqtt)
+    sink = MqttSink(
+        config,
+        device="box",
+        model="tone",
+        model_version="1",
+        labels=["a"],
+        outbox_path=tmp_path / "outbox.sqlite3",
+        resolve=Path,
+    )
+    sink.begin(StreamInfo("test", ["a"], None, 16000))
+    return sink
+
+
+def an_event(i: int) -> Event:
+    return Event(f"e{i}", "start", "a", float(i), None, None, None, 0.9, 0.9, 0.5, "t")
+
+
+def test_after_a_reconnect_newer_events_wait_for_the_ones_paho_sends_again(
+    tmp_path: Path, persistent_broker: Mosquitto
+) -> None:
+    """paho resends the messages it had in flight only after its on_connect callback returns,
+    while the connection is already usable: the publisher must hold newer outbox rows back
+    until those are acknowledged, or they overtake them. A pause at the end of on_connect (a
+    busy network thread) opens that window every time."""
+    broker = persistent_broker
+    subscriber = Subscriber(broker, ["soundwatch/box/events"], client_id="test", persistent=True)
+    sink = sink_for(broker, tmp_path, reconnect_min_seconds=1, reconnect_max_seconds=1)
+    on_connect = sink.client.on_connect
+    assert on_connect is not None
+
+    def slow_on_connect(*args: Any) -> None:
+        on_connect(*args)
+        time.sleep(0.5)  # the publisher, woken by the connect, runs meanwhile
+
+    sink.client.on_connect = slow_on_connect
+    sink.start()
+    try:
+        sink.event(an_event(0))
+        subscriber.wait_for(lambda ms: len(ms) >= 1, 10, "e0 before the freeze")
+        broker.freeze()  # e1..e3 go into the socket and are never acknowledged
+        for i in (1, 2, 3):
+            sink.event(an_event(i))
+        deadline = time.monotonic() + 5
+        while sink.publisher.in_flight < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sink.publisher.in_flight == 3
+        broker.kill()
+        while sink.connected and time.monotonic() < deadline + 5:
+            time.sleep(0.02)
+        assert not sink.connected
+        for i in (4, 5):  # newer, in the outbox only: nothing is published while offline
+            sink.event(an_event(i))
+        broker.start()
+        subscriber.wait_for(
+            lambda ms: {m.json()["id"] for m in ms} >= {f"e{i}" for i in range(6)},
+            20,
+            "e0..e5 after the broker came back",
+        )
+    finally:
+        sink.close()
+        subscriber.close()
+    ids = [m["id"] for m in arrived(subscriber)]
+    first_seen = list(dict.fromkeys(ids))  # a resent message may arrive twice; order counts
+    assert first_seen == ["e0", "e1", "e2", "e3", "e4", "e5"], ids
 
 
 # -- TLS, passwords, check --connect ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Prometheus metrics (ARCHITECTURE.md, contract 3): created in one function, served over HTTP.
+"""Prometheus metrics (README "Watching it"): created in one function, served over HTTP.
 
 Every metric is a plain prometheus_client object in one `Metrics`, made by `create_metrics()`
 in its own registry (nothing is registered at import, so tests can make as many as they like).
@@ -20,8 +20,17 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
     soundwatch_clipped_samples_total            input samples at full scale
     soundwatch_device_connected                 1 while the input device delivers audio
     soundwatch_device_reconnects_total          input device reopened after a loss
-    soundwatch_mqtt_connected                   1 while connected to the broker
+    soundwatch_last_analysed_timestamp_seconds  Unix time of the last analysed second (the
+                                                start, before the first), s
+    soundwatch_mqtt_connected                   1 while connected to the broker (NaN: no broker
+                                                configured, so alerts on 0 stay quiet)
     soundwatch_outbox_pending                   event messages not yet acknowledged
+    soundwatch_mqtt_events_total{result}        event messages: published (acknowledged),
+                                                rejected (refused by an MQTT 5 broker),
+                                                dropped (oldest, from a full outbox)
+    soundwatch_mqtt_seconds_total{result}       per-second messages (probabilities, levels,
+                                                QoS 0): published, dropped (not connected
+                                                or falling behind)
     soundwatch_model_info{name,version,backend} 1, for the model running now
     soundwatch_sound_level_db{band,unit}        the last second's level (band "broadband" or
                                                 a nominal centre in Hz), with `levels:` on
@@ -52,6 +61,7 @@ from edge.errors import ConfigError
 from edge.model.runtime.base import Backend
 from edge.outputs.clips import ClipRecorder
 from edge.outputs.evidence import Evidence
+from edge.outputs.mqtt.sink import MqttSink
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -61,6 +71,8 @@ logger = logging.getLogger(__name__)
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 GAP_REASONS = ("overrun", "device", "overload")
 CLIP_RESULTS = ("written", "failed", "skipped")
+MQTT_EVENT_RESULTS = ("published", "rejected", "dropped")
+MQTT_SECOND_RESULTS = ("published", "dropped")
 
 
 @dataclass(frozen=True)
@@ -79,8 +91,11 @@ class Metrics:
     clipped_samples: Counter
     device_connected: Gauge
     device_reconnects: Counter
+    last_analysed: Gauge
     mqtt_connected: Gauge
     outbox_pending: Gauge
+    mqtt_events: Counter
+    mqtt_seconds: Counter
     model_info: Gauge
     sound_level: Gauge
     clips: Counter
@@ -131,9 +146,26 @@ def create_metrics() -> Metrics:
         device_reconnects=Counter(
             p + "device_reconnects", "Input device reopened after a loss", registry=r
         ),
+        last_analysed=Gauge(
+            p + "last_analysed_timestamp_seconds",
+            "Unix time of the last analysed second (the start, before the first), s",
+            registry=r,
+        ),
         mqtt_connected=Gauge(p + "mqtt_connected", "1 while connected to the broker", registry=r),
         outbox_pending=Gauge(
             p + "outbox_pending", "Event messages not yet acknowledged by the broker", registry=r
+        ),
+        mqtt_events=Counter(
+            p + "mqtt_events",
+            "Event messages: published, rejected by the broker, dropped from a full outbox",
+            ["result"],
+            registry=r,
+        ),
+        mqtt_seconds=Counter(
+            p + "mqtt_seconds",
+            "Per-second messages (QoS 0): published, dropped (offline or falling behind)",
+            ["result"],
+            registry=r,
         ),
         model_info=Gauge(
             p + "model_info", "The model running", ["name", "version", "backend"], registry=r
@@ -157,6 +189,14 @@ def create_metrics() -> Metrics:
         metrics.gap_seconds.labels(reason)
     for result in CLIP_RESULTS:
         metrics.clips.labels(result)
+    for result in MQTT_EVENT_RESULTS:
+        metrics.mqtt_events.labels(result)
+    for result in MQTT_SECOND_RESULTS:
+        metrics.mqtt_seconds.labels(result)
+    # A health check (edge/ops/health.py) reads the age of this: the start counts as fresh, so
+    # loading the model is not "stopped analysing".
+    metrics.last_analysed.set_to_current_time()
+    metrics.mqtt_connected.set(math.nan)  # until an MQTT sink is watched (MqttMetrics)
     return metrics
 
 
@@ -245,6 +285,33 @@ class ClipMetrics:
             self._deleted = deleted
 
 
+class MqttMetrics:
+    """The MQTT sink's counters into the metrics, by difference (processing thread, per tick);
+    its connection and outbox are read at scrape time."""
+
+    def __init__(self, metrics: Metrics, sink: MqttSink) -> None:
+        self.sink = sink
+        self._counters = [metrics.mqtt_events.labels(r) for r in MQTT_EVENT_RESULTS]
+        self._counters += [metrics.mqtt_seconds.labels(r) for r in MQTT_SECOND_RESULTS]
+        self._seen = [0] * len(self._counters)
+        watch(metrics.mqtt_connected, lambda: sink.connected)
+        watch(metrics.outbox_pending, lambda: len(sink.outbox))
+
+    def update(self) -> None:
+        s = self.sink
+        now = (
+            s.events_published,
+            s.events_rejected,
+            s.events_dropped_full,
+            s.seconds_published,
+            s.seconds_dropped,
+        )
+        for i, (counter, value) in enumerate(zip(self._counters, now, strict=True)):
+            if value != self._seen[i]:
+                counter.inc(max(0, value - self._seen[i]))
+                self._seen[i] = value
+
+
 class MetricsSink(Sink):
     """Per-second probabilities and events into the metrics; counts events for the status."""
 
@@ -282,6 +349,7 @@ class MetricsSink(Sink):
         values = np.full(n + len(self._level_gauges), np.nan)
         if row.status == ANALYSED:
             values[:n] = row.scores
+            self.metrics.last_analysed.set_to_current_time()
         if self._level_gauges and row.levels is not None:
             levels = row.levels
             values[n:] = [

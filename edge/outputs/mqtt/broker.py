@@ -34,7 +34,7 @@ class _QuietRetries(logging.Filter):
         return not str(record.msg).startswith("Client is not connected")
 
 
-PAHO_LOGGER = logging.getLogger("edge.outputs.mqtt.sink.paho")
+PAHO_LOGGER = logging.getLogger("edge.outputs.mqtt.broker.paho")
 PAHO_LOGGER.addFilter(_QuietRetries())
 
 

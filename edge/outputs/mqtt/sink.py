@@ -1,39 +1,33 @@
 """MQTT: events that are never lost, status with a last will, probabilities, HA discovery.
 
-Topics under `<topic_prefix>/<device id>/` (ARCHITECTURE.md, contract 2; schemas/*.json):
+Topics under `<topic_prefix>/<device id>/` (README "MQTT"; schemas/*.json):
 `status` (QoS 1, retained; the last will sets `offline`), `events` (QoS 1, at least once) and,
 when enabled, `probabilities` and `levels` (QoS 0, best effort).
 
 Three threads, and the processing thread never waits on the network:
 - the processing thread calls `event()`, which stores the message in the SQLite outbox (fsync'd)
   and wakes the publisher, and `second()`, which hands a payload over through a short queue;
-- "mqtt-publisher" sends outbox rows in order while connected, at most `WINDOW` unacknowledged,
-  and deletes each row when its PUBACK arrives (`on_publish` gives the message id);
+- "mqtt-publisher" (edge/outputs/mqtt/publisher.py) sends outbox rows in order while connected
+  and deletes each when the broker acknowledges it;
 - paho's network thread (`loop_start`) connects, reconnects with capped exponential backoff,
-  moves bytes and runs the callbacks. Messages handed to paho before a connection drops stay
-  in paho's memory and are sent again on reconnect; after a restart the outbox sends them again.
-  A message may so arrive twice; `(id, type)` names it, so subscribers can drop the second.
+  moves bytes and runs the callbacks below.
+The payloads are built in edge/outputs/mqtt/messages.py, the client in broker.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import sys
-import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.clock import utc_now
-from edge.errors import SoundwatchError
 from edge.outputs.mqtt.broker import (
     Resolve,
     closed_words,
@@ -43,29 +37,29 @@ from edge.outputs.mqtt.broker import (
     refusal_words,
     topic_root,
 )
-from edge.outputs.mqtt.homeassistant import discovery_messages
+from edge.outputs.mqtt.homeassistant import Announcements, discovery_messages
+from edge.outputs.mqtt.messages import (
+    event_payload,
+    levels_payload,
+    probabilities_payload,
+    status_payload,
+)
 from edge.outputs.mqtt.outbox import Outbox
+from edge.outputs.mqtt.publisher import Publisher
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.records import Event, SecondRow, Sink, StreamInfo, iso
 
 logger = logging.getLogger(__name__)
 
-WINDOW = 20  # event messages handed to paho and not yet acknowledged (paho's inflight limit)
-SECONDS_BACKLOG = 10  # per-second payloads waiting for the publisher; more are dropped
-IDLE_SECONDS = 1.0  # the publisher's longest sleep when nothing wakes it
-STUCK_SECONDS = 60.0  # after a reconnect, older messages not acknowledged by then are resent
 OFFLINE_SECONDS = 2.0  # at shutdown, how long to wait for the broker to take `offline`
 
 
 class MqttSink(Sink):
     """Publishes the daemon's events (through the outbox), status and probabilities.
 
-    Counters for the metrics endpoint (plain ints, each written by one thread):
-    `events_published` (acknowledged by the broker), `events_rejected` (refused by an MQTT 5
-    broker in its PUBACK), `events_dropped_full` (dropped from a full outbox),
-    `seconds_published`, `seconds_dropped` (per-second probabilities and levels, QoS 0: dropped
-    while not connected, or when falling behind) and
-    `connected`.
+    Counters for the metrics endpoint (edge/ops/metrics.py, `MqttMetrics`), plain ints:
+    `events_published`, `events_rejected`, `seconds_published`, `seconds_dropped` (from the
+    publisher), `events_dropped_full` (dropped from a full outbox) and `connected`.
     """
 
     def __init__(
@@ -97,31 +91,16 @@ class MqttSink(Sink):
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.outbox = Outbox(outbox_path, config.outbox_max_messages)
+        self.publisher = Publisher(self.client, self.outbox)
+        # Next to the outbox: the state folder, which outlives the process.
+        self.announcements = Announcements(outbox_path.parent / "mqtt-homeassistant.json")
 
-        self.connected = False
-        self.events_published = 0
-        self.events_rejected = 0
         self.events_dropped_full = 0
-        self.seconds_published = 0
-        self._seconds_dropped_early = 0  # processing thread: not connected or backlog full
-        self._seconds_dropped_late = 0  # publisher thread: connection lost meanwhile
         self._info: StreamInfo | None = None
-
-        self._stop = threading.Event()
-        self._wake = threading.Event()  # something to do: a new event, an ack, a connect
-        self._settled = threading.Event()  # the publisher finished a round (close() waits on it)
-        self._acks: deque[tuple[int, bool]] = deque()  # (mid, refused), from the network thread
-        self._seconds: deque[tuple[str, bytes]] = deque()  # (topic, payload), QoS 0
-        # paho message id -> (outbox seq, connection number), written by the publisher only
-        self._inflight: dict[int, tuple[int, int]] = {}
-        self._cursor = 0  # highest outbox seq handed to paho in this process
-        self._connection = 0  # connections made so far
-        self._connected_at = 0.0  # time.monotonic() of the last connect
         self._failures = 0  # connect attempts failed since the last success
         self._refused = False  # the broker's CONNACK said no (the disconnect that follows is known)
         self._last_complaint = ""
         self._last_drop_log = -math.inf
-        self._thread: threading.Thread | None = None
         if len(self.outbox):
             logger.info(
                 "%d unsent event messages in %s, sent once connected",
@@ -130,18 +109,27 @@ class MqttSink(Sink):
             )
 
     @property
+    def connected(self) -> bool:
+        return self.publisher.connected
+
+    @property
+    def events_published(self) -> int:
+        return self.publisher.events_published
+
+    @property
+    def events_rejected(self) -> int:
+        return self.publisher.events_rejected
+
+    @property
+    def seconds_published(self) -> int:
+        return self.publisher.seconds_published
+
+    @property
     def seconds_dropped(self) -> int:
-        return self._seconds_dropped_early + self._seconds_dropped_late
+        return self.publisher.seconds_dropped
 
     def _status(self, state: str, since: str | None) -> bytes:
-        payload = {
-            "state": state,
-            "device": self.device,
-            "model": self.model,
-            "model_version": self.model_version,
-            "since": since,
-        }
-        return json.dumps(payload).encode()
+        return status_payload(state, self.device, self.model, self.model_version, since)
 
     # -- the pipeline's side (processing thread) ------------------------------------------------
 
@@ -151,19 +139,17 @@ class MqttSink(Sink):
             self.config.host or "", self.config.port_or_default, self.config.keepalive_seconds
         )
         self.client.loop_start()
-        self._thread = threading.Thread(
-            target=self._publish_loop, name="mqtt-publisher", daemon=True
-        )
-        self._thread.start()
+        self.publisher.start()
 
     def begin(self, info: StreamInfo) -> None:
         self.labels = info.labels
         self._info = info
+        if self.connected:  # a reload may bring other labels, or levels on or off
+            self._announce(again=False)
 
     def event(self, event: Event) -> None:
         offset = 0.0 if self._info is None else self._info.offset_seconds
-        message = event.to_json(self.model, self.model_version, self.device, offset)
-        payload = json.dumps(message).encode()
+        payload = event_payload(event, self.model, self.model_version, self.device, offset)
         dropped = self.outbox.add(f"{self.root}/events", payload)
         if dropped:
             self.events_dropped_full += dropped
@@ -175,60 +161,24 @@ class MqttSink(Sink):
                     self.outbox.max_messages,
                     self.events_dropped_full,
                 )
-        self._wake.set()
+        self.publisher.wake()
 
     def second(self, row: SecondRow) -> None:
-        time_ = iso(row.time) if row.time else None
-        channel = row.channel
         if self.config.probabilities:
-            scores = {
-                label: None if math.isnan(p) else round(p, 4)
-                for label, p in zip(self.labels, row.scores.tolist(), strict=True)
-            }
-            payload: dict[str, object] = {"time": time_, "status": row.status, "scores": scores}
-            if channel is not None:
-                payload["channel"] = channel
-            self._queue("probabilities", payload)
-        levels = row.levels
-        if self.config.levels and levels is not None and self._info is not None:
-            unit = self._info.level_unit or "dBFS"
-            message: dict[str, object] = {
-                "time": time_,
-                "dbfs" if unit == "dBFS" else "db": round(levels.dbfs_or_db, 2),
-                "unit": unit,
-                "bands": {band: round(db, 2) for band, db in levels.bands.items()},
-                "audio_seconds": round(levels.audio_seconds, 4),
-            }
-            if channel is not None:
-                message["channel"] = channel
-            self._queue("levels", message)
-
-    def _queue(self, topic: str, payload: dict[str, object]) -> None:
-        """A per-second QoS 0 message for the publisher: dropped (and counted) while offline
-        or when the publisher falls behind."""
-        if not self.connected or len(self._seconds) >= SECONDS_BACKLOG:
-            self._seconds_dropped_early += 1  # best effort: never queued while offline
-            return
-        self._seconds.append((f"{self.root}/{topic}", json.dumps(payload).encode()))
-        self._wake.set()
+            self.publisher.offer(
+                f"{self.root}/probabilities", probabilities_payload(row, self.labels)
+            )
+        if self.config.levels and row.levels is not None and self._info is not None:
+            payload = levels_payload(row, self._info.level_unit)
+            if payload is not None:
+                self.publisher.offer(f"{self.root}/levels", payload)
 
     def close(self) -> None:
         """Flush the outbox (up to flush_seconds), publish `offline`, disconnect."""
-        if self._thread is None:
+        if not self.publisher.running:
             self.outbox.close()
             return
-        deadline = time.monotonic() + self.config.flush_seconds
-        while len(self.outbox) and time.monotonic() < deadline:
-            self._settled.clear()
-            self._wake.set()
-            self._settled.wait(0.05)
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=5.0)
-        if self._thread.is_alive():
-            logger.error("the publisher thread did not stop within 5 s")
-        else:
-            self._settle_acks()  # acks that came in after the publisher's last round
+        self.publisher.flush(self.config.flush_seconds)
         if self.connected:
             since = iso(utc_now())
             info = self.client.publish(
@@ -248,79 +198,6 @@ class MqttSink(Sink):
             left,
             self.events_dropped_full,
         )
-        self._thread = None
-
-    # -- the publisher thread -------------------------------------------------------------------
-
-    def _publish_loop(self) -> None:
-        # Woken by `_wake` (new event, ack, connect, stop), not a fixed tick, so an event goes
-        # out at once; the timeout only bounds how long a missed wake-up could delay it.
-        while not self._stop.is_set():
-            self._wake.wait(IDLE_SECONDS)
-            self._wake.clear()
-            try:
-                self._round()
-            except SoundwatchError as exc:  # the outbox file: keep trying, never kill the thread
-                logger.error("%s", exc)
-                self._stop.wait(IDLE_SECONDS)
-            self._settled.set()
-
-    def _round(self) -> None:
-        self._settle_acks()
-        if not self.connected:
-            self._seconds_dropped_late += len(self._seconds)
-            self._seconds.clear()
-            return
-        if self._older_inflight():
-            return
-        room = WINDOW - len(self._inflight)
-        connection = self._connection
-        for message in self.outbox.after(self._cursor, room) if room > 0 else ():
-            info = self.client.publish(message.topic, message.payload, qos=1)
-            # NO_CONN: paho keeps the message and sends it once reconnected, so it is in flight.
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                break
-            self._inflight[info.mid] = (message.seq, connection)
-            self._cursor = message.seq
-        while self._seconds:
-            info = self.client.publish(*self._seconds.popleft(), qos=0)
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self.seconds_published += 1
-            else:
-                self._seconds_dropped_late += 1
-
-    def _older_inflight(self) -> bool:
-        """Are messages from before the last reconnect still unacknowledged?
-
-        paho sends those again right after reconnecting; anything newer must wait for their
-        acks, or it could overtake them. Should they never be acknowledged (a broker that lost
-        them), after STUCK_SECONDS the outbox is sent again from its oldest message instead.
-        """
-        connection = self._connection
-        if all(c == connection for _, c in self._inflight.values()):
-            return False
-        if time.monotonic() - self._connected_at < STUCK_SECONDS:
-            return True
-        logger.warning(
-            "%d messages unacknowledged since the reconnect: sending again", len(self._inflight)
-        )
-        self._inflight.clear()
-        self._cursor = 0
-        return False
-
-    def _settle_acks(self) -> None:
-        done = []
-        while self._acks:
-            mid, refused = self._acks.popleft()
-            sent = self._inflight.pop(mid, None)
-            if sent is None:
-                continue  # status, discovery or probabilities: not from the outbox
-            done.append(sent[0])
-            if refused:
-                self.events_rejected += 1
-            else:
-                self.events_published += 1
-        self.outbox.delete(done)
 
     # -- paho's network thread ------------------------------------------------------------------
 
@@ -329,9 +206,6 @@ class MqttSink(Sink):
             self._complain(f"{self.where} refused the connection: {refusal_words(reason)}")
             self._refused = True
             return
-        self._connected_at = time.monotonic()
-        self._connection += 1
-        self.connected = True
         self._failures = 0
         self._last_complaint = ""
         tls = ", TLS" if self.config.tls else ""
@@ -346,18 +220,34 @@ class MqttSink(Sink):
         client.publish(
             f"{self.root}/status", self._status("online", iso(utc_now())), qos=1, retain=True
         )
-        if self.config.homeassistant:
-            for topic, config in discovery_messages(
-                self.config,
-                self.root,
-                self.device,
-                self.model,
-                self.model_version,
-                self.labels,
-                self.channels,
-            ):
-                client.publish(topic, json.dumps(config), qos=1, retain=True)
-        self._wake.set()
+        self._announce(again=True)
+        self.publisher.connected_now()
+
+    def _announce(self, *, again: bool) -> None:
+        """Home Assistant discovery for the labels now running (and none when it is off, which
+        removes what an earlier run announced).
+
+        Runs on paho's thread at a connect and on the processing thread at a new stream; a
+        stream that begins while a connect announces (and so skips it, not yet connected)
+        changes `_info`, which is checked again after publishing."""
+        for _ in range(3):
+            info = self._info
+            messages = []
+            if self.config.homeassistant:
+                messages = discovery_messages(
+                    self.config,
+                    self.root,
+                    self.device,
+                    self.model,
+                    self.model_version,
+                    list(info.labels if info is not None else self.labels),
+                    self.channels,
+                    None if info is None else info.level_unit,
+                )
+            self.announcements.publish(self.client, messages, again=again)
+            if self._info is info:
+                return
+            again = False
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block, so the error is still at hand.
@@ -384,8 +274,9 @@ class MqttSink(Sink):
         self, client: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Any
     ) -> None:
         was, refused = self.connected, self._refused
-        self.connected = self._refused = False
-        if was and not self._stop.is_set():
+        self._refused = False
+        self.publisher.disconnected()
+        if was and not self.publisher.stopping.is_set():
             logger.warning(
                 "lost the connection to %s (%s); unsent events wait in the outbox",
                 self.where,
@@ -393,12 +284,10 @@ class MqttSink(Sink):
             )
         elif not was and not refused:  # no CONNACK at all: not an MQTT answer we understood
             self._complain(f"{self.where} {closed_words(self.config)}")
-        self._wake.set()
 
     def _on_publish(
         self, client: mqtt.Client, u: Any, mid: int, reason: ReasonCode, p: Any
     ) -> None:
         if reason.is_failure:
             logger.error("the broker refused message %d: %s", mid, str(reason).lower())
-        self._acks.append((mid, reason.is_failure))
-        self._wake.set()
+        self.publisher.acked(mid, reason.is_failure)
