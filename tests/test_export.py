@@ -300,7 +300,59 @@ def test_an_int8_file_that_loses_f1_fails_the_export_and_writes_nothing(
     message = str(err.value)
     assert "model.int8.onnx loses" in message and "points of F1" in message
     assert "nothing written" in message and "allowed drop: 1 F1 points" in message
+    # The refusal names the flag that accepts the loss, with a value that would pass.
+    assert "pass --max-f1-drop 0." in message and "at least 50 positive" in message
     assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+
+
+def test_an_f1_drop_on_too_few_positives_is_reported_not_enforced(
+    trained: Trained, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The knife-edge model again, with only 25 positive windows per label: one window then
+    moves F1 by ~2 points, so the drop is logged and the bundle written (the manifest keeps
+    the counts); with --min-positives 20 the same export is refused."""
+    model, x, y = knife_edge_data(trained)
+    keep = (y[:, 0] == 0) | (np.cumsum(y[:, 0]) <= 25)
+    x, y = x[keep], y[keep]
+    assert int(y[:, 0].sum()) == 25
+    few = Trained(model, trained.calibration, x, y)
+    out = tmp_path / "edge"
+    with caplog.at_level("WARNING", logger="trainer.export"):
+        export(few, out, ("onnx-int8",))
+    warned = [r.getMessage() for r in caplog.records if "not enforced" in r.getMessage()]
+    assert warned and "on 25 positive windows" in warned[0]
+    figures = yaml.safe_load((out / "manifest.yaml").read_text())["metrics"]["export"]
+    assert figures["validation_positives"] == {"tone-1k": 25, "tone-3k": 25}
+    assert figures["onnx-int8"]["f1_drop"]["tone-1k"] > 0.01
+    with pytest.raises(ExportError, match="at least 20 positive"):
+        export(few, tmp_path / "strict", ("onnx-int8",), min_positives=20)
+
+
+def test_export_refuses_an_existing_bundle_without_overwrite(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """As `fit` refuses an existing run: the second export names --overwrite and changes
+    nothing; with overwrite it replaces the bundle."""
+    out = tmp_path / "tones"
+    export(trained, out, ("onnx-fp32",))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ExportError, match=r"already holds a bundle; .* pass --overwrite"):
+        export(trained, out, ("onnx-fp32",), version="2.0")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    export(trained, out, ("onnx-fp32",), version="2.0", overwrite=True)
+    assert load_bundle(out).manifest.version == "2.0"
+
+
+def test_train_version_is_the_edge_version() -> None:
+    def version(module: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert version("trainer.cli") == version("edge.cli")
+    assert version("trainer.cli").startswith("soundwatch 0.")
 
 
 def test_a_failed_export_keeps_the_previous_bundle(
@@ -319,7 +371,7 @@ def test_a_failed_export_keeps_the_previous_bundle(
     shutil.copytree(folder, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(ExportError, match=r"model.int8.onnx loses .* points of F1"):
-        export(trained, out, ("onnx-int8",), max_f1_drop=-0.5, version="2.0")
+        export(trained, out, ("onnx-int8",), max_f1_drop=-0.5, version="2.0", overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["tones"]
     assert yaml.safe_load((out / "manifest.yaml").read_text())["version"] == "1.0"
@@ -328,7 +380,7 @@ def test_a_failed_export_keeps_the_previous_bundle(
 def test_export_replaces_an_old_bundle_when_it_passes(trained: Trained, tmp_path: Path) -> None:
     out = tmp_path / "tones"
     export(trained, out, ("onnx-fp32",))
-    export(trained, out, ("onnx-int8",), version="2.0")
+    export(trained, out, ("onnx-int8",), version="2.0", overwrite=True)
     assert load_bundle(out).manifest.version == "2.0"
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",

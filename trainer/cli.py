@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edge import __version__
 from edge.errors import SoundwatchError
 
 
@@ -56,7 +57,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from trainer.export import export_bundle
+    from trainer.export import MIN_GATE_POSITIVES, export_bundle
     from trainer.run import load_run
 
     run = load_run(Path(args.run_dir))
@@ -86,7 +87,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         command=f"{run.command}\n{args.command_line}",
         formats=tuple(args.formats.split(",")),
         max_f1_drop=args.max_f1_drop,
+        min_positives=MIN_GATE_POSITIVES if args.min_positives is None else args.min_positives,
         licence=args.licence,
+        overwrite=args.overwrite,
     )
     print(report.table())
     print(f"wrote {bundle} in {report.seconds:.1f} s")
@@ -119,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="soundwatch-train", description="Build soundwatch model bundles."
     )
+    p.add_argument("--version", action="version", version=f"soundwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     tone = sub.add_parser("tone-bundle", help="write the hand-made 1 kHz / 3 kHz tone bundle")
     tone.add_argument("folder", help="bundle folder to write, e.g. models/tone")
@@ -164,6 +168,13 @@ def parser() -> argparse.ArgumentParser:
         help="most F1 an int8 file may lose against fp32 on any label, 0.01 = one point"
         " (default: %(default)s)",
     )
+    export.add_argument(
+        "--min-positives",
+        type=int,
+        help="positive validation windows a label needs before --max-f1-drop is enforced on it"
+        " (fewer: the drop is only reported) (default: 50)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace a bundle in --bundle")
     export.add_argument(
         "--licence",
         default="not stated",
