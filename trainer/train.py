@@ -107,6 +107,10 @@ def fit(
     if device.type == "cuda":  # seeded runs should not depend on cuDNN's algorithm search
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
+    data, duplicates = data.without_duplicates()
+    if duplicates:
+        say(f"dropped {duplicates} duplicate annotations (same recording, label, start and end)")
+
     # Labels: the config's, or every positive label found; then each annotation's target.
     found = [
         label for label in data.labels() if not label.startswith(config.negative_prefix or "\0")

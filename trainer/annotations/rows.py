@@ -103,6 +103,19 @@ class AnnotationSet:
         ]
         return AnnotationSet(kept, list(self.problems))
 
+    def without_duplicates(self) -> tuple[AnnotationSet, int]:
+        """The set with identical rows (recording, label, start, end) kept once, and how many
+        went. Two annotators marking the same pulse give two identical rows; counted twice they
+        weigh that pulse double and can put one copy in training and one in validation."""
+        seen: set[tuple[Path, str, float, float]] = set()
+        kept = []
+        for a in self.annotations:
+            key = (a.recording, a.label, a.start_seconds, a.end_seconds)
+            if key not in seen:
+                seen.add(key)
+                kept.append(a)
+        return AnnotationSet(kept, list(self.problems)), len(self.annotations) - len(kept)
+
 
 def as_set(names: Collection[str] | None) -> frozenset[str] | None:
     # A lone string is one name, not a collection of characters ("pulse" in "pulses" is True).
