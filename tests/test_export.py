@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,8 +27,10 @@ import torch
 from edge.model.bundle import load_bundle
 from edge.model.frontend import LogMelSpec, logmel, n_frames
 from tests.audio import tone_events, write_wav
+from trainer.config import EventsConfig, FeaturesConfig, TrainConfig
 from trainer.evaluate import evaluate, event_counts
 from trainer.export import ExportError, ExportReport, export_bundle
+from trainer.run import Trained as Run
 
 RATE_HZ = 8000
 SPEC = LogMelSpec(
@@ -127,32 +130,48 @@ def trained() -> Trained:
     return Trained(model.eval(), X[::4][:256], validation_x, validation_y)
 
 
+CONFIG = TrainConfig(
+    labels=LABELS,
+    mode="overlapped",  # multilabel: one sigmoid per tone
+    sample_rate_hz=RATE_HZ,
+    window_seconds=WINDOW_SECONDS,
+    hop_seconds=HOP_SECONDS,
+    features=FeaturesConfig(
+        n_fft=SPEC.n_fft,
+        win_length=SPEC.win_length,
+        hop_length=SPEC.hop_length,
+        n_mels=SPEC.n_mels,
+        fmin_hz=SPEC.fmin_hz,
+        fmax_hz=SPEC.fmax_hz,
+    ),
+    events=EventsConfig(median_windows=1, min_duration_seconds=0.1, merge_gap_seconds=0.1),
+)
+
+
 def export(
-    trained: Trained, out: Path, formats: tuple[str, ...], **overrides: object
+    trained: Trained,
+    out: Path,
+    formats: tuple[str, ...],
+    *,
+    hop_seconds: float = HOP_SECONDS,
+    thresholds: dict[str, float] | None = None,
+    **options: Any,
 ) -> ExportReport:
-    kwargs: dict[str, object] = {
-        "name": "tones",
-        "version": "1.0",
-        "labels": LABELS,
-        "task": "multilabel",
-        "sample_rate_hz": RATE_HZ,
-        "window_seconds": WINDOW_SECONDS,
-        "hop_seconds": HOP_SECONDS,
-        "frontend": SPEC,
-        "thresholds": dict.fromkeys(LABELS, 0.5),
-        "threshold_rule": {"fixed": 0.5},
-        "events": {"median_windows": 1, "min_duration_seconds": 0.1, "merge_gap_seconds": 0.1},
-        "metrics": {"macro_f1": 0.99},
-        "calibration": trained.calibration,
-        "validation_x": trained.validation_x,
-        "validation_y": trained.validation_y,
-        "data_description": "synthetic tones in white noise (tests/test_export.py)",
-        "command": "pytest tests/test_export.py",
-        "formats": formats,
-        "licence": "CC0 (generated)",
-        **overrides,
-    }
-    return export_bundle(trained.model, out, **kwargs)  # type: ignore[arg-type]
+    """Export `trained` as the run `fit` would have made of it, with this file's settings."""
+    run = Run(
+        model=trained.model,
+        config=replace(CONFIG, hop_seconds=hop_seconds),
+        thresholds=dict.fromkeys(LABELS, 0.5) if thresholds is None else thresholds,
+        threshold_rule={"fixed": 0.5},
+        metrics={"macro_f1": 0.99},
+        calibration=trained.calibration,
+        validation_x=trained.validation_x,
+        validation_y=trained.validation_y,
+        data_description="synthetic tones in white noise (tests/test_export.py)",
+        command="pytest tests/test_export.py",
+    )
+    options = {"name": "tones", "version": "1.0", "licence": "CC0 (generated)", **options}
+    return export_bundle(run, out, formats=formats, **options)
 
 
 ALL_FORMATS = ("onnx-int8", "tflite-int8", "onnx-fp32")

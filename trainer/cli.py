@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -61,30 +60,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from trainer.run import load_run
 
     run = load_run(Path(args.run_dir))
-    c = run.config
     bundle = Path(args.bundle)
-    assert c.hop_seconds is not None  # a run's train.yaml is the resolved config
     report = export_bundle(
-        run.model,
+        run,
         bundle,
         name=args.name or bundle.name,
         version=args.version or datetime.now(timezone.utc).strftime("%Y.%m.%d"),
-        labels=list(c.labels),
-        task=c.task,
-        sample_rate_hz=c.frontend.sample_rate_hz,
-        window_seconds=c.window_seconds,
-        hop_seconds=c.hop_seconds,
-        frontend=c.frontend,
-        thresholds=run.thresholds,
-        threshold_rule=run.threshold_rule,
-        events=dataclasses.asdict(c.events),
-        metrics=run.metrics,
-        calibration=run.calibration,
-        validation_x=run.validation_x,
-        validation_y=run.validation_y,
-        data_description=run.data_description,
-        # The card's "reproduce" block: the fit that made the run, then this export.
-        command=f"{run.command}\n{args.command_line}",
+        command=args.command_line,
         formats=tuple(args.formats.split(",")),
         max_f1_drop=args.max_f1_drop,
         min_positives=MIN_GATE_POSITIVES if args.min_positives is None else args.min_positives,

@@ -17,6 +17,7 @@ half-written bundle, and an existing bundle is replaced only by a complete one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from edge.errors import SoundwatchError
@@ -38,6 +38,7 @@ from edge.model.runtime import open_backend
 from trainer import convert
 from trainer.card import frontend_manifest, model_card, plain, provenance
 from trainer.evaluate import f1_score
+from trainer.run import Trained
 
 logger = logging.getLogger(__name__)
 
@@ -119,49 +120,44 @@ class ExportReport:
 
 
 def export_bundle(
-    model: torch.nn.Module,
+    run: Trained,
     out_dir: Path,
     *,
     name: str,
     version: str,
-    labels: list[str],
-    task: str,
-    sample_rate_hz: int,
-    window_seconds: float,
-    hop_seconds: float,
-    frontend: LogMelSpec,
-    thresholds: dict[str, float],
-    threshold_rule: dict[str, Any],
-    events: dict[str, Any],
-    metrics: dict[str, Any],
-    calibration: np.ndarray,
-    validation_x: np.ndarray,
-    validation_y: np.ndarray,
-    data_description: str,
-    command: str,
+    command: str = "",
     formats: tuple[str, ...] = DEFAULT_FORMATS,
     max_f1_drop: float = 0.01,
     min_positives: int = MIN_GATE_POSITIVES,
     licence: str = DEFAULT_LICENCE,
     overwrite: bool = False,
 ) -> ExportReport:
-    """Write the bundle `out_dir` (manifest, model files, model card) and return its figures.
+    """Write the bundle `out_dir` (manifest, model files, model card) of a trained run.
 
-    calibration: float32 (K, frames, mels) training windows that set the int8 activation
-    ranges. validation_x: float32 (N, frames, mels); validation_y: (N, labels) 1/0 targets,
-    NaN where unknown. max_f1_drop: the most F1 (0.01 = one point) an int8 file may lose
-    against the PyTorch model on any label with at least `min_positives` positive validation
-    windows before the export fails (on fewer, one window moves F1 by more than a point, so a
-    drop there is logged, not enforced). events: the manifest's event detector defaults.
-    overwrite: replace a bundle already in `out_dir` (refused otherwise, as `fit` refuses an
-    existing run). Raises ExportError (nothing written) when a check fails.
+    Everything about the model comes from `run` (its resolved config gives labels, task, rate,
+    window, hop, frontend and event defaults; its arrays the int8 calibration and validation
+    windows). command: the export's own command line, shown after the run's fit command in
+    the card's "reproduce" block. max_f1_drop: the most F1 (0.01 = one point) an int8 file may
+    lose against the PyTorch model on any label with at least `min_positives` positive
+    validation windows before the export fails (on fewer, one window moves F1 by more than a
+    point, so a drop there is logged, not enforced). overwrite: replace a bundle already in
+    `out_dir` (refused otherwise, as `fit` refuses an existing run). Raises ExportError
+    (nothing written) when a check fails.
     """
+    c = run.config
+    if c.hop_seconds is None:
+        raise ExportError(f"cannot export to {out_dir}: the run's config is not resolved (no hop)")
+    labels, thresholds = list(c.labels), run.thresholds
+    sample_rate_hz, frontend = c.frontend.sample_rate_hz, c.frontend
+    window_seconds, hop_seconds = c.window_seconds, c.hop_seconds
+    calibration, validation_x, validation_y = run.calibration, run.validation_x, run.validation_y
+    command = "\n".join(line for line in (run.command, command) if line)
     began = time.perf_counter()
     out_dir = Path(out_dir)
     window_shape = _check_inputs(
         out_dir,
         labels,
-        task,
+        c.task,
         sample_rate_hz,
         window_seconds,
         hop_seconds,
@@ -173,7 +169,7 @@ def export_bundle(
         formats,
         overwrite,
     )
-    model = copy.deepcopy(model).float().cpu().eval()
+    model = copy.deepcopy(run.model).float().cpu().eval()
     convert.explicit_padding(model)
     reference = convert.predict_torch(model, validation_x)
     threshold_row = np.array([thresholds[label] for label in labels], np.float32)
@@ -225,21 +221,21 @@ def export_bundle(
             "name": name,
             "version": version,
             "labels": list(labels),
-            "task": task,
+            "task": c.task,
             "sample_rate": int(sample_rate_hz),
             "window_seconds": float(window_seconds),
             "hop_seconds": float(hop_seconds),
             "frontend": frontend_manifest(frontend),
             "output": {"activation": "none"},  # the model ends in its sigmoid or softmax
             "thresholds": {label: float(thresholds[label]) for label in labels},
-            "threshold_rule": plain(threshold_rule),
-            "events": plain(events),
+            "threshold_rule": plain(run.threshold_rule),
+            "events": plain(dataclasses.asdict(c.events)),
             "files": {
                 c.key: {"path": c.path, "sha256": sha256_of(staging / c.path)} for c in checks
             },
             "metrics": plain(
                 {
-                    **metrics,
+                    **run.metrics,
                     "export": {
                         "validation_windows": len(validation_x),
                         "max_f1_drop_allowed": max_f1_drop,
@@ -250,13 +246,13 @@ def export_bundle(
                     },
                 }
             ),
-            "provenance": provenance(data_description),
+            "provenance": provenance(run.data_description),
         }
         (staging / "manifest.yaml").write_text(
             yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True), encoding="utf-8"
         )
         (staging / "README.md").write_text(
-            model_card(manifest, report, data_description, command, licence), encoding="utf-8"
+            model_card(manifest, report, run.data_description, command, licence), encoding="utf-8"
         )
         _verify(staging, scores, validation_x)
         _install(staging, out_dir)
