@@ -362,6 +362,16 @@ def test_export_refuses_an_existing_bundle_without_overwrite(
     assert load_bundle(out).manifest.version == "2.0"
 
 
+def test_export_shows_its_steps_when_asked(
+    trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The progress bar names each step (on terminals; the CLI test shows it is off in pipes)."""
+    export(trained, tmp_path / "tones", ("onnx-fp32",), progress=True)
+    shown = capsys.readouterr().err
+    assert "converting onnx-fp32" in shown and "checking onnx-fp32" in shown
+    assert "loading the bundle" in shown and "/3 " in shown  # convert, check, load
+
+
 def test_train_version_is_the_edge_version() -> None:
     def version(module: str) -> str:
         done = subprocess.run(

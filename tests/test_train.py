@@ -375,7 +375,19 @@ def test_fit_export_scan_from_the_command_lines(exclusive_run: Path, tmp_path: P
     """The whole user path: `soundwatch-train fit` (the fixture), `export`, then the edge's
     `soundwatch scan` on a recording the model has never heard; events scored against truth."""
     bundle = tmp_path / "bundle"
-    assert cli.main(["export", str(exclusive_run), "--bundle", str(bundle)]) == 0
+    exported = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "export", str(exclusive_run), "--bundle",
+         str(bundle)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    # Only soundwatch's own lines: the figures table and "wrote"; the converters' chatter
+    # (torch, torchao, litert, TensorFlow Lite: 19 lines before) and no progress bar, as
+    # stderr is not a terminal.
+    lines = (exported.stdout + exported.stderr).splitlines()
+    ours = ("format ", "pytorch ", "onnx-fp32 ", "onnx-int8 ", "tflite-int8 ", "wrote ")
+    assert [line for line in lines if not line.startswith(ours)] == []
+    assert len(lines) == 6 and lines[-1].startswith(f"wrote {bundle} in ")
     samples, rows = _scene(seed=99)
     write_wav(tmp_path / "fresh.wav", samples, RATE_HZ)
     scanned = subprocess.run(

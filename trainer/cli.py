@@ -72,6 +72,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         min_positives=MIN_GATE_POSITIVES if args.min_positives is None else args.min_positives,
         licence=args.licence,
         overwrite=args.overwrite,
+        progress=False if args.quiet else None,
     )
     print(report.table())
     print(f"wrote {bundle} in {report.seconds:.1f} s")
@@ -157,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
         " (fewer: the drop is only reported) (default: 50)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace a bundle in --bundle")
+    export.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     export.add_argument(
         "--licence",
         default="not stated",
