@@ -1,4 +1,4 @@
-"""Training windows, targets, augmentation and validation splits (trainer/dataset.py).
+"""Training windows, targets, augmentation (trainer/dataset.py) and splits (trainer/splits.py).
 
 No model is trained here; see test_train.py for that.
 """
@@ -20,9 +20,9 @@ from trainer.dataset import (
     DataError,
     Windows,
     label_examples,
-    splits,
     window_features,
 )
+from trainer.splits import splits
 
 RATE_HZ = 4000
 

@@ -44,10 +44,10 @@ from trainer.dataset import (
     Windows,
     label_examples,
     load_background,
-    splits,
 )
 from trainer.model import SoundCNN, count_parameters, loss_for, save_checkpoint
 from trainer.run import Trained, TrainError, save_run
+from trainer.splits import splits
 
 _PREDICT_BATCH = 1024
 
