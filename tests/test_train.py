@@ -114,7 +114,9 @@ def exclusive_run(tmp_path_factory: pytest.TempPathFactory, scenes: Path) -> Pat
     annotations = folder / "annotations.csv"
     text = scenes.read_text().replace("scene0.wav", str(scenes.parent / "scene0.wav"))
     text = text.replace("scene1.wav", str(scenes.parent / "scene1.wav"))
-    annotations.write_text(text + f"{scenes.parent / 'scene0.wav'},30.0,31.0,low\n")
+    # The first row again (a second annotator), then a row past the recording's end.
+    first = text.splitlines()[1]
+    annotations.write_text(text + f"{first}\n{scenes.parent / 'scene0.wav'},30.0,31.0,low\n")
     config = folder / "train.yaml"
     config.write_text(json.dumps(TINY))  # JSON is YAML
     run = folder / "out"
@@ -193,6 +195,7 @@ def test_bad_rows_are_reported_and_the_rest_trains(exclusive_run: Path) -> None:
     line = len(csv_path.read_text().splitlines())  # the bad row is the last one
     assert f"skipped: {csv_path}:{line}: interval 30.0-31.0 s ends past the end" in printed
     assert "not used: " in printed and "'not_low' (exclusive mode)" in printed
+    assert "dropped 1 duplicate annotations (same recording, label, start and end)" in printed
     assert "validation: low F1" in printed  # and the rest trained
 
 
