@@ -19,10 +19,10 @@ from trainer.annotations import (
     detect_format,
     load_any,
     load_csv,
+    load_folders,
+    load_raven,
     load_songexplorer,
 )
-from trainer.folders import load_folders
-from trainer.raven import load_raven
 
 SR = 8000
 SECONDS = 10.0  # every test recording is 10 s = 80000 samples at 8 kHz

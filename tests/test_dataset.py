@@ -1,4 +1,4 @@
-"""Training windows, targets, augmentation and validation splits (trainer/dataset.py).
+"""Training windows, targets, augmentation (trainer/dataset.py) and splits (trainer/splits.py).
 
 No model is trained here; see test_train.py for that.
 """
@@ -20,9 +20,9 @@ from trainer.dataset import (
     DataError,
     Windows,
     label_examples,
-    splits,
     window_features,
 )
+from trainer.splits import splits
 
 RATE_HZ = 4000
 
@@ -273,3 +273,38 @@ def test_recording_split_holds_out_whole_recordings(tmp_path: Path, recording: P
     with pytest.raises(DataError, match="at least 2 annotated recordings, found 1"):
         one = label_examples(_many([recording], {"a": 4}), ["a"], "exclusive", "not_")
         splits(one, "recordings", 0.2, 1, seed=0)
+
+
+def test_duplicate_rows_go_and_near_duplicates_stay_on_one_side(
+    tmp_path: Path, recording: Path
+) -> None:
+    """Two annotators: 20 pulses of 'a' and 8 of 'b', 0.5 s apart; the second annotator marked
+    3 of them identically and 6 within 4 ms. The identical rows are dropped and counted; each
+    near pair is held out (or trained on) as a whole, with every seed and with k folds."""
+    from trainer.annotations import load_csv
+
+    rows = ["file,start_seconds,end_seconds,label"]
+    pulses = [(0.5 + 0.5 * i, "a") for i in range(20)] + [(12.0 + 0.5 * i, "b") for i in range(8)]
+    rows += [f"{recording},{s:.3f},{s:.3f},{label}" for s, label in pulses]
+    rows += [f"{recording},{s:.3f},{s:.3f},{label}" for s, label in pulses[2:5]]  # identical
+    near = [*pulses[6:11], pulses[21]]
+    rows += [f"{recording},{s + 0.004:.3f},{s + 0.004:.3f},{label}" for s, label in near]
+    table = tmp_path / "two-annotators.csv"
+    table.write_text("\n".join(rows) + "\n")
+
+    loaded = load_csv(table)
+    assert len(loaded.annotations) == 28 + 3 + 6 and not loaded.problems
+    data, dropped = loaded.without_duplicates()
+    assert dropped == 3 and len(data.annotations) == 34
+    assert data.counts() == {"a": 25, "b": 9}
+
+    examples = label_examples(data.annotations, ["a", "b"], "exclusive", "not_")
+    starts = [round(e.annotation.start_seconds, 3) for e in examples.items]
+    pairs = [(starts.index(s), starts.index(round(s + 0.004, 3))) for s, _ in near]
+    for seed in range(5):
+        for folds in (1, 3):
+            for train, val in splits(examples, "share", 0.2, folds, seed=seed):
+                held = set(val.tolist())
+                assert sorted([*train, *val]) == list(range(34))
+                straddling = [p for p in pairs if (p[0] in held) != (p[1] in held)]
+                assert not straddling, (seed, folds, straddling)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,8 +27,10 @@ import torch
 from edge.model.bundle import load_bundle
 from edge.model.frontend import LogMelSpec, logmel, n_frames
 from tests.audio import tone_events, write_wav
+from trainer.config import EventsConfig, FeaturesConfig, TrainConfig
 from trainer.evaluate import evaluate, event_counts
 from trainer.export import ExportError, ExportReport, export_bundle
+from trainer.run import Trained as Run
 
 RATE_HZ = 8000
 SPEC = LogMelSpec(
@@ -127,32 +130,48 @@ def trained() -> Trained:
     return Trained(model.eval(), X[::4][:256], validation_x, validation_y)
 
 
+CONFIG = TrainConfig(
+    labels=LABELS,
+    mode="overlapped",  # multilabel: one sigmoid per tone
+    sample_rate_hz=RATE_HZ,
+    window_seconds=WINDOW_SECONDS,
+    hop_seconds=HOP_SECONDS,
+    features=FeaturesConfig(
+        n_fft=SPEC.n_fft,
+        win_length=SPEC.win_length,
+        hop_length=SPEC.hop_length,
+        n_mels=SPEC.n_mels,
+        fmin_hz=SPEC.fmin_hz,
+        fmax_hz=SPEC.fmax_hz,
+    ),
+    events=EventsConfig(median_windows=1, min_duration_seconds=0.1, merge_gap_seconds=0.1),
+)
+
+
 def export(
-    trained: Trained, out: Path, formats: tuple[str, ...], **overrides: object
+    trained: Trained,
+    out: Path,
+    formats: tuple[str, ...],
+    *,
+    hop_seconds: float = HOP_SECONDS,
+    thresholds: dict[str, float] | None = None,
+    **options: Any,
 ) -> ExportReport:
-    kwargs: dict[str, object] = {
-        "name": "tones",
-        "version": "1.0",
-        "labels": LABELS,
-        "task": "multilabel",
-        "sample_rate_hz": RATE_HZ,
-        "window_seconds": WINDOW_SECONDS,
-        "hop_seconds": HOP_SECONDS,
-        "frontend": SPEC,
-        "thresholds": dict.fromkeys(LABELS, 0.5),
-        "threshold_rule": {"fixed": 0.5},
-        "events": {"median_windows": 1, "min_duration_seconds": 0.1, "merge_gap_seconds": 0.1},
-        "metrics": {"macro_f1": 0.99},
-        "calibration": trained.calibration,
-        "validation_x": trained.validation_x,
-        "validation_y": trained.validation_y,
-        "data_description": "synthetic tones in white noise (tests/test_export.py)",
-        "command": "pytest tests/test_export.py",
-        "formats": formats,
-        "licence": "CC0 (generated)",
-        **overrides,
-    }
-    return export_bundle(trained.model, out, **kwargs)  # type: ignore[arg-type]
+    """Export `trained` as the run `fit` would have made of it, with this file's settings."""
+    run = Run(
+        model=trained.model,
+        config=replace(CONFIG, hop_seconds=hop_seconds),
+        thresholds=dict.fromkeys(LABELS, 0.5) if thresholds is None else thresholds,
+        threshold_rule={"fixed": 0.5},
+        metrics={"macro_f1": 0.99},
+        calibration=trained.calibration,
+        validation_x=trained.validation_x,
+        validation_y=trained.validation_y,
+        data_description="synthetic tones in white noise (tests/test_export.py)",
+        command="pytest tests/test_export.py",
+    )
+    options = {"name": "tones", "version": "1.0", "licence": "CC0 (generated)", **options}
+    return export_bundle(run, out, formats=formats, **options)
 
 
 ALL_FORMATS = ("onnx-int8", "tflite-int8", "onnx-fp32")
@@ -300,7 +319,69 @@ def test_an_int8_file_that_loses_f1_fails_the_export_and_writes_nothing(
     message = str(err.value)
     assert "model.int8.onnx loses" in message and "points of F1" in message
     assert "nothing written" in message and "allowed drop: 1 F1 points" in message
+    # The refusal names the flag that accepts the loss, with a value that would pass.
+    assert "pass --max-f1-drop 0." in message and "at least 50 positive" in message
     assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+
+
+def test_an_f1_drop_on_too_few_positives_is_reported_not_enforced(
+    trained: Trained, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The knife-edge model again, with only 25 positive windows per label: one window then
+    moves F1 by ~2 points, so the drop is logged and the bundle written (the manifest keeps
+    the counts); with --min-positives 20 the same export is refused."""
+    model, x, y = knife_edge_data(trained)
+    keep = (y[:, 0] == 0) | (np.cumsum(y[:, 0]) <= 25)
+    x, y = x[keep], y[keep]
+    assert int(y[:, 0].sum()) == 25
+    few = Trained(model, trained.calibration, x, y)
+    out = tmp_path / "edge"
+    with caplog.at_level("WARNING", logger="trainer.export"):
+        export(few, out, ("onnx-int8",))
+    warned = [r.getMessage() for r in caplog.records if "not enforced" in r.getMessage()]
+    assert warned and "on 25 positive windows" in warned[0]
+    figures = yaml.safe_load((out / "manifest.yaml").read_text())["metrics"]["export"]
+    assert figures["validation_positives"] == {"tone-1k": 25, "tone-3k": 25}
+    assert figures["onnx-int8"]["f1_drop"]["tone-1k"] > 0.01
+    with pytest.raises(ExportError, match="at least 20 positive"):
+        export(few, tmp_path / "strict", ("onnx-int8",), min_positives=20)
+
+
+def test_export_refuses_an_existing_bundle_without_overwrite(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """As `fit` refuses an existing run: the second export names --overwrite and changes
+    nothing; with overwrite it replaces the bundle."""
+    out = tmp_path / "tones"
+    export(trained, out, ("onnx-fp32",))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ExportError, match=r"already holds a bundle; .* pass --overwrite"):
+        export(trained, out, ("onnx-fp32",), version="2.0")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    export(trained, out, ("onnx-fp32",), version="2.0", overwrite=True)
+    assert load_bundle(out).manifest.version == "2.0"
+
+
+def test_export_shows_its_steps_when_asked(
+    trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The progress bar names each step (on terminals; the CLI test shows it is off in pipes)."""
+    export(trained, tmp_path / "tones", ("onnx-fp32",), progress=True)
+    shown = capsys.readouterr().err
+    assert "converting onnx-fp32" in shown and "checking onnx-fp32" in shown
+    assert "loading the bundle" in shown and "/3 " in shown  # convert, check, load
+
+
+def test_train_version_is_the_edge_version() -> None:
+    def version(module: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert version("trainer.cli") == version("edge.cli")
+    assert version("trainer.cli").startswith("soundwatch 0.")
 
 
 def test_a_failed_export_keeps_the_previous_bundle(
@@ -319,7 +400,7 @@ def test_a_failed_export_keeps_the_previous_bundle(
     shutil.copytree(folder, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(ExportError, match=r"model.int8.onnx loses .* points of F1"):
-        export(trained, out, ("onnx-int8",), max_f1_drop=-0.5, version="2.0")
+        export(trained, out, ("onnx-int8",), max_f1_drop=-0.5, version="2.0", overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["tones"]
     assert yaml.safe_load((out / "manifest.yaml").read_text())["version"] == "1.0"
@@ -328,7 +409,7 @@ def test_a_failed_export_keeps_the_previous_bundle(
 def test_export_replaces_an_old_bundle_when_it_passes(trained: Trained, tmp_path: Path) -> None:
     out = tmp_path / "tones"
     export(trained, out, ("onnx-fp32",))
-    export(trained, out, ("onnx-int8",), version="2.0")
+    export(trained, out, ("onnx-int8",), version="2.0", overwrite=True)
     assert load_bundle(out).manifest.version == "2.0"
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",

@@ -114,7 +114,9 @@ def exclusive_run(tmp_path_factory: pytest.TempPathFactory, scenes: Path) -> Pat
     annotations = folder / "annotations.csv"
     text = scenes.read_text().replace("scene0.wav", str(scenes.parent / "scene0.wav"))
     text = text.replace("scene1.wav", str(scenes.parent / "scene1.wav"))
-    annotations.write_text(text + f"{scenes.parent / 'scene0.wav'},30.0,31.0,low\n")
+    # The first row again (a second annotator), then a row past the recording's end.
+    first = text.splitlines()[1]
+    annotations.write_text(text + f"{first}\n{scenes.parent / 'scene0.wav'},30.0,31.0,low\n")
     config = folder / "train.yaml"
     config.write_text(json.dumps(TINY))  # JSON is YAML
     run = folder / "out"
@@ -193,6 +195,7 @@ def test_bad_rows_are_reported_and_the_rest_trains(exclusive_run: Path) -> None:
     line = len(csv_path.read_text().splitlines())  # the bad row is the last one
     assert f"skipped: {csv_path}:{line}: interval 30.0-31.0 s ends past the end" in printed
     assert "not used: " in printed and "'not_low' (exclusive mode)" in printed
+    assert "dropped 1 duplicate annotations (same recording, label, start and end)" in printed
     assert "validation: low F1" in printed  # and the rest trained
 
 
@@ -375,7 +378,19 @@ def test_fit_export_scan_from_the_command_lines(exclusive_run: Path, tmp_path: P
     """The whole user path: `soundwatch-train fit` (the fixture), `export`, then the edge's
     `soundwatch scan` on a recording the model has never heard; events scored against truth."""
     bundle = tmp_path / "bundle"
-    assert cli.main(["export", str(exclusive_run), "--bundle", str(bundle)]) == 0
+    exported = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "export", str(exclusive_run), "--bundle",
+         str(bundle)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    # Only soundwatch's own lines: the figures table and "wrote"; the converters' chatter
+    # (torch, torchao, litert, TensorFlow Lite: 19 lines before) and no progress bar, as
+    # stderr is not a terminal.
+    lines = (exported.stdout + exported.stderr).splitlines()
+    ours = ("format ", "pytorch ", "onnx-fp32 ", "onnx-int8 ", "tflite-int8 ", "wrote ")
+    assert [line for line in lines if not line.startswith(ours)] == []
+    assert len(lines) == 6 and lines[-1].startswith(f"wrote {bundle} in ")
     samples, rows = _scene(seed=99)
     write_wav(tmp_path / "fresh.wav", samples, RATE_HZ)
     scanned = subprocess.run(

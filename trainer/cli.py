@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edge import __version__
 from edge.errors import SoundwatchError
 
 
@@ -56,37 +56,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from trainer.export import export_bundle
+    from trainer.export import MIN_GATE_POSITIVES, export_bundle
     from trainer.run import load_run
 
     run = load_run(Path(args.run_dir))
-    c = run.config
     bundle = Path(args.bundle)
-    assert c.hop_seconds is not None  # a run's train.yaml is the resolved config
     report = export_bundle(
-        run.model,
+        run,
         bundle,
         name=args.name or bundle.name,
         version=args.version or datetime.now(timezone.utc).strftime("%Y.%m.%d"),
-        labels=list(c.labels),
-        task=c.task,
-        sample_rate_hz=c.frontend.sample_rate_hz,
-        window_seconds=c.window_seconds,
-        hop_seconds=c.hop_seconds,
-        frontend=c.frontend,
-        thresholds=run.thresholds,
-        threshold_rule=run.threshold_rule,
-        events=dataclasses.asdict(c.events),
-        metrics=run.metrics,
-        calibration=run.calibration,
-        validation_x=run.validation_x,
-        validation_y=run.validation_y,
-        data_description=run.data_description,
-        # The card's "reproduce" block: the fit that made the run, then this export.
-        command=f"{run.command}\n{args.command_line}",
+        command=args.command_line,
         formats=tuple(args.formats.split(",")),
         max_f1_drop=args.max_f1_drop,
+        min_positives=MIN_GATE_POSITIVES if args.min_positives is None else args.min_positives,
         licence=args.licence,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
     )
     print(report.table())
     print(f"wrote {bundle} in {report.seconds:.1f} s")
@@ -119,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="soundwatch-train", description="Build soundwatch model bundles."
     )
+    p.add_argument("--version", action="version", version=f"soundwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     tone = sub.add_parser("tone-bundle", help="write the hand-made 1 kHz / 3 kHz tone bundle")
     tone.add_argument("folder", help="bundle folder to write, e.g. models/tone")
@@ -164,6 +151,14 @@ def parser() -> argparse.ArgumentParser:
         help="most F1 an int8 file may lose against fp32 on any label, 0.01 = one point"
         " (default: %(default)s)",
     )
+    export.add_argument(
+        "--min-positives",
+        type=int,
+        help="positive validation windows a label needs before --max-f1-drop is enforced on it"
+        " (fewer: the drop is only reported) (default: 50)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace a bundle in --bundle")
+    export.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     export.add_argument(
         "--licence",
         default="not stated",

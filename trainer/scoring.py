@@ -11,7 +11,8 @@ windows whose target is known for a label count for that label.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -121,17 +122,26 @@ def confusion(
     return rows, [*labels, "none"], np.array(counts, dtype=np.int64).reshape(len(rows), -1)
 
 
+class FoldScores(Protocol):
+    """What cross-validation reads of a fold (trainer.train.FoldResult has it)."""
+
+    val_y: np.ndarray  # (N, labels) 1/0 targets, NaN where unknown
+    scores: np.ndarray  # (N, labels) probabilities
+    best_macro_f1: float
+    best_epoch: int
+
+
 def cross_validation(
-    labels: list[str], results: list[dict[str, Any]], kept: int, ratio: float
+    labels: list[str], results: Sequence[FoldScores], kept: int, ratio: float
 ) -> dict[str, Any]:
     """Mean and spread (population standard deviation) of the folds' validation F1."""
-    per_fold = []
+    per_fold: list[dict[str, Any]] = []
     for r in results:
-        scored = score_labels(labels, r["val_y"], r["scores"], ratio)
+        scored = score_labels(labels, r.val_y, r.scores, ratio)
         per_fold.append(
             {
-                "macro_f1": r["best"]["macro_f1"],
-                "best_epoch": r["best"]["epoch"],
+                "macro_f1": r.best_macro_f1,
+                "best_epoch": r.best_epoch,
                 "per_label_f1": {k: m["f1"] for k, m in scored["per_label"].items()},
             }
         )

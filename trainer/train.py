@@ -44,10 +44,10 @@ from trainer.dataset import (
     Windows,
     label_examples,
     load_background,
-    splits,
 )
 from trainer.model import SoundCNN, count_parameters, loss_for, save_checkpoint
 from trainer.run import Trained, TrainError, save_run
+from trainer.splits import splits
 
 _PREDICT_BATCH = 1024
 
@@ -107,6 +107,10 @@ def fit(
     if device.type == "cuda":  # seeded runs should not depend on cuDNN's algorithm search
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
+    data, duplicates = data.without_duplicates()
+    if duplicates:
+        say(f"dropped {duplicates} duplicate annotations (same recording, label, start and end)")
+
     # Labels: the config's, or every positive label found; then each annotation's target.
     found = [
         label for label in data.labels() if not label.startswith(config.negative_prefix or "\0")
@@ -137,39 +141,39 @@ def fit(
         val_x, val_y = Windows(
             [examples.items[i] for i in val_idx], audio, config, augmenter
         ).fixed()
-        result = _train_fold(
-            config, train_windows, val_x, val_y, device, fold, len(folds), run_dir, say, show
+        results.append(
+            _train_fold(
+                config, train_windows, val_x, val_y, device, fold, len(folds), run_dir, say, show
+            )
         )
-        result["train_windows"] = train_windows
-        results.append(result)
 
     # The run's model: the best fold's (the only one without k-fold).
-    kept = int(np.argmax([r["best"]["macro_f1"] for r in results]))
+    kept = int(np.argmax([r.best_macro_f1 for r in results]))
     chosen = results[kept]
     ratio = v.precision_recall_ratio
-    scored = scoring.score_labels(config.labels, chosen["val_y"], chosen["scores"], ratio)
+    scored = scoring.score_labels(config.labels, chosen.val_y, chosen.scores, ratio)
     thresholds = {label: m["threshold"] for label, m in scored["per_label"].items()}
-    model = chosen["model"]
+    model = chosen.model
     rng = np.random.default_rng([t.seed, 104729])
-    calibration, _ = chosen["train_windows"].batch(
+    calibration, _ = chosen.train_windows.batch(
         config.windows.calibration_windows, rng, augment=False
     )
-    history = [row for r in results for row in r["history"]]
+    history = [row for r in results for row in r.history]
     seconds = time.perf_counter() - began
     metrics: dict[str, Any] = {
         "task": config.task,
         "labels": config.labels,
         **scored,
         "threshold_rule": {"precision_recall_ratio": ratio},
-        "best_epoch": chosen["best"]["epoch"],
-        "epochs_run": chosen["history"][-1]["epoch"],
+        "best_epoch": chosen.best_epoch,
+        "epochs_run": chosen.history[-1]["epoch"],
         "train_seconds": round(seconds, 1),
         "device": str(device),
         "parameters": count_parameters(model),
     }
     if config.task == "multiclass":
         metrics["accuracy"] = float(
-            np.mean(chosen["scores"].argmax(axis=1) == chosen["val_y"].argmax(axis=1))
+            np.mean(chosen.scores.argmax(axis=1) == chosen.val_y.argmax(axis=1))
         )
     if len(results) > 1:
         metrics["cross_validation"] = scoring.cross_validation(config.labels, results, kept, ratio)
@@ -182,8 +186,8 @@ def fit(
         threshold_rule={"precision_recall_ratio": ratio},
         metrics=metrics,
         calibration=calibration,
-        validation_x=chosen["val_x"],
-        validation_y=chosen["val_y"],
+        validation_x=chosen.val_x,
+        validation_y=chosen.val_y,
         data_description=description,
         command=command,
         history=history,
@@ -195,7 +199,7 @@ def fit(
         report.write_report(
             run_dir / "report",
             trained,
-            chosen["scores"],
+            chosen.scores,
             summary_lines=[
                 f"Command: `{command}`" if command else "",
                 f"Data: {description}",
@@ -247,6 +251,20 @@ def _check_split(
         raise DataError(f"{where}no validation annotations: every label has a single annotation")
 
 
+@dataclass
+class FoldResult:
+    """One fold's model at its best validation epoch, with what fit needs of that fold."""
+
+    model: SoundCNN  # float32, eval(), on the CPU
+    best_macro_f1: float  # validation macro F1 of the kept epoch (-inf if never defined)
+    best_epoch: int  # 1-based
+    history: list[dict[str, Any]]  # one row per epoch run
+    train_windows: Windows  # draws the int8 calibration windows
+    val_x: np.ndarray  # float32 (N, frames, mels)
+    val_y: np.ndarray  # float32 (N, labels), NaN where unknown
+    scores: np.ndarray  # (N, labels) probabilities of the kept epoch on val_x
+
+
 def _train_fold(
     config: TrainConfig,
     windows: Windows,
@@ -258,7 +276,7 @@ def _train_fold(
     run_dir: Path | None,
     say: Callable[[str], None],
     show: bool,
-) -> dict[str, Any]:
+) -> FoldResult:
     """Train one model; keep the weights of its best validation epoch (macro F1, then loss)."""
     t = config.training
     torch.manual_seed(t.seed * 1000 + fold)
@@ -274,7 +292,7 @@ def _train_fold(
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
     loss_fn = loss_for(config.task)
     ratio = config.validation.precision_recall_ratio
-    best: dict[str, Any] = {"macro_f1": -math.inf, "loss": math.inf, "epoch": 0}
+    best_macro, best_loss, best_epoch = -math.inf, math.inf, 0
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict[str, Any]] = []
     scores = np.zeros_like(val_y)
@@ -321,30 +339,23 @@ def _train_fold(
                 "seconds": round(time.perf_counter() - started, 2),
             }
         )
-        improved = (macro, -val_loss) > (best["macro_f1"], -best["loss"])
+        improved = (macro, -val_loss) > (best_macro, -best_loss)
         say(
             f"{name}epoch {epoch:3d}: loss {total / steps:.4f}, validation loss {val_loss:.4f},"
             f" macro F1 {macro:.3f}{' *' if improved else ''}"
         )
         if improved:
-            best = {"macro_f1": macro, "loss": val_loss, "epoch": epoch}
+            best_macro, best_loss, best_epoch = macro, val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
             scores = epoch_scores
             if run_dir is not None:
                 save_checkpoint(run_dir / "checkpoints" / f"fold{fold + 1}-best.pt", model)
-        elif t.patience and epoch - best["epoch"] >= t.patience:
+        elif t.patience and epoch - best_epoch >= t.patience:
             say(f"{name}stopping early: no better validation macro F1 for {t.patience} epochs")
             break
     model.load_state_dict(best_state)
     model = model.float().cpu().eval()
-    return {
-        "model": model,
-        "best": best,
-        "history": history,
-        "val_x": val_x,
-        "val_y": val_y,
-        "scores": scores,
-    }
+    return FoldResult(model, best_macro, best_epoch, history, windows, val_x, val_y, scores)
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Raven selection tables (Cornell's Raven Pro / Lite): one tab-separated table per recording.
 
-Rows become annotations through the shared row reader of `trainer.annotations` (same checks,
+Rows become annotations through the shared row reader of `trainer.annotations.rows` (same checks,
 same `Problem`s naming file and line); `trainer.annotations.load_any` picks this loader for
 `*.selections.txt` files and for tables told by their `Begin Time (s)` column.
 """
@@ -13,13 +13,13 @@ from collections.abc import Collection
 from pathlib import Path
 
 from edge.audio.files import AUDIO_EXTENSIONS
-from trainer.annotations import (
+from trainer.annotations.rows import (
     AnnotationError,
     AnnotationSet,
-    _Collector,
-    _number,
-    _RowError,
-    _rows,
+    Collector,
+    RowError,
+    parse_number,
+    read_rows,
 )
 
 RAVEN_BEGIN = "Begin Time (s)"
@@ -45,7 +45,7 @@ def load_raven(
     number is kept.
     """
     table = Path(table)
-    rows = _rows(table, "\t")
+    rows = read_rows(table, "\t")
     if not rows:
         raise AnnotationError(f"{table}: empty Raven table")
     header_line, header = rows[0]
@@ -56,7 +56,7 @@ def load_raven(
             f"(columns: {', '.join(header)})"
         )
     column = {name: index for index, name in enumerate(header)}
-    collector = _Collector(labels)
+    collector = Collector(labels)
     fixed_recording = None
     if "Begin File" not in column:
         fixed_recording = _raven_recording(table, recording)
@@ -73,16 +73,16 @@ def load_raven(
         origin = f"{table}:{line}"
         with collector.row(origin):
             if len(row) != len(header):
-                raise _RowError(f"expected {len(header)} tab-separated columns, found {len(row)}")
+                raise RowError(f"expected {len(header)} tab-separated columns, found {len(row)}")
             if "Selection" in column:
                 selection = row[column["Selection"]]
                 if selection in seen_selections:
                     continue
                 seen_selections.add(selection)
-            begin = _number(row[column[RAVEN_BEGIN]], RAVEN_BEGIN)
-            end = _number(row[column[RAVEN_END]], RAVEN_END)
+            begin = parse_number(row[column[RAVEN_BEGIN]], RAVEN_BEGIN)
+            end = parse_number(row[column[RAVEN_END]], RAVEN_END)
             if "File Offset (s)" in column:
-                offset = _number(row[column["File Offset (s)"]], "File Offset (s)")
+                offset = parse_number(row[column["File Offset (s)"]], "File Offset (s)")
                 begin, end = offset, offset + (end - begin)
             path = fixed_recording or table.parent / row[column["Begin File"]]
             collector.add(origin, path, begin, end, row[column[label_column]])
