@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -36,6 +36,7 @@ class LabelSetup:
     label: str
     index: int
     rules: EventRules
+    events: bool = True  # False for a background label: scored per second, never an event
 
 
 class Analyzer:
@@ -93,9 +94,13 @@ class Analyzer:
 
     def begin(self, info: StreamInfo) -> None:
         """Start a new stream (a file, or a live stream): everything is reset."""
+        info = replace(info, event_labels=tuple(s.label for s in self.labels if s.events))
         self._info = info
         self._seconds = SecondAggregator(info, len(self.labels), self.sink.second)
-        self._detectors = [EventDetector(s.rules) for s in self.labels]
+        # (column, detector) for each label that makes events; background labels have none.
+        self._detectors = [
+            (i, EventDetector(s.rules)) for i, s in enumerate(self.labels) if s.events
+        ]
         self._open_ids: list[str | None] = [None] * len(self.labels)  # open event per label
         self._position = 0  # samples of this stream so far, gaps included
         self._restart(0)
@@ -129,7 +134,7 @@ class Analyzer:
         self._position += n_samples
         end = self._position / self.rate_hz
         self._seconds.gap(start, end, reason)
-        for i, detector in enumerate(self._detectors):
+        for i, detector in self._detectors:
             self._publish(i, detector.close(start))
         self._restart(self._position)
         # No window of the next run can be centred before half a window after the gap.
@@ -141,7 +146,7 @@ class Analyzer:
             return
         self._score()
         end = self._position / self.rate_hz
-        for i, detector in enumerate(self._detectors):
+        for i, detector in self._detectors:
             self._publish(i, detector.close(end))
         self._seconds.close(end)
         self.sink.end()
@@ -203,7 +208,7 @@ class Analyzer:
         self.windows_scored += n
         self._seconds.add(centres, scores)
         happened: list[tuple[float, int, Transition]] = []
-        for i, detector in enumerate(self._detectors):
+        for i, detector in self._detectors:
             column = scores[:, i]
             for t, score in zip(centres.tolist(), column.tolist(), strict=True):
                 transitions = detector.update(t, score)

@@ -105,6 +105,10 @@ class Manifest:
     files: dict[str, FileEntry] = field(help="model files by kind")
     threshold_rule: dict[str, Any] = field(factory=dict, help="how thresholds were chosen")
     events: EventDefaults = field(factory=EventDefaults, help="event detector defaults")
+    background: list[str] = field(
+        factory=list,
+        help="labels that mean 'none of the others' (e.g. ambient): scored, but no events",
+    )
     metrics: dict[str, Any] = field(factory=dict, help="validation figures from the trainer")
     provenance: dict[str, Any] = field(factory=dict, help="data, trainer, commit, date")
 
@@ -123,6 +127,9 @@ class Manifest:
                 out.append((("thresholds", label), "not one of the labels"))
             elif not 0.0 <= value <= 1.0:
                 out.append((("thresholds", label), f"must be within 0..1, got {value}"))
+        for i, label in enumerate(self.background):
+            if label not in self.labels:
+                out.append((("background", str(i)), f"'{label}' is not one of the labels"))
         if self.sample_rate <= 0:
             out.append(("sample_rate", f"must be positive, got {self.sample_rate}"))
         if not self.window_seconds > 0:

@@ -79,14 +79,18 @@ class MqttSink(Sink):
         outbox_path: Path,
         resolve: Resolve,
         channels: list[int | None] | None = None,
+        sensor_labels: list[str] | None = None,
     ) -> None:
-        """`channels`: the input channels with a detector each (None: one detector)."""
+        """`channels`: the input channels with a detector each (None: one detector);
+        `sensor_labels`: the labels that make events and so get a Home Assistant sensor (None:
+        all)."""
         assert config.host is not None
         self.config = config
         self.where = f"{config.host}:{config.port_or_default}"
         self.device, self.model, self.model_version = device, model, model_version
         self.root = topic_root(config, device)
         self.labels = labels
+        self.sensor_labels = labels if sensor_labels is None else sensor_labels
         self.channels: list[int | None] = channels or [None]
         self.client = make_client(config, config.client_id or f"soundwatch-{device}", resolve)
         self.client.will_set(
@@ -158,6 +162,7 @@ class MqttSink(Sink):
 
     def begin(self, info: StreamInfo) -> None:
         self.labels = info.labels
+        self.sensor_labels = info.labels if info.event_labels is None else list(info.event_labels)
         self._info = info
 
     def event(self, event: Event) -> None:
@@ -353,7 +358,7 @@ class MqttSink(Sink):
                 self.device,
                 self.model,
                 self.model_version,
-                self.labels,
+                self.sensor_labels,
                 self.channels,
             ):
                 client.publish(topic, json.dumps(config), qos=1, retain=True)
