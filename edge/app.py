@@ -107,6 +107,7 @@ class App:
                 model=m.name,
                 model_version=m.version,
                 labels=[s.label for s in self.analyzer.labels],
+                sensor_labels=[s.label for s in self.analyzer.labels if s.events],
                 outbox_path=loaded.resolve(outbox),
                 resolve=loaded.resolve,
                 channels=_detected_channels(config.source),

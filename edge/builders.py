@@ -105,7 +105,8 @@ def label_setups(loaded: Loaded, bundle: Bundle) -> list[LabelSetup]:
             at = origin.get(key, ("events", key))
             source = "" if key in origin else ", the bundle's default"
             problems.append(f"{where(at)}: {message or problem} (label {label}{source})")
-        setups.append(LabelSetup(label, names.index(label), rules))
+        events = config.events.background or label not in bundle.manifest.background
+        setups.append(LabelSetup(label, names.index(label), rules, events))
     if problems:
         raise ConfigError("\n".join(problems))
     return setups

@@ -171,6 +171,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"model {m.name} {m.version} ({bundle.folder}), {backend.key}: {backend.path.name}")
     for s in analyzer.labels:
         r = s.rules
+        if not s.events:
+            print(f"  {s.label}: background, scored every second, no events (events.background)")
+            continue
         print(f"  {s.label}: threshold {r.threshold:g}, off {r.effective_off_threshold:g}")
     mqtt = loaded.config.mqtt
     if mqtt.host and args.connect:

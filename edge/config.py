@@ -184,6 +184,10 @@ class EventsConfig(LabelRules):
     hysteresis: float = field(
         0.0, ge=0, le=1, help="off threshold = threshold - hysteresis, unless given"
     )
+    background: bool = field(
+        False,
+        help="events (and clips, Home Assistant sensors) for the bundle's background labels too",
+    )
     labels: dict[str, LabelRules] = field(
         factory=dict,
         help="per-label overrides of the keys above, e.g. {mel-pulse: {threshold: 0.7}}",

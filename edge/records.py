@@ -41,6 +41,9 @@ class StreamInfo:
     # Where this segment starts in the stream, s: 0, or the whole second a reloaded model took
     # over. Offsets in rows and events count from the segment; outputs add this back.
     offset_seconds: float = 0.0
+    # The labels that make events, set by the Analyzer: all of them (None), or all but the
+    # bundle's background labels, which are scored per second but never an event.
+    event_labels: tuple[str, ...] | None = None
 
     def at(self, offset_seconds: float) -> datetime | None:
         return None if self.anchor is None else self.anchor + timedelta(seconds=offset_seconds)

@@ -91,6 +91,7 @@ class LabelScores:
     threshold: float
     segment: Counts = field(default_factory=Counts)
     event: Counts = field(default_factory=Counts)
+    events: bool = True  # False for the bundle's background labels: no events to count
 
 
 @dataclass
@@ -121,7 +122,7 @@ class EvaluationReport:
                 s.label: {
                     "threshold": s.threshold,
                     "segment": s.segment.figures(),
-                    "event": s.event.figures(),
+                    "event": s.event.figures() if s.events else None,
                 }
                 for s in self.labels
             },
@@ -288,6 +289,8 @@ def score_recording(
             segment_counts([(a.start_seconds, a.end_seconds) for a in mine], seconds[s.label],
                            s.threshold)
         )  # fmt: skip
+        if not s.events:
+            continue
         s.event.add(
             event_counts([a.start_seconds for a in mine], onsets[s.label],
                          report.onset_tolerance_seconds)
@@ -325,7 +328,7 @@ def evaluate(
     kept = set(m.labels)
     report = EvaluationReport(
         model=f"{m.name} {m.version} ({analyzer.backend.path.name})",
-        labels=[LabelScores(s.label, s.rules.threshold) for s in analyzer.labels],
+        labels=[LabelScores(s.label, s.rules.threshold, events=s.events) for s in analyzer.labels],
         recordings=0,
         onset_tolerance_seconds=onset_tolerance_seconds,
         ignored_labels=sorted({a.label for a in annotations} - kept),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -37,6 +37,7 @@ class LabelSetup:
     label: str
     index: int
     rules: EventRules
+    events: bool = True  # False for a background label: scored per second, never an event
 
 
 class Analyzer:
@@ -94,10 +95,14 @@ class Analyzer:
 
     def begin(self, info: StreamInfo) -> None:
         """Start a new stream (a file, or a live stream): everything is reset."""
+        info = replace(info, event_labels=tuple(s.label for s in self.labels if s.events))
         self._info = info
         self._seconds = SecondAggregator(info, len(self.labels), self.sink.second)
-        self._detectors = [EventDetector(s.rules) for s in self.labels]
-        self._order = MessageOrder(self._detectors)
+        # (column, detector) for each label that makes events; background labels have none.
+        self._detectors = [
+            (i, EventDetector(s.rules)) for i, s in enumerate(self.labels) if s.events
+        ]
+        self._order = MessageOrder([detector for _, detector in self._detectors])
         self._open_ids: list[str | None] = [None] * len(self.labels)  # open event per label
         self._position = 0  # samples of this stream so far, gaps included
         self._restart(0)
@@ -204,7 +209,7 @@ class Analyzer:
         self._seconds.add(centres, scores)
         times = centres.tolist()
         order = self._order
-        for i, detector in enumerate(self._detectors):
+        for i, detector in self._detectors:
             for t, score in zip(times, scores[:, i].tolist(), strict=True):
                 transitions = detector.update(t, score)
                 if transitions:
@@ -215,7 +220,7 @@ class Analyzer:
 
     def _close_events(self, at_seconds: float) -> None:
         """End every label's stream at ``at_seconds`` and send all messages still held."""
-        for i, detector in enumerate(self._detectors):
+        for i, detector in self._detectors:
             self._order.hold(i, detector.close(at_seconds))
         self._publish(self._order.flush())
 

@@ -108,6 +108,10 @@ class Manifest:
     files: dict[str, FileEntry] = field(help="model files by kind")
     threshold_rule: dict[str, Any] = field(factory=dict, help="how thresholds were chosen")
     events: EventDefaults = field(factory=EventDefaults, help="event detector defaults")
+    background: list[str] = field(
+        factory=list,
+        help="labels that mean 'none of the others' (e.g. ambient): scored, but no events",
+    )
     metrics: dict[str, Any] = field(factory=dict, help="validation figures from the trainer")
     provenance: dict[str, Any] = field(factory=dict, help="data, trainer, commit, date")
 
@@ -124,6 +128,9 @@ class Manifest:
             # Tuple keys: a label may hold dots.
             if label not in self.labels:
                 out.append((("thresholds", label), "not one of the labels"))
+        for i, label in enumerate(self.background):
+            if label not in self.labels:
+                out.append((("background", str(i)), f"'{label}' is not one of the labels"))
         if not self.files:
             out.append(("files", "must list at least one model file"))
         for key in self.files:

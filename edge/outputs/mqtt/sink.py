@@ -73,14 +73,18 @@ class MqttSink(Sink):
         outbox_path: Path,
         resolve: Resolve,
         channels: list[int | None] | None = None,
+        sensor_labels: list[str] | None = None,
     ) -> None:
-        """`channels`: the input channels with a detector each (None: one detector)."""
+        """`channels`: the input channels with a detector each (None: one detector);
+        `sensor_labels`: the labels that make events and so get a Home Assistant sensor (None:
+        all)."""
         assert config.host is not None
         self.config = config
         self.where = f"{config.host}:{config.port_or_default}"
         self.device, self.model, self.model_version = device, model, model_version
         self.root = topic_root(config, device)
         self.labels = labels
+        self.sensor_labels = labels if sensor_labels is None else sensor_labels
         self.channels: list[int | None] = channels or [None]
         self.client = make_client(config, config.client_id or f"soundwatch-{device}", resolve)
         self.client.will_set(
@@ -143,6 +147,7 @@ class MqttSink(Sink):
 
     def begin(self, info: StreamInfo) -> None:
         self.labels = info.labels
+        self.sensor_labels = _sensor_labels(info)
         self._info = info
         if self.connected:  # a reload may bring other labels, or levels on or off
             self._announce(again=False)
@@ -240,7 +245,7 @@ class MqttSink(Sink):
                     self.device,
                     self.model,
                     self.model_version,
-                    list(info.labels if info is not None else self.labels),
+                    self.sensor_labels if info is None else _sensor_labels(info),
                     self.channels,
                     None if info is None else info.level_unit,
                 )
@@ -291,3 +296,8 @@ class MqttSink(Sink):
         if reason.is_failure:
             logger.error("the broker refused message %d: %s", mid, str(reason).lower())
         self.publisher.acked(mid, reason.is_failure)
+
+
+def _sensor_labels(info: StreamInfo) -> list[str]:
+    """The labels that make events, and so get a sensor: not the bundle's background ones."""
+    return list(info.labels if info.event_labels is None else info.event_labels)
