@@ -109,3 +109,16 @@ def test_a_background_that_is_not_a_list_of_labels_is_refused_naming_the_field(
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_trainer_marks_background_labels_for_the_bundle() -> None:
+    from edge.errors import ConfigError
+    from trainer.config import TrainConfig, resolve
+
+    labels = ["ambient", "mel-pulse", "mel-sine"]
+    # By name when the config says nothing; as given when it does; an unknown one is refused.
+    assert resolve(TrainConfig(), 2500, labels).background == ["ambient"]
+    assert resolve(TrainConfig(), 2500, ["a", "b"]).background == []
+    assert resolve(TrainConfig(background=["mel-sine"]), 2500, labels).background == ["mel-sine"]
+    with pytest.raises(ConfigError, match="background: noise not among the labels"):
+        resolve(TrainConfig(background=["noise"]), 2500, labels)

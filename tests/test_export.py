@@ -190,6 +190,7 @@ def test_export_writes_a_bundle_the_edge_loads(bundle: tuple[Path, ExportReport]
     loaded = load_bundle(folder)
     m = loaded.manifest
     assert m.labels == LABELS and m.output.activation == "none"
+    assert m.background == []  # neither label is named background or ambient
     assert set(m.files) == set(ALL_FORMATS)
     assert loaded.feature_shape == (FRAMES, SPEC.n_mels)
     assert m.provenance["trainer"].startswith("soundwatch ")

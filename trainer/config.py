@@ -40,6 +40,9 @@ _HOPS_PER_FFT = 16
 # windows with half a hop of margin either side. (A gap of 2 hops bridges only one window,
 # which the 3-window median already removes: on the fly-song recording it changed nothing.)
 _MERGE_GAP_HOPS = 2.5
+# Labels taken as background when the config names none: the fly-song model's `ambient`, and
+# `background`, the name for unannotated audio.
+BACKGROUND_NAMES = ("background", "ambient")
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,11 @@ class TrainConfig:
         " (sigmoid), negatives from not_<label> annotations, other labels unknown",
     )
     negative_prefix: str = field("not_", help="overlapped mode: '<prefix><label>' means 'not'")
+    background: list[str] | None = field(
+        None,
+        help="labels that mean 'none of the others': scored on the edge, never events"
+        " (null: the labels named background or ambient, if any)",
+    )
     sample_rate_hz: int | None = field(
         None, gt=0, help="model sample rate, Hz (null: the recordings'); others are resampled"
     )
@@ -237,6 +245,9 @@ class TrainConfig:
             if self.negative_prefix and label.startswith(self.negative_prefix):
                 message = f"{label!r} is a negative label (prefix {self.negative_prefix!r})"
                 out.append(("labels", message))
+        for label in self.background or []:
+            if self.labels and label not in self.labels:
+                out.append(("background", f"{label!r} is not one of the labels"))
         if self.mode == "overlapped" and not self.negative_prefix:
             out.append(("negative_prefix", "overlapped mode needs a prefix for negatives"))
         return out
@@ -285,10 +296,21 @@ def resolve(config: TrainConfig, sample_rate_hz: int, labels: list[str]) -> Trai
     n_fft = f.n_fft or 2 ** max(3, round(math.log2(_FFT_TARGET_SECONDS * rate)))
     hop_length = f.hop_length or max(1, n_fft // _HOPS_PER_FFT)
     features = replace(f, n_fft=n_fft, win_length=f.win_length or n_fft, hop_length=hop_length)
+    kept = list(config.labels or labels)
+    background = config.background
+    if background is None:  # the names this project gives "nothing of interest"
+        background = [label for label in kept if label in BACKGROUND_NAMES]
+    missing = [label for label in background if label not in kept]
+    if missing:
+        raise ConfigError(
+            f"trainer config: background: {', '.join(missing)} not among the labels"
+            f" ({', '.join(kept)})"
+        )
     resolved = replace(
         config,
         sample_rate_hz=rate,
-        labels=list(config.labels or labels),
+        labels=kept,
+        background=background,
         features=features,
     )
     spec_problems = resolved.frontend.validate()

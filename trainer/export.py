@@ -210,6 +210,7 @@ def export_bundle(
             "thresholds": {label: float(thresholds[label]) for label in labels},
             "threshold_rule": plain(run.threshold_rule),
             "events": plain(dataclasses.asdict(c.events)),
+            "background": list(c.background or []),
             "files": {
                 c.key: {"path": c.path, "sha256": sha256_of(staging / c.path)} for c in checks
             },
