@@ -17,7 +17,8 @@ from edge.detection.events import EventDetector, EventRules, Transition
 from edge.detection.order import MessageOrder
 from edge.model.bundle import load_bundle
 from edge.outputs.files import Printer
-from edge.records import Event, SecondRow, Sink, StreamInfo
+from edge.records import Event, StreamInfo
+from tests.test_analysis import Collect
 from tests.test_events import HOP, rules_strategy, scores_strategy
 
 
@@ -83,18 +84,6 @@ def test_messages_follow_the_time_they_carry(
     for i, r in enumerate(rules):
         alone = ordered([r], [scores[i]], batch)
         assert [t for j, t in out if j == i] == [t for _, t in alone]
-
-
-class Collect(Sink):
-    def __init__(self) -> None:
-        self.rows: list[SecondRow] = []
-        self.events: list[Event] = []
-
-    def second(self, row: SecondRow) -> None:
-        self.rows.append(row)
-
-    def event(self, event: Event) -> None:
-        self.events.append(event)
 
 
 @pytest.fixture(scope="module")

@@ -27,24 +27,13 @@ from edge.config import Loaded, load_config
 from edge.detection.analysis import Analyzer
 from edge.model.bundle import Bundle, load_bundle
 from edge.pipeline import Lane, feed
-from edge.records import Event, SecondRow, Sink, StreamInfo
+from edge.records import Sink, StreamInfo
 from tests.audio import tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
 from tests.scenes import TRUTH, Found, check_against_truth, scene
+from tests.test_analysis import Collect
 
 # --- in process: one stream through reconnects and reloads ---------------------------------------
-
-
-class Collect(Sink):
-    def __init__(self) -> None:
-        self.rows: list[SecondRow] = []
-        self.events: list[Event] = []
-
-    def second(self, row: SecondRow) -> None:
-        self.rows.append(row)
-
-    def event(self, event: Event) -> None:
-        self.events.append(event)
 
 
 @pytest.fixture(scope="module")
