@@ -261,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
         help="add each second's sound level (and band levels) to the probabilities CSV"
         " (default: as the config's levels: section)",
     )
-    scan.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     scan.set_defaults(func=cmd_scan)
 
     devices = sub.add_parser("devices", help="list audio input devices")
