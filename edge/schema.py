@@ -88,22 +88,22 @@ class Bounds:
         """The range as a rule: "must be within 0..1", "must be at least 1"."""
         ge, gt, le, lt = self.ge, self.gt, self.le, self.lt
         if gt is not None and lt is not None:
-            return f"must be between {gt} and {lt}"
+            return f"must be between {gt:g} and {lt:g}"
         if ge is not None and le is not None:
-            return f"must be within {ge}..{le}"
+            return f"must be within {ge:g}..{le:g}"
         if gt is not None and le is not None:
-            return f"must be more than {gt} and at most {le}"
+            return f"must be more than {gt:g} and at most {le:g}"
         if gt == 0:
             return "must be positive"
         if gt is not None:
-            return f"must be more than {gt}"
+            return f"must be more than {gt:g}"
         if ge == 0:
             return f"must be 0 ({self.zero}) or positive" if self.zero else "must be 0 or more"
         if ge is not None:
-            return f"must be at least {ge}"
+            return f"must be at least {ge:g}"
         if lt is not None:
-            return f"must be less than {lt}"
-        return f"must be at most {le}"
+            return f"must be less than {lt:g}"
+        return f"must be at most {le:g}"
 
     def __bool__(self) -> bool:
         return any(b is not None for b in (self.ge, self.gt, self.le, self.lt))

@@ -88,7 +88,9 @@ class LevelSettings:
     bands: Literal["none", "octave", "third-octave"] = field(
         "none", help="band levels beside the broadband level: none, octave or third-octave"
     )
-    band_min_hz: float = field(20.0, help="lowest band kept, by nominal centre frequency, Hz")
+    band_min_hz: float = field(
+        20.0, ge=MIN_BAND_HZ, help="lowest band kept, by nominal centre frequency, Hz"
+    )
     band_max_hz: float | None = field(
         None, help="highest band kept, by nominal centre, Hz (null: up to the Nyquist frequency)"
     )
@@ -102,13 +104,11 @@ class LevelSettings:
     )
     gain_db: float = field(0.0, help="preamplifier gain between transducer and ADC, dB")
     adc_full_scale_volts: float | None = field(
-        None, help="ADC input voltage (peak, V) that reads as digital full scale 1.0"
+        None, gt=0, help="ADC input voltage (peak, V) that reads as digital full scale 1.0"
     )
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
-        if self.band_min_hz < MIN_BAND_HZ:
-            out.append(("band_min_hz", f"must be at least {MIN_BAND_HZ:g}, got {self.band_min_hz}"))
         if self.band_max_hz is not None and self.band_max_hz < self.band_min_hz:
             message = f"must be >= band_min_hz ({self.band_min_hz}), got {self.band_max_hz}"
             out.append(("band_max_hz", message))
@@ -124,9 +124,6 @@ class LevelSettings:
             if self.medium == "water" and not -250.0 <= s <= -100.0:
                 message = f"{s} dB re 1 V/µPa is not a hydrophone's; for a microphone: medium: air"
                 out.append(("sensitivity_db", message))
-        volts = self.adc_full_scale_volts
-        if volts is not None and volts <= 0:
-            out.append(("adc_full_scale_volts", f"must be positive, got {volts}"))
         return out
 
     @property
