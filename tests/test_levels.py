@@ -242,3 +242,16 @@ def test_settings_load_from_yaml_with_line_numbers() -> None:
     settings, _ = schema.from_text(LevelSettings, text, "levels.yaml")
     assert settings.bands == "third-octave"
     assert settings.offset_db == pytest.approx(20 * math.log10(2.5) + 180.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("band_min_hz: 5\n", "levels.yaml:1: band_min_hz: must be at least 10, got 5"),
+        ("adc_full_scale_volts: 0\n", "levels.yaml:1: adc_full_scale_volts: must be positive"),
+    ],
+)
+def test_ranges_are_checked_on_load_naming_the_line(line: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        schema.from_text(LevelSettings, line, "levels.yaml")
+    assert message in str(error.value)
