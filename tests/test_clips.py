@@ -378,7 +378,7 @@ def test_limits_that_cannot_be_met_stop_clips(
 
 
 def test_settings_validate_with_line_numbers() -> None:
-    assert ClipSettings().problems() == []
+    schema.from_text(ClipSettings, "enabled: false\n", "clips.yaml")  # the defaults pass
     text = "enabled: true\npre_roll_seconds: -1\nmax_total_mb: 0\n"
     with pytest.raises(ConfigError) as error:
         schema.from_text(ClipSettings, text, "clips.yaml")
