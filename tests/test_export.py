@@ -490,6 +490,7 @@ def test_the_export_command_exports_a_run(
         window_seconds=WINDOW_SECONDS,
         hop_seconds=HOP_SECONDS,
         events=EventDefaults(median_windows=3, min_duration_seconds=0.1),
+        background=["tone-3k"],
     )
     run = SimpleNamespace(
         model=trained.model,
@@ -520,5 +521,6 @@ def test_the_export_command_exports_a_run(
     m = load_bundle(out).manifest
     assert m.name == "tones" and list(m.files) == ["onnx-int8"]
     assert m.events.median_windows == 3 and m.threshold_rule == {"precision_recall_ratio": 1.0}
+    assert m.background == ["tone-3k"]  # the run's background labels reach the bundle
     card = (out / "README.md").read_text()
     assert "soundwatch-train fit --data truth.csv --out runs/tones\nsoundwatch-train export" in card
