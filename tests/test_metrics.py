@@ -22,12 +22,11 @@ from edge.ops.metrics import (
     create_metrics,
     parse_address,
 )
-from edge.outputs.mqtt.settings import MqttConfig
-from edge.outputs.mqtt.sink import MqttSink
 from edge.records import ANALYSED, Event, SecondRow, StreamInfo, gap_status
 from tests.audio import tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
 from tests.mqtt_broker import Mosquitto
+from tests.test_mqtt import sink_for
 
 # --- in process -----------------------------------------------------------------------------------
 
@@ -85,19 +84,7 @@ def test_mqtt_drops_and_deliveries_are_counters_on_the_endpoint(
 ) -> None:
     """10 events into an outbox of 4 while not connected (6 dropped, 10 probabilities dropped),
     then connected: the 4 kept are published. Read back through a real /metrics."""
-    config = MqttConfig(
-        host=broker.host, port=broker.port, outbox_max_messages=4, probabilities=True
-    )
-    sink = MqttSink(
-        config,
-        device="box",
-        model="tone",
-        model_version="1",
-        labels=["a"],
-        outbox_path=tmp_path / "outbox.sqlite3",
-        resolve=Path,
-    )
-    sink.begin(StreamInfo("test", ["a"], None, 16000))
+    sink = sink_for(broker, tmp_path, outbox_max_messages=4, probabilities=True)
     metrics = create_metrics()
     mqtt_metrics = MqttMetrics(metrics, sink)
     server = MetricsServer(metrics, "127.0.0.1:0")

@@ -377,19 +377,7 @@ def test_a_full_outbox_drops_the_oldest_and_counts(
     tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
     """In process, to read the counters: 10 events into an outbox of 4 while not connected."""
-    config = MqttConfig(
-        host=broker.host, port=broker.port, outbox_max_messages=4, probabilities=True
-    )
-    sink = MqttSink(
-        config,
-        device="box",
-        model="tone",
-        model_version="1",
-        labels=["a"],
-        outbox_path=tmp_path / "outbox.sqlite3",
-        resolve=Path,
-    )
-    sink.begin(StreamInfo("test", ["a"], None, 16000))
+    sink = sink_for(broker, tmp_path, outbox_max_messages=4, probabilities=True)
     with caplog.at_level(logging.WARNING, logger="edge.outputs.mqtt.sink"):
         for i in range(10):
             sink.event(Event(f"e{i}", "start", "a", float(i), None, None, None, 0.9, 0.9, 0.5, "t"))
