@@ -147,7 +147,6 @@ class MqttSink(Sink):
 
     def begin(self, info: StreamInfo) -> None:
         self.labels = info.labels
-        self.sensor_labels = _sensor_labels(info)
         self._info = info
         if self.connected:  # a reload may bring other labels, or levels on or off
             self._announce(again=False)
