@@ -95,7 +95,7 @@ class App:
         self.files: DaemonFiles | None = None
         if config.output.files:
             out = loaded.resolve(config.output.dir)
-            self.files = DaemonFiles(out, m.name, m.version, config.output.device)
+            self.files = DaemonFiles(out, config.output.device)
             self.sinks.append(self.files)
         self.mqtt: MqttSink | None = None
         self._mqtt_metrics: MqttMetrics | None = None
@@ -320,9 +320,6 @@ class App:
             self._reloading = None
         m = self.bundle.manifest
         self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
-        for sink in (self.files, self.mqtt):
-            if sink is not None:  # event messages name the model that found them
-                sink.model, sink.model_version = m.name, m.version
         for each in old:
             if each not in self.analyzers:
                 each.backend.close()

@@ -44,6 +44,10 @@ class StreamInfo:
     # The labels that make events, set by the Analyzer: all of them (None), or all but the
     # bundle's background labels, which are scored per second but never an event.
     event_labels: tuple[str, ...] | None = None
+    # The model that scores this segment (bundle name and version), set by the Analyzer:
+    # event messages name it, and a reload that switches models begins a new segment.
+    model: str = ""
+    model_version: str = ""
 
     def at(self, offset_seconds: float) -> datetime | None:
         return None if self.anchor is None else self.anchor + timedelta(seconds=offset_seconds)

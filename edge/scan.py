@@ -63,16 +63,14 @@ def output_bases(inputs: list[Path], out: Path) -> dict[Path, Path]:
 class _PerFile(Sink):
     """Routes each stream to its own ScanFiles, chosen by the stream's source path."""
 
-    def __init__(
-        self, bases: dict[Path, Path], model: str, version: str, device: str, stop: threading.Event
-    ) -> None:
-        self.bases, self.model, self.version, self.device = bases, model, version, device
+    def __init__(self, bases: dict[Path, Path], device: str, stop: threading.Event) -> None:
+        self.bases, self.device = bases, device
         self.stop = stop  # set when interrupted: the file in progress is discarded, not kept
         self.current: ScanFiles | None = None
 
     def begin(self, info: StreamInfo) -> None:
         base = self.bases[Path(info.source)]
-        self.current = ScanFiles(base, self.model, self.version, self.device)
+        self.current = ScanFiles(base, self.device)
         self.current.begin(info)
 
     def second(self, row: SecondRow) -> None:
@@ -113,8 +111,7 @@ def scan(
     stop = stop or threading.Event()
     bases = output_bases(inputs, out)
     files = list(bases)
-    m = analyzer.bundle.manifest
-    per_file = _PerFile(bases, m.name, m.version, device, stop)
+    per_file = _PerFile(bases, device, stop)
     evidence = None
     if levels is not None and levels.enabled:
         evidence = Evidence(per_file, levels, None)

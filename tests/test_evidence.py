@@ -301,7 +301,7 @@ def test_a_device_back_at_another_rate_keeps_the_hourly_csv(
     """After a retune to 16 kHz the 8 and 16 kHz octaves are not measured: their cells stay
     empty (the CSV's columns are the stream's), and the daemon's files go on."""
     parts = retuned()
-    files = DaemonFiles(tmp_path / "out", "tone", "1", "box")
+    files = DaemonFiles(tmp_path / "out", "box")
     sink = Recorder()
     run(stream(parts), tone_bundle, sink, Evidence(Fanout([sink, files]), OCTAVES, None))
     files.close()

@@ -95,7 +95,13 @@ class Analyzer:
 
     def begin(self, info: StreamInfo) -> None:
         """Start a new stream (a file, or a live stream): everything is reset."""
-        info = replace(info, event_labels=tuple(s.label for s in self.labels if s.events))
+        m = self.bundle.manifest
+        info = replace(
+            info,
+            event_labels=tuple(s.label for s in self.labels if s.events),
+            model=m.name,
+            model_version=m.version,
+        )
         self._info = info
         self._seconds = SecondAggregator(info, len(self.labels), self.sink.second)
         # (column, detector) for each label that makes events; background labels have none.

@@ -155,9 +155,9 @@ class Printer(Sink):
 class ScanFiles(Sink):
     """Per-file outputs for `scan`, written to temporary names and renamed at the end."""
 
-    def __init__(self, out_base: Path, model: str, model_version: str, device: str) -> None:
+    def __init__(self, out_base: Path, device: str) -> None:
         self.out_base = out_base  # <out>/<relative path of the input file>, without suffixes
-        self.model, self.model_version, self.device = model, model_version, device
+        self.device = device
         self._files: dict[str, tuple[Path, IO[str]]] = {}
         self._info: StreamInfo | None = None
 
@@ -182,13 +182,12 @@ class ScanFiles(Sink):
         self._csv.write(f"{time},{row.offset_seconds:g},{row.status},{cells}\n")
 
     def event(self, event: Event) -> None:
-        assert self._info is not None
-        payload = event.to_json(
-            self.model, self.model_version, self.device, self._info.offset_seconds
-        )
+        info = self._info
+        assert info is not None
+        payload = event.to_json(info.model, info.model_version, self.device, info.offset_seconds)
         self._jsonl.write(json.dumps(payload) + "\n")
-        if event.type == "end" and self._info is not None:
-            self._predicted.write(songexplorer_row(event, self._info))
+        if event.type == "end":
+            self._predicted.write(songexplorer_row(event, info))
 
     def end(self) -> None:
         for final, f in self._files.values():
@@ -211,9 +210,9 @@ class DaemonFiles(Sink):
     With a detector per channel, every lane begins its own segments: what a `begin` says
     (labels, level columns, the segment's offset) is kept per channel."""
 
-    def __init__(self, root: Path, model: str, model_version: str, device: str) -> None:
+    def __init__(self, root: Path, device: str) -> None:
         self.root = root / device
-        self.model, self.model_version, self.device = model, model_version, device
+        self.device = device
         self._infos: dict[int | None, StreamInfo] = {}  # by channel: its current segment
         self._hours: dict[int | None, tuple[str, IO[str]]] = {}  # by channel: (hour, file)
 
@@ -272,7 +271,7 @@ class DaemonFiles(Sink):
         if t is None or info is None:
             return
         when = iso(t)
-        payload = event.to_json(self.model, self.model_version, self.device, info.offset_seconds)
+        payload = event.to_json(info.model, info.model_version, self.device, info.offset_seconds)
         self._append(when, "events.jsonl", json.dumps(payload) + "\n")
         if event.type == "end" and Path(info.source).is_file():
             # SongExplorer has no channel column: one file per channel, as it has per wav.

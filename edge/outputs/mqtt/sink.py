@@ -82,6 +82,7 @@ class MqttSink(Sink):
         self.config = config
         self.where = f"{config.host}:{config.port_or_default}"
         self.device, self.model, self.model_version = device, model, model_version
+        self._info: StreamInfo | None = None  # the stream being scored: its labels and model
         self.root = topic_root(config, device)
         self.labels = labels
         self.sensor_labels = labels if sensor_labels is None else sensor_labels
@@ -100,7 +101,6 @@ class MqttSink(Sink):
         self.announcements = Announcements(outbox_path.parent / "mqtt-homeassistant.json")
 
         self.events_dropped_full = 0
-        self._info: StreamInfo | None = None
         self._failures = 0  # connect attempts failed since the last success
         self._refused = False  # the broker's CONNACK said no (the disconnect that follows is known)
         self._last_complaint = ""
@@ -132,8 +132,17 @@ class MqttSink(Sink):
     def seconds_dropped(self) -> int:
         return self.publisher.seconds_dropped
 
+    @property
+    def _model(self) -> tuple[str, str]:
+        """The model listening now: the current stream's (a reload may change it), else the
+        one the daemon started with."""
+        info = self._info
+        if info is None or not info.model:
+            return self.model, self.model_version
+        return info.model, info.model_version
+
     def _status(self, state: str, since: str | None) -> bytes:
-        return status_payload(state, self.device, self.model, self.model_version, since)
+        return status_payload(state, self.device, *self._model, since)
 
     # -- the pipeline's side (processing thread) ------------------------------------------------
 
@@ -153,7 +162,7 @@ class MqttSink(Sink):
 
     def event(self, event: Event) -> None:
         offset = 0.0 if self._info is None else self._info.offset_seconds
-        payload = event_payload(event, self.model, self.model_version, self.device, offset)
+        payload = event_payload(event, *self._model, self.device, offset)
         dropped = self.outbox.add(f"{self.root}/events", payload)
         if dropped:
             self.events_dropped_full += dropped
@@ -242,8 +251,7 @@ class MqttSink(Sink):
                     self.config,
                     self.root,
                     self.device,
-                    self.model,
-                    self.model_version,
+                    *self._model,
                     self.sensor_labels if info is None else _sensor_labels(info),
                     self.channels,
                     None if info is None else info.level_unit,
