@@ -7,6 +7,7 @@ Broken bundles are copies of a session-built tone bundle with one thing changed.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 from collections.abc import Callable
@@ -20,7 +21,9 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from edge.errors import BundleError, ConfigError
-from edge.model.bundle import PREFERENCE, Bundle, load_bundle, sha256_of
+from edge.model.bundle import PREFERENCE, Bundle, FrontendManifest, load_bundle, sha256_of
+from edge.model.frontend import LogMelSpec
+from trainer.config import FeaturesConfig
 from trainer.toybundle import make_tone_bundle
 
 HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
@@ -321,6 +324,31 @@ def test_frontend_problem_points_at_its_key(tone_bundle: Path, tmp_path: Path) -
     assert _refused(folder) == (
         f"{_manifest(folder)}:{line}: frontend.fmax: 9000.0 must be in (0, Nyquist 8000]"
     )
+
+
+@pytest.mark.parametrize("key", ["n_fft", "hop_length", "win_length", "n_mels"])
+def test_a_zero_frame_size_is_refused_at_its_key(
+    tone_bundle: Path, tmp_path: Path, key: str
+) -> None:
+    """Once an AssertionError (issue 13, item 9)."""
+    folder = _edit(_copy(tone_bundle, tmp_path), lambda m: m["frontend"].update({key: 0}))
+    line = _line(folder, f"{key}:")
+    message = _refused(folder)
+    assert message.startswith(f"{_manifest(folder)}:{line}: frontend.{key}: must be")
+    assert message.endswith("got 0") and "\n" not in message
+
+
+def test_the_frontend_block_and_the_log_mel_spec_are_one_shape(tone_bundle: Path) -> None:
+    """The trainer writes `FrontendManifest.of(spec)`; the edge reads it back as `spec`."""
+    spec = load_bundle(tone_bundle).logmel
+    assert spec is not None
+    block = FrontendManifest.of(spec)
+    assert block.kind == "logmel"
+    assert block.fmin == spec.fmin_hz and block.n_fft == spec.n_fft == 512
+    assert block.spec(spec.sample_rate_hz) == spec
+    # The trainer's features section is the same spec under the same names, but the rate.
+    names = {f.name for f in dataclasses.fields(LogMelSpec)} - {"sample_rate_hz"}
+    assert {f.name for f in dataclasses.fields(FeaturesConfig)} == names
 
 
 def test_even_median_windows(tone_bundle: Path, tmp_path: Path) -> None:

@@ -17,28 +17,9 @@ import numpy as np
 import yaml
 
 import edge
-from edge.model.frontend import LogMelSpec
 
 if TYPE_CHECKING:
     from trainer.export import ExportReport
-
-
-def frontend_manifest(spec: LogMelSpec) -> dict[str, Any]:
-    """The manifest's `frontend` block for a log-mel spec."""
-    return {
-        "kind": "logmel",
-        "n_fft": spec.n_fft,
-        "win_length": spec.win_length,
-        "hop_length": spec.hop_length,
-        "window": spec.window,
-        "n_mels": spec.n_mels,
-        "fmin": float(spec.fmin_hz),
-        "fmax": None if spec.fmax_hz is None else float(spec.fmax_hz),
-        "power": float(spec.power),
-        "log_offset": float(spec.log_offset),
-        "mel_scale": spec.mel_scale,
-        "norm": spec.norm,
-    }
 
 
 def provenance(data_description: str) -> dict[str, Any]:

@@ -47,7 +47,8 @@ BACKGROUND_NAMES = ("background", "ambient")
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    """Log-mel features, as the edge computes them (`edge.model.frontend.logmel`)."""
+    """Log-mel features, as the edge computes them (`edge.model.frontend.logmel`): the fields of
+    a LogMelSpec but its rate, under the same names."""
 
     n_fft: int | None = field(
         None, help="FFT size, samples (null: the power of two nearest 25.6 ms at the rate)"
@@ -263,20 +264,9 @@ class TrainConfig:
         f = self.features
         if self.sample_rate_hz is None or f.n_fft is None or f.hop_length is None:
             raise ConfigError("trainer config: frontend asked for before the config was resolved")
-        return LogMelSpec(
-            sample_rate_hz=self.sample_rate_hz,
-            n_fft=f.n_fft,
-            win_length=f.win_length or f.n_fft,
-            hop_length=f.hop_length,
-            n_mels=f.n_mels,
-            window=f.window,
-            fmin_hz=f.fmin_hz,
-            fmax_hz=f.fmax_hz,
-            power=f.power,
-            log_offset=f.log_offset,
-            mel_scale=f.mel_scale,
-            norm=f.norm,
-        )
+        # FeaturesConfig is a LogMelSpec without the rate, whose sizes the data may fill in.
+        values = {**dataclasses.asdict(f), "win_length": f.win_length or f.n_fft}
+        return LogMelSpec(sample_rate_hz=self.sample_rate_hz, **values)
 
     @property
     def window_samples(self) -> int:

@@ -31,9 +31,9 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from edge.model.bundle import FORMAT, load_bundle, sha256_of
+from edge.model.bundle import FORMAT, FrontendManifest, load_bundle, sha256_of
 from trainer import convert
-from trainer.card import frontend_manifest, model_card, plain, provenance
+from trainer.card import model_card, plain, provenance
 from trainer.checks import (
     DEFAULT_FORMATS,
     FILE_NAMES,
@@ -205,7 +205,7 @@ def export_bundle(
             "sample_rate": int(sample_rate_hz),
             "window_seconds": float(window_seconds),
             "hop_seconds": float(hop_seconds),
-            "frontend": frontend_manifest(frontend),
+            "frontend": dataclasses.asdict(FrontendManifest.of(frontend)),
             "output": {"activation": "none"},  # the model ends in its sigmoid or softmax
             "thresholds": {label: float(thresholds[label]) for label in labels},
             "threshold_rule": plain(run.threshold_rule),

@@ -8,6 +8,7 @@ refused, not guessed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -34,16 +35,19 @@ ModelFile = Literal["auto", FileKey]  # what a config or the command line may as
 
 @dataclass(frozen=True)
 class FrontendManifest:
+    """The manifest's `frontend` block: a LogMelSpec (without the rate, which is the bundle's
+    `sample_rate`) under the names in `_MANIFEST_NAMES`, or `kind: waveform`."""
+
     kind: Literal["logmel", "waveform"] = field(help="logmel features, or raw samples")
-    n_fft: int | None = field(None, help="FFT size in samples")
-    win_length: int | None = field(None, help="analysis window in samples (<= n_fft)")
-    hop_length: int | None = field(None, help="samples between frames")
+    n_fft: int | None = field(None, ge=1, le=1 << 16, help="FFT size in samples")
+    win_length: int | None = field(None, ge=1, help="analysis window in samples (<= n_fft)")
+    hop_length: int | None = field(None, ge=1, help="samples between frames")
     window: Literal["hann", "hamming", "rect"] = field("hann", help="analysis window")
-    n_mels: int | None = field(None, help="mel bands")
-    fmin: float = field(0.0, help="lowest mel frequency, Hz")
-    fmax: float | None = field(None, help="highest mel frequency, Hz (null: Nyquist)")
-    power: float = field(2.0, help="1 magnitude, 2 power")
-    log_offset: float = field(1e-6, help="features are ln(mel + log_offset)")
+    n_mels: int | None = field(None, ge=1, le=1024, help="mel bands")
+    fmin: float = field(0.0, ge=0, help="lowest mel frequency, Hz")
+    fmax: float | None = field(None, gt=0, help="highest mel frequency, Hz (null: Nyquist)")
+    power: float = field(2.0, gt=0, help="1 magnitude, 2 power")
+    log_offset: float = field(1e-6, gt=0, help="features are ln(mel + log_offset)")
     mel_scale: Literal["htk", "slaney"] = field("htk", help="mel formula")
     norm: Literal["slaney"] | None = field(None, help="filter normalisation")
 
@@ -57,6 +61,28 @@ class FrontendManifest:
                 if getattr(self, k) is not None
             ]
         return [(k, "required when kind is logmel") for k in needed if getattr(self, k) is None]
+
+    def spec(self, sample_rate_hz: int) -> LogMelSpec:
+        """The log-mel spec this block describes (kind logmel, checked by `problems`)."""
+        values = {name: getattr(self, key) for name, key in _MANIFEST_NAMES.items()}
+        return LogMelSpec(sample_rate_hz=sample_rate_hz, **values)
+
+    @classmethod
+    def of(cls, spec: LogMelSpec) -> FrontendManifest:
+        """The block that describes `spec` (the trainer writes it into the bundles it exports)."""
+        values = {key: getattr(spec, name) for name, key in _MANIFEST_NAMES.items()}
+        for key in ("fmin", "fmax", "power", "log_offset"):  # YAML shows them as floats
+            values[key] = None if values[key] is None else float(values[key])
+        return cls(kind="logmel", **values)
+
+
+# LogMelSpec field -> its key in the `frontend` block: the one map between the two shapes (the
+# spec's `sample_rate_hz` is the manifest's top-level `sample_rate`).
+_MANIFEST_NAMES: dict[str, str] = {
+    f.name: {"fmin_hz": "fmin", "fmax_hz": "fmax"}.get(f.name, f.name)
+    for f in dataclasses.fields(LogMelSpec)
+    if f.name != "sample_rate_hz"
+}
 
 
 @dataclass(frozen=True)
@@ -227,18 +253,10 @@ def _hop_problem(hop: int, logmel: LogMelSpec | None) -> str | None:
     return None
 
 
-# LogMelSpec field -> where the manifest sets it.
-_SPEC_KEYS: dict[str, tuple[str, ...]] = {
-    "sample_rate_hz": ("sample_rate",),
-    "fmin_hz": ("frontend", "fmin"),
-    "fmax_hz": ("frontend", "fmax"),
-}
-
-
 def _frontend_problem(problem: str, lines: schema.Where) -> str:
     """A LogMelSpec problem ("fmax_hz: ...") pointed at the manifest key that set it."""
     name, _, message = problem.partition(": ")
-    key = _SPEC_KEYS.get(name, ("frontend", name))
+    key = ("sample_rate",) if name == "sample_rate_hz" else ("frontend", _MANIFEST_NAMES[name])
     return f"{lines.where(key)}: {message or problem}"
 
 
@@ -280,21 +298,7 @@ def load_bundle(folder: Path | str) -> Bundle:
     logmel = None
     f = manifest.frontend
     if f.kind == "logmel":
-        assert f.n_fft and f.win_length and f.hop_length and f.n_mels  # checked by problems()
-        logmel = LogMelSpec(
-            sample_rate_hz=manifest.sample_rate,
-            n_fft=f.n_fft,
-            win_length=f.win_length,
-            hop_length=f.hop_length,
-            n_mels=f.n_mels,
-            window=f.window,
-            fmin_hz=f.fmin,
-            fmax_hz=f.fmax,
-            power=f.power,
-            log_offset=f.log_offset,
-            mel_scale=f.mel_scale,
-            norm=f.norm,
-        )
+        logmel = f.spec(manifest.sample_rate)
         issues = logmel.validate()
         if issues:
             raise BundleError("\n".join(_frontend_problem(p, lines) for p in issues))
