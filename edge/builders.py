@@ -15,9 +15,9 @@ from pathlib import Path
 
 from edge.config import RULE_FIELDS, LabelRules, Loaded
 from edge.detection.analysis import Analyzer, LabelSetup
-from edge.detection.events import EventRules
 from edge.errors import ConfigError
 from edge.model.bundle import Bundle, load_bundle
+from edge.model.rules import EventRules
 from edge.records import Sink
 from edge.schema import Path_
 

@@ -19,9 +19,9 @@ from typing import Literal
 
 from edge import schema
 from edge.audio.levels import LevelSettings
-from edge.detection.events import EventRules
 from edge.errors import ConfigError
 from edge.model.bundle import PREFERENCE, ModelFile
+from edge.model.rules import EventRules
 from edge.outputs.clips import ClipSettings
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.schema import field

@@ -35,9 +35,9 @@ from edge.audio.demo import (
 )
 from edge.audio.streams import Stream
 from edge.detection.analysis import Analyzer, LabelSetup
-from edge.detection.events import EventRules
 from edge.errors import ConfigError
 from edge.model.bundle import Bundle, load_bundle
+from edge.model.rules import EventRules
 from edge.records import Sink
 from edge.scan import scan
 

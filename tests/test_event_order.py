@@ -13,9 +13,10 @@ from edge.audio.demo import flysong_scene
 from edge.builders import label_setups
 from edge.config import Loaded, load_config
 from edge.detection.analysis import Analyzer
-from edge.detection.events import EventDetector, EventRules, Transition
+from edge.detection.events import EventDetector, Transition
 from edge.detection.order import MessageOrder
 from edge.model.bundle import load_bundle
+from edge.model.rules import EventRules
 from edge.outputs.files import Printer
 from edge.records import Event, StreamInfo
 from tests.test_analysis import Collect

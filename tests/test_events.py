@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.detection.events import EventDetector, EventRules, Transition
+from edge.detection.events import EventDetector, Transition
 from edge.errors import ConfigError
+from edge.model.rules import EventRules
 
 HOP = 0.25  # seconds; a power of two, so window times are exact in floating point
 

@@ -24,9 +24,9 @@ from typing import Any, Literal
 import yaml
 
 from edge import schema
-from edge.detection.events import EventRules
 from edge.errors import ConfigError
 from edge.model.frontend import LogMelSpec
+from edge.model.rules import EventRules
 from edge.schema import field
 from trainer.model import ModelConfig
 

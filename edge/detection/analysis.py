@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edge.detection.events import EventDetector, EventRules, Transition
+from edge.detection.events import EventDetector, Transition
 from edge.detection.order import MessageOrder
 from edge.detection.seconds import SecondAggregator
 from edge.model.bundle import Bundle
 from edge.model.frontend import StreamingLogMel
+from edge.model.rules import EventRules
 from edge.model.runtime.base import Backend
 from edge.records import Event, Sink, StreamInfo
 
