@@ -13,11 +13,11 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from edge.config import RULE_FIELDS, LabelRules, Loaded
+from edge.config import LabelRules, Loaded
 from edge.detection.analysis import Analyzer, LabelSetup
 from edge.errors import ConfigError
 from edge.model.bundle import Bundle, load_bundle
-from edge.model.rules import EventRules
+from edge.model.rules import RULE_FIELDS, EventRules
 from edge.records import Sink
 from edge.schema import Path_
 

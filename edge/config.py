@@ -11,7 +11,6 @@ value. Secrets (the MQTT password, later) never live here: they come from the en
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from edge import schema
 from edge.audio.levels import LevelSettings
 from edge.errors import ConfigError
 from edge.model.bundle import PREFERENCE, ModelFile
-from edge.model.rules import EventRules
+from edge.model.rules import EventRules, agreement_problems
 from edge.outputs.clips import ClipSettings
 from edge.outputs.mqtt.settings import MqttConfig
-from edge.schema import field
+from edge.schema import field, like
 
 DEFAULT_MODEL = "flysong"
 DEFAULT_CONFIG = Path("/etc/soundwatch/config.yaml")
@@ -137,46 +136,26 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class LabelRules:
-    threshold: float | None = field(
-        None, ge=0, le=1, help="on threshold, 0..1 (null: the bundle's)"
+    """Overrides of the bundle's event rules (edge/model/rules.py): null keeps the bundle's."""
+
+    threshold: float | None = like(
+        EventRules, "threshold", help="on threshold (null: the bundle's)"
     )
-    off_threshold: float | None = field(
-        None,
-        ge=0,
-        le=1,
+    off_threshold: float | None = like(
+        EventRules,
+        "off_threshold",
         help="stay on while the score is at least this (null: threshold - hysteresis)",
     )
-    median_windows: int | None = field(None, help="median smoothing, odd number of windows")
-    min_duration_seconds: float | None = field(None, ge=0, help="shorter events are dropped, s")
-    merge_gap_seconds: float | None = field(None, ge=0, help="shorter off-spells are merged, s")
-    max_duration_seconds: float | None = field(
-        None, ge=0, help="longer events are split, s (0: none)"
-    )
-    refractory_seconds: float | None = field(
-        None, ge=0, help="no new event this soon after an end, s"
-    )
+    median_windows: int | None = like(EventRules, "median_windows")
+    min_duration_seconds: float | None = like(EventRules, "min_duration_seconds")
+    merge_gap_seconds: float | None = like(EventRules, "merge_gap_seconds")
+    max_duration_seconds: float | None = like(EventRules, "max_duration_seconds")
+    refractory_seconds: float | None = like(EventRules, "refractory_seconds")
 
     def problems(self) -> list[tuple[str, str]]:
         # Checked at load, so `soundwatch check` finds them without the bundle; how these
         # combine with the bundle's defaults is checked again in label_setups.
-        out = []
-        if (
-            self.threshold is not None
-            and self.off_threshold is not None
-            and 0 <= self.off_threshold <= 1  # out of 0..1 is the bound's message alone
-            and self.off_threshold > self.threshold
-        ):
-            message = f"must be <= threshold ({self.threshold}), got {self.off_threshold}"
-            out.append(("off_threshold", message))
-        k = self.median_windows
-        if k is not None and (k < 1 or k % 2 == 0):
-            out.append(("median_windows", f"must be an odd number >= 1, got {k}"))
-        return out
-
-
-# The detector's rule names, in its order; LabelRules repeats them as optional overrides (a
-# test keeps the two in step), and label_setups copies exactly these.
-RULE_FIELDS = tuple(f.name for f in dataclasses.fields(EventRules))
+        return agreement_problems(self)
 
 
 @dataclass(frozen=True)

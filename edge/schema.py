@@ -61,6 +61,15 @@ def field(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def like(cls: type, name: str, default: Any = None, *, help: str | None = None) -> Any:
+    """A field with the help and range of `cls`'s field `name` but its own default: the same
+    setting in another shape (optional overrides, another tool's defaults), defined once."""
+    (f,) = (f for f in dataclasses.fields(cls) if f.name == name)
+    b: Bounds = f.metadata["bounds"]
+    text = f.metadata["help"] if help is None else help
+    return field(default, help=text, ge=b.ge, gt=b.gt, le=b.le, lt=b.lt, zero=b.zero)
+
+
 @dataclasses.dataclass(frozen=True)
 class Bounds:
     """A field's allowed range: at least `ge`, more than `gt`, at most `le`, less than `lt`

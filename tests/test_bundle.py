@@ -355,7 +355,7 @@ def test_even_median_windows(tone_bundle: Path, tmp_path: Path) -> None:
     folder = _edit(_copy(tone_bundle, tmp_path), lambda m: m["events"].update(median_windows=4))
     line = _line(folder, "median_windows:")
     assert _refused(folder) == (
-        f"{_manifest(folder)}:{line}: events.median_windows: must be an odd number >= 1"
+        f"{_manifest(folder)}:{line}: events.median_windows: must be an odd integer >= 1, got 4"
     )
 
 
@@ -374,7 +374,7 @@ def test_all_manifest_problems_are_reported_together(tone_bundle: Path, tmp_path
         f"{manifest}:{_line(folder, 'tone-1k: 2.0')}: thresholds.tone-1k: must be within 0..1,"
         " got 2.0",
         f"{manifest}:{_line(folder, 'median_windows:')}: events.median_windows: must be an odd"
-        " number >= 1",
+        " integer >= 1, got 2",
         f"{manifest}:{_line(folder, 'sha256: abc')}: files.onnx-fp32.sha256: must be 64 hex"
         " digits, got 'abc'",
         f"{manifest}:{_line(folder, 'colour:')}: colour: unknown key (known keys: format, name,"

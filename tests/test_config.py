@@ -235,7 +235,7 @@ def test_every_problem_in_a_file_is_reported(tmp_path: Path) -> None:
     )
     assert problems[4] == "config.yaml:8: events.threshold: must be within 0..1, got 1.5"
     assert problems[5] == (
-        "config.yaml:10: events.labels.tone-1k.median_windows: must be an odd number >= 1, got 2"
+        "config.yaml:10: events.labels.tone-1k.median_windows: must be an odd integer >= 1, got 2"
     )
     assert problems[6] == (
         "config.yaml:12: output.print: must be one of events, seconds, both, none; got 'everything'"
@@ -360,7 +360,8 @@ def test_literal_choice(tmp_path: Path) -> None:
         ),
         (
             "events:\n  labels:\n    tone-3k: {refractory_seconds: -1}\n",
-            "config.yaml:3: events.labels.tone-3k.refractory_seconds: must be 0 or more, got -1.0",
+            "config.yaml:3: events.labels.tone-3k.refractory_seconds:"
+            " must be within 0..86400, got -1.0",
         ),
         ("labels: []\n", "config.yaml:1: labels: must name at least one label (or null: all)"),
         (
@@ -687,15 +688,20 @@ def test_every_default_is_inside_its_bounds() -> None:
 
 def test_event_rule_fields_are_one_list() -> None:
     """The detector's rules, the config's overrides, the bundle's and the trainer's defaults
-    name the same fields: a rule added to one and not the others fails here."""
+    name the same fields, with one help text and range each: a rule added to one and not the
+    others, or a range changed in one place only, fails here."""
     from dataclasses import fields
 
-    from edge.config import RULE_FIELDS, LabelRules
-    from edge.model.bundle import EventDefaults
+    from edge.config import LabelRules
+    from edge.model.rules import RULE_FIELDS, EventTiming
     from trainer.config import EventsConfig as TrainEvents
 
-    names = [f.name for f in fields(EventRules)]
-    assert list(RULE_FIELDS) == names == [f.name for f in fields(LabelRules)]
-    defaults = [n for n in names if n not in ("threshold", "off_threshold")]  # chosen per label
-    assert [f.name for f in fields(EventDefaults)] == defaults
-    assert [f.name for f in fields(TrainEvents)] == defaults
+    assert sorted(RULE_FIELDS) == sorted(f.name for f in fields(EventRules))
+    assert list(RULE_FIELDS) == [f.name for f in fields(LabelRules)]
+    timing = list(RULE_FIELDS[2:])  # the thresholds are chosen per label
+    assert [f.name for f in fields(EventTiming)] == timing
+    assert [f.name for f in fields(TrainEvents)] == timing
+    rule = {f.name: f.metadata["bounds"] for f in fields(EventRules)}
+    for shape in (LabelRules, TrainEvents, EventTiming):
+        for f in fields(shape):
+            assert f.metadata["bounds"] == rule[f.name], (shape.__name__, f.name)

@@ -267,25 +267,25 @@ def test_validate_messages() -> None:
         refractory_seconds=math.inf,
     )
     assert bad.validate() == [
-        "threshold: must be within [0, 1], got 1.5",
-        "off_threshold: must be within [0, 1], got -0.1",
+        "threshold: must be within 0..1, got 1.5",
+        "off_threshold: must be within 0..1, got -0.1",
+        "min_duration_seconds: must be within 0..86400, got -1.0",
+        "merge_gap_seconds: must be a finite number, got nan",
+        "refractory_seconds: must be a finite number, got inf",
         "median_windows: must be an odd integer >= 1, got 4",
-        "min_duration_seconds: must be a finite number >= 0, got -1.0",
-        "merge_gap_seconds: must be a finite number >= 0, got nan",
-        "refractory_seconds: must be a finite number >= 0, got inf",
     ]
     assert EventRules(threshold=0.5, off_threshold=0.6).validate() == [
         "off_threshold: must be <= threshold (0.5), got 0.6"
     ]
     assert EventRules(threshold=0.5, median_windows=0).validate() == [
-        "median_windows: must be an odd integer >= 1, got 0"
+        "median_windows: must be within 1..999, got 0"
     ]
     assert EventRules(
         threshold=0.5, min_duration_seconds=2.0, max_duration_seconds=1.0
     ).validate() == [
         "max_duration_seconds: must be 0 (unlimited) or >= min_duration_seconds (2.0), got 1.0"
     ]
-    with pytest.raises(ConfigError, match=r"^event rules: threshold: must be within \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"^event rules: threshold: must be within 0..1, got 2.0"):
         EventDetector(EventRules(threshold=2.0))
 
 

@@ -480,7 +480,7 @@ def test_the_export_command_exports_a_run(
     from types import SimpleNamespace
 
     import trainer.run
-    from edge.model.bundle import EventDefaults
+    from edge.model.rules import EventTiming
     from trainer.cli import main
 
     config = SimpleNamespace(
@@ -489,7 +489,7 @@ def test_the_export_command_exports_a_run(
         frontend=SPEC,
         window_seconds=WINDOW_SECONDS,
         hop_seconds=HOP_SECONDS,
-        events=EventDefaults(median_windows=3, min_duration_seconds=0.1),
+        events=EventTiming(median_windows=3, min_duration_seconds=0.1),
         background=["tone-3k"],
     )
     run = SimpleNamespace(

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from edge.errors import ConfigError
-from edge.model.bundle import EventDefaults, load_bundle
+from edge.model.bundle import load_bundle
+from edge.model.rules import EventTiming
 from tests.audio import tone_events, write_wav
 from trainer import cli
 from trainer.annotations import AnnotationSet, load_any
@@ -351,7 +352,7 @@ def test_config_errors_name_the_line(tmp_path: Path) -> None:
     assert f"{path}:4: training.sed: unknown key" in message
     # Event defaults are checked by the edge's own rules, so no bundle a device refuses is made.
     assert f"{path}:6: events.median_windows: must be an odd integer >= 1, got 2" in message
-    assert f"{path}:7: events.merge_gap_seconds: must be a finite number >= 0, got -0.1" in message
+    assert f"{path}:7: events.merge_gap_seconds: must be within 0..86400, got -0.1" in message
     with pytest.raises(
         ConfigError,
         match=r"hop_seconds 0.05 is 200 samples at 4000 Hz, not a multiple of the frame hop",
@@ -401,7 +402,7 @@ def test_fit_export_scan_from_the_command_lines(exclusive_run: Path, tmp_path: P
     assert scanned.returncode == 0, scanned.stderr
     # The run's event defaults reach the manifest and the model card.
     events = load_bundle(bundle).manifest.events
-    assert events == EventDefaults(median_windows=3, merge_gap_seconds=0.13)
+    assert events == EventTiming(median_windows=3, merge_gap_seconds=0.13)
     assert (
         "- event defaults: median_windows 3, min_duration_seconds 0.0, merge_gap_seconds 0.13,"
         " max_duration_seconds 0.0, refractory_seconds 0.0" in (bundle / "README.md").read_text()

@@ -26,8 +26,8 @@ import yaml
 from edge import schema
 from edge.errors import ConfigError
 from edge.model.frontend import LogMelSpec
-from edge.model.rules import EventRules
-from edge.schema import field
+from edge.model.rules import EventTiming, agreement_problems
+from edge.schema import field, like
 from trainer.model import ModelConfig
 
 # Frame sizes derived from the sample rate when not given: the power of two nearest 25.6 ms of
@@ -175,30 +175,26 @@ class ValidationConfig:
 class EventsConfig:
     """The event detector defaults written to the bundle's manifest (`events:`).
 
-    Same keys as `edge.model.bundle.EventDefaults`, with defaults for a trained model, whose window
-    scores flicker near a threshold: a 3-window median and a merge gap of a few hops, so one
-    sound gives one event rather than a burst of fragments. The edge's config can still
-    override each of them per label.
+    The fields of `edge.model.rules.EventTiming` (their help and ranges from there), with
+    defaults for a trained model, whose window scores flicker near a threshold: a 3-window
+    median and a merge gap of a few hops, so one sound gives one event rather than a burst of
+    fragments. The edge's config can still override each of them per label.
     """
 
-    median_windows: int = field(3, help="median smoothing over this many windows (odd)")
-    min_duration_seconds: float = field(0.0, help="shorter events are dropped, s")
-    merge_gap_seconds: float | None = field(
-        None,
+    median_windows: int = like(EventTiming, "median_windows", 3)
+    min_duration_seconds: float = like(EventTiming, "min_duration_seconds", 0.0)
+    merge_gap_seconds: float | None = like(
+        EventTiming,
+        "merge_gap_seconds",
         help="shorter silences inside an event are merged, s (null: 2.5 hops, which bridges"
         " off-spells of one or two windows; 0.128 s at a 0.0512 s hop)",
     )
-    max_duration_seconds: float = field(0.0, help="longer events are split, s (0: no limit)")
-    refractory_seconds: float = field(0.0, help="no new event this soon after one ends, s")
+    max_duration_seconds: float = like(EventTiming, "max_duration_seconds", 0.0)
+    refractory_seconds: float = like(EventTiming, "refractory_seconds", 0.0)
 
     def problems(self) -> list[tuple[str, str]]:
-        # The edge's own check, so the trainer refuses what a device would refuse; the
-        # threshold is not a default here (it is chosen per label), any valid one will do.
-        defaults = dataclasses.asdict(self)
-        defaults["merge_gap_seconds"] = self.merge_gap_seconds or 0.0  # null: resolved later
-        rules = EventRules(threshold=0.5, **defaults)
-        split = (problem.partition(":") for problem in rules.validate())  # "key: message"
-        return [(key, message.strip()) for key, _, message in split]
+        # The edge's own check, so the trainer refuses what a device would refuse.
+        return agreement_problems(self)
 
 
 @dataclass(frozen=True)

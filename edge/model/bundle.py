@@ -19,6 +19,7 @@ from typing import Any, Literal
 from edge import schema
 from edge.errors import BundleError, ConfigError, RuntimeUnavailable
 from edge.model.frontend import LogMelSpec, n_frames
+from edge.model.rules import EventTiming
 from edge.model.runtime.base import FILE_KEYS, FileKey
 from edge.schema import field
 
@@ -94,15 +95,6 @@ class OutputManifest:
 
 
 @dataclass(frozen=True)
-class EventDefaults:
-    median_windows: int = field(1, help="median smoothing over this many windows (odd)")
-    min_duration_seconds: float = field(0.0, help="shorter events are dropped, s")
-    merge_gap_seconds: float = field(0.0, help="shorter silences inside an event are merged, s")
-    max_duration_seconds: float = field(0.0, help="longer events are split, s (0: no limit)")
-    refractory_seconds: float = field(0.0, help="no new event this soon after one ends, s")
-
-
-@dataclass(frozen=True)
 class FileEntry:
     path: str = field(help="model file, relative to the bundle folder")
     sha256: str = field(help="hex SHA-256 of the file")
@@ -133,7 +125,7 @@ class Manifest:
     thresholds: dict[str, float] = field(ge=0, le=1, help="per-label detection threshold")
     files: dict[str, FileEntry] = field(help="model files by kind")
     threshold_rule: dict[str, Any] = field(factory=dict, help="how thresholds were chosen")
-    events: EventDefaults = field(factory=EventDefaults, help="event detector defaults")
+    events: EventTiming = field(factory=EventTiming, help="event detector defaults")
     background: list[str] = field(
         factory=list,
         help="labels that mean 'none of the others' (e.g. ambient): scored, but no events",
@@ -162,8 +154,6 @@ class Manifest:
         for key in self.files:
             if key not in FILE_KEYS:
                 out.append((("files", key), f"unknown kind (known: {', '.join(PREFERENCE)})"))
-        if self.events.median_windows < 1 or self.events.median_windows % 2 == 0:
-            out.append(("events.median_windows", "must be an odd number >= 1"))
         return out
 
 
