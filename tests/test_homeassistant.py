@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import jinja2
 
@@ -14,8 +15,8 @@ from edge.outputs.mqtt.homeassistant import discovery_messages
 from edge.outputs.mqtt.messages import status_payload
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.outputs.mqtt.sink import MqttSink
-from edge.records import StreamInfo
-from tests.mqtt_broker import Mosquitto, Subscriber
+from edge.records import Event, StreamInfo
+from tests.mqtt_broker import Mosquitto, Received, Subscriber
 
 
 def render(template: str, event: dict[str, object]) -> str:
@@ -35,17 +36,16 @@ def sensors(channels: list[int | None]) -> dict[str, dict[str, object]]:
     return {topic: config for topic, config in messages if "/binary_sensor/" in topic}
 
 
-def test_one_sensor_per_label_follows_its_label_only() -> None:
+def test_one_sensor_per_label_reads_its_own_state_topic() -> None:
     found = sensors([None])
     assert sorted(found) == [
         "homeassistant/binary_sensor/soundwatch_box/mel-pulse/config",
         "homeassistant/binary_sensor/soundwatch_box/mel-sine/config",
     ]
     config = found["homeassistant/binary_sensor/soundwatch_box/mel-pulse/config"]
-    pulse = str(config["value_template"])
-    assert render(pulse, {"label": "mel-pulse", "type": "start", "channel": None}) == "ON"
-    assert render(pulse, {"label": "mel-pulse", "type": "end", "channel": None}) == "OFF"
-    assert render(pulse, {"label": "mel-sine", "type": "start", "channel": None}) == ""
+    assert config["state_topic"] == "soundwatch/box/state/mel-pulse"
+    assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
+    assert "value_template" not in config  # the payload is the state
 
 
 def test_with_a_detector_per_channel_each_channel_has_its_own_sensors() -> None:
@@ -54,12 +54,7 @@ def test_with_a_detector_per_channel_each_channel_has_its_own_sensors() -> None:
     ch1 = found["homeassistant/binary_sensor/soundwatch_box/mel-pulse_ch1/config"]
     assert ch1["name"] == "mel-pulse ch1"
     assert ch1["unique_id"] == "soundwatch_box_mel-pulse_ch1"
-    template = str(ch1["value_template"])
-    assert render(template, {"label": "mel-pulse", "type": "start", "channel": 1}) == "ON"
-    assert render(template, {"label": "mel-pulse", "type": "end", "channel": 1}) == "OFF"
-    # Channel 0's pulse song, or channel 1's sine song, leave this sensor as it is.
-    assert render(template, {"label": "mel-pulse", "type": "end", "channel": 0}) == ""
-    assert render(template, {"label": "mel-sine", "type": "start", "channel": 1}) == ""
+    assert ch1["state_topic"] == "soundwatch/box/state/mel-pulse_ch1"
 
 
 def test_the_daemon_announces_a_sensor_per_channel_only_with_channel_each() -> None:
@@ -125,9 +120,9 @@ def test_a_sound_level_sensor_only_with_levels_on_one_per_channel() -> None:
     assert render(str(second["value_template"]), {"dbfs": -20.0, "channel": 0}) == ""
 
 
-def retained_configs(broker: Mosquitto) -> dict[str, str]:
-    """What a Home Assistant starting now would read: the retained, non-empty configs."""
-    subscriber = Subscriber(broker, ["homeassistant/#", "probe/done"])
+def retained(broker: Mosquitto, topics: str) -> list[Received]:
+    """The retained messages on `topics` now: what a Home Assistant starting now would read."""
+    subscriber = Subscriber(broker, [topics, "probe/done"])
     try:
         # The broker sends the retained messages as it takes the subscription, so a message
         # this client publishes after its SUBACK comes back after all of them.
@@ -136,7 +131,23 @@ def retained_configs(broker: Mosquitto) -> dict[str, str]:
         got = subscriber.messages()
     finally:
         subscriber.close()
-    return {m.topic.split("/")[3]: m.topic for m in got if m.payload and m.retain}
+    return [m for m in got if m.retain]
+
+
+def retained_configs(broker: Mosquitto) -> dict[str, str]:
+    """The retained, non-empty discovery configs."""
+    got = retained(broker, "homeassistant/#")
+    return {m.topic.split("/")[3]: m.topic for m in got if m.payload}
+
+
+def settled_states(broker: Mosquitto, expected: dict[str, bytes]) -> dict[str, bytes]:
+    """The retained sensor states once they equal `expected`, or what they are after 5 s."""
+    deadline = time.monotonic() + 5
+    while True:
+        got = {m.topic: m.payload for m in retained(broker, "soundwatch/box/state/#")}
+        if got == expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
 
 
 def settled_configs(broker: Mosquitto, expected: list[str]) -> list[str]:
@@ -150,7 +161,9 @@ def settled_configs(broker: Mosquitto, expected: list[str]) -> list[str]:
         time.sleep(0.05)
 
 
-def start_sink(broker: Mosquitto, state: Path, labels: list[str]) -> MqttSink:
+def start_sink(
+    broker: Mosquitto, state: Path, labels: list[str], channels: list[int | None] | None = None
+) -> MqttSink:
     config = MqttConfig(host=broker.host, port=broker.port, homeassistant=True)
     sink = MqttSink(
         config,
@@ -160,6 +173,7 @@ def start_sink(broker: Mosquitto, state: Path, labels: list[str]) -> MqttSink:
         labels=labels,
         outbox_path=state / "mqtt-outbox.sqlite3",
         resolve=Path,
+        channels=channels,
     )
     sink.begin(StreamInfo("test", labels, None, 16000))
     sink.start()
@@ -197,3 +211,52 @@ def test_entities_of_labels_gone_from_the_model_are_removed(
     assert after_restart == ["a", "last_detection"]
     assert after_reload == ["a", "c", "last_detection"]
     assert after_second_reload == ["c", "last_detection"]
+
+
+def event(kind: Literal["start", "end"], label: str, channel: int | None) -> Event:
+    return Event("e1", kind, label, 1.0, None, None, None, 0.9, 0.9, 0.5, "test", channel)
+
+
+def test_a_sensor_on_when_the_daemon_died_is_off_once_it_is_back(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Run 1 starts an event on channel 1 and dies without its end (no offline, no close);
+    run 2 has heard nothing yet: at its connect every sensor's retained state is OFF, so Home
+    Assistant does not show the old ON until that label's next end, which may never come."""
+    first = start_sink(broker, tmp_path, ["a", "b"], [0, 1])
+    wait_connected(first)
+    first.event(event("start", "a", 1))
+    on = settled_states(
+        broker,
+        {
+            "soundwatch/box/state/a_ch0": b"OFF",
+            "soundwatch/box/state/a_ch1": b"ON",
+            "soundwatch/box/state/b_ch0": b"OFF",
+            "soundwatch/box/state/b_ch1": b"OFF",
+        },
+    )
+    # The crash: paho's thread stops and the socket closes mid-event, with no DISCONNECT.
+    first.client.loop_stop()
+    first.publisher.stopping.set()
+    first.publisher.wake()
+    assert first.publisher._thread is not None
+    first.publisher._thread.join(5)
+    sock = first.client.socket()
+    assert sock is not None
+    sock.close()
+    first.outbox.close()
+
+    second = start_sink(broker, tmp_path, ["a", "b"], [0, 1])
+    try:
+        wait_connected(second)
+        after = settled_states(broker, dict.fromkeys(on, b"OFF"))
+        second.event(event("start", "b", 0))
+        later = settled_states(broker, {**after, "soundwatch/box/state/b_ch0": b"ON"})
+        second.event(event("end", "b", 0))
+        ended = settled_states(broker, after)
+    finally:
+        second.close()
+    assert on["soundwatch/box/state/a_ch1"] == b"ON"
+    assert after == dict.fromkeys(on, b"OFF")
+    assert later["soundwatch/box/state/b_ch0"] == b"ON"
+    assert ended == after

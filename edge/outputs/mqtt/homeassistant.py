@@ -5,6 +5,9 @@ of labels a new model no longer has.
 Every entity is available while `status` says online; the broker's last will sets offline, so
 after a crash or a lost connection Home Assistant shows the sensors as unavailable, not as the
 ON they may have had (https://www.home-assistant.io/integrations/mqtt/#using-availability-topics).
+A label's binary_sensor reads its own retained `state/<label>` topic (ON or OFF), which the sink
+sets at every start and end and sets again for every label at each connect: so a sensor that
+was ON when the daemon crashed is OFF once it is back, not ON until that label's next end.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ LEVEL_EXPIRE_SECONDS = 10
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+def state_topic(root: str, label: str, channel: int | None) -> str:
+    """The retained ON/OFF topic of one label's (and channel's) binary_sensor."""
+    obj = _slug(label) if channel is None else f"{_slug(label)}_ch{channel}"
+    return f"{root}/state/{obj}"
 
 
 def discovery_messages(
@@ -71,19 +80,12 @@ def discovery_messages(
     events = {**common, "state_topic": f"{root}/events"}
     out = []
     for label, channel in ((label, channel) for label in labels for channel in channels):
-        obj = _slug(label)
-        name = label
-        test = f"value_json.label == {json.dumps(label)}"
+        obj, name = _slug(label), label
         if channel is not None:
             obj, name = f"{obj}_ch{channel}", f"{label} ch{channel}"
-            test += f" and value_json.channel == {channel}"
-        # Every label's messages share the events topic: a message about another label (or
-        # channel) renders empty, which Home Assistant ignores, so each sensor follows its own.
-        template = (
-            f"{{% if {test} %}}{{{{ 'ON' if value_json.type == 'start' else 'OFF' }}}}{{% endif %}}"
-        )
-        sensor = {**events, "name": name, "unique_id": f"{node}_{obj}", "device_class": "sound"}
-        sensor.update(value_template=template, payload_on="ON", payload_off="OFF")
+        sensor = {**common, "name": name, "unique_id": f"{node}_{obj}", "device_class": "sound"}
+        sensor.update(state_topic=state_topic(root, label, channel), payload_on="ON")
+        sensor.update(payload_off="OFF")
         out.append((f"{config.homeassistant_prefix}/binary_sensor/{node}/{obj}/config", sensor))
     last = {**events, "name": "last detection", "unique_id": f"{node}_last_detection"}
     last.update(value_template="{{ value_json.label }}", json_attributes_topic=f"{root}/events")

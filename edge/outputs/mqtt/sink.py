@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from edge.outputs.mqtt.broker import (
     refusal_words,
     topic_root,
 )
-from edge.outputs.mqtt.homeassistant import Announcements, discovery_messages
+from edge.outputs.mqtt.homeassistant import Announcements, discovery_messages, state_topic
 from edge.outputs.mqtt.messages import (
     event_payload,
     levels_payload,
@@ -101,6 +102,11 @@ class MqttSink(Sink):
         self.announcements = Announcements(outbox_path.parent / "mqtt-homeassistant.json")
 
         self.events_dropped_full = 0
+        # Home Assistant: the (label, channel) sensors ON now, published retained at every
+        # start and end and all again at a connect (see homeassistant.py); the lock keeps a
+        # connect's snapshot and an event's update in order.
+        self._sensors_on: set[tuple[str, int | None]] = set()
+        self._sensor_lock = threading.Lock()
         self._failures = 0  # connect attempts failed since the last success
         self._refused = False  # the broker's CONNACK said no (the disconnect that follows is known)
         self._last_complaint = ""
@@ -159,10 +165,13 @@ class MqttSink(Sink):
         self._info = info
         if self.connected:  # a reload may bring other labels, or levels on or off
             self._announce(again=False)
+            self._publish_sensor_states()
 
     def event(self, event: Event) -> None:
         offset = 0.0 if self._info is None else self._info.offset_seconds
         payload = event_payload(event, *self._model, self.device, offset)
+        if self.config.homeassistant:
+            self._set_sensor_state(event)
         dropped = self.outbox.add(f"{self.root}/events", payload)
         if dropped:
             self.events_dropped_full += dropped
@@ -234,6 +243,7 @@ class MqttSink(Sink):
             f"{self.root}/status", self._status("online", iso(utc_now())), qos=1, retain=True
         )
         self._announce(again=True)
+        self._publish_sensor_states()
         self.publisher.connected_now()
 
     def _announce(self, *, again: bool) -> None:
@@ -260,6 +270,34 @@ class MqttSink(Sink):
             if self._info is info:
                 return
             again = False
+
+    def _set_sensor_state(self, event: Event) -> None:
+        """An event's start or end: its label's sensor ON or OFF (retained), now if connected,
+        else at the next connect."""
+        key = (event.label, event.channel)
+        with self._sensor_lock:
+            if event.type == "start":
+                self._sensors_on.add(key)
+            else:
+                self._sensors_on.discard(key)
+            if self.client.is_connected():
+                on = event.type == "start"
+                topic = state_topic(self.root, *key)
+                self.client.publish(topic, b"ON" if on else b"OFF", qos=1, retain=True)
+
+    def _publish_sensor_states(self) -> None:
+        """Every sensor's state, retained: at a connect (so a sensor ON when the daemon died is
+        OFF again) and when a reload brings other labels."""
+        if not self.config.homeassistant:
+            return
+        info = self._info
+        labels = self.sensor_labels if info is None else _sensor_labels(info)
+        with self._sensor_lock:
+            for label in labels:
+                for channel in self.channels:
+                    on = (label, channel) in self._sensors_on
+                    topic = state_topic(self.root, label, channel)
+                    self.client.publish(topic, b"ON" if on else b"OFF", qos=1, retain=True)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block, so the error is still at hand.
