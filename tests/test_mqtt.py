@@ -230,8 +230,9 @@ def test_status_retained_last_will_probabilities_and_discovery(
             30,
             "three probability messages",
         )
-        late = Subscriber(broker, ["soundwatch/box/status", "homeassistant/#"])
-        seen = late.wait_for(lambda ms: len(ms) >= 4, 10, "retained status and discovery")
+        topics = ["soundwatch/box/status", "soundwatch/box/state/#", "homeassistant/#"]
+        late = Subscriber(broker, topics)
+        seen = late.wait_for(lambda ms: len(ms) >= 6, 10, "retained status, states, discovery")
     finally:
         daemon.stop(signal.SIGKILL)
     (online,) = [m for m in seen if m.topic == "soundwatch/box/status"]
@@ -256,9 +257,12 @@ def test_status_retained_last_will_probabilities_and_discovery(
         "homeassistant/sensor/soundwatch_box/last_detection/config",
     ]
     sensor = discovery["homeassistant/binary_sensor/soundwatch_box/tone-1k/config"]
-    assert sensor["state_topic"] == "soundwatch/box/events"
+    assert sensor["state_topic"] == "soundwatch/box/state/tone-1k"
     assert sensor["availability_topic"] == "soundwatch/box/status"
-    assert '"tone-1k"' in sensor["value_template"] and sensor["payload_on"] == "ON"
+    assert (sensor["payload_on"], sensor["payload_off"]) == ("ON", "OFF")
+    states = {m.topic: m.payload for m in seen if "/state/" in m.topic}
+    assert sorted(states) == ["soundwatch/box/state/tone-1k", "soundwatch/box/state/tone-3k"]
+    assert set(states.values()) <= {b"ON", b"OFF"}
     assert all(m.retain for m in seen)
 
     # SIGKILL: no goodbye from the daemon; the broker publishes its last will, retained.
