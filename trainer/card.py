@@ -1,4 +1,4 @@
-"""What a bundle says about itself: manifest pieces (frontend, provenance) and the model card.
+"""What a bundle says about itself: its provenance and the model card.
 
 The card (`README.md` in the bundle) is for people choosing or auditing a model: which data,
 which settings, what each file measured on validation through the edge's runtime, the exact
