@@ -275,6 +275,26 @@ def test_recording_split_holds_out_whole_recordings(tmp_path: Path, recording: P
         splits(one, "recordings", 0.2, 1, seed=0)
 
 
+@pytest.mark.parametrize("folds", [1, 3])
+def test_recording_split_is_stratified_by_label(
+    tmp_path: Path, recording: Path, folds: int
+) -> None:
+    """10 classes, 3 recordings each (folders per class, as ESC-50): every class has a
+    recording held out and one trained on, with every seed; a plain shuffle of the 30
+    recordings left some classes without any validation recording."""
+    labels = [f"c{k}" for k in range(10)]
+    annotations = [
+        _ann(tmp_path / f"{label}-{i}.wav", 0.0, 0.5, label) for label in labels for i in range(3)
+    ]
+    examples = label_examples(annotations, labels, "exclusive", "not_")
+    for seed in range(5):
+        for train, val in splits(examples, "recordings", 0.2, folds, seed=seed):
+            held = {examples.items[i].annotation.label for i in val}
+            trained = {examples.items[i].annotation.label for i in train}
+            assert held == trained == set(labels), (seed, folds)
+            assert len(val) == 10  # one recording of each class: a share of 1/3, not 0.2
+
+
 def test_duplicate_rows_go_and_near_duplicates_stay_on_one_side(
     tmp_path: Path, recording: Path
 ) -> None:

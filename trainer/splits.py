@@ -6,6 +6,9 @@ sound are kept on one side, so a validation window is never one the model traine
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 
 from trainer.dataset import DataError, Examples
@@ -19,22 +22,13 @@ def splits(
     how "share": per group (label, negative label), a shuffled `share` of its annotations is
     held out (at least one, and at least one left to train on, when it has two or more); with
     `folds` k, each group is dealt round-robin into k folds. how "recordings": whole recordings
-    are held out the same way. Deterministic for a seed.
+    are held out, stratified the same way (see `_deal_recordings`). Deterministic for a seed.
     """
     rng = np.random.default_rng([seed, 7919])  # its own stream: the split does not move with
     n = len(examples.items)
     fold_of = np.full(n, -1)
     if how == "recordings":
-        recordings = sorted({e.annotation.recording for e in examples.items})
-        needed = max(2, folds)
-        if len(recordings) < needed:
-            raise DataError(
-                f"validation by recordings needs at least {needed} annotated recordings, found"
-                f" {len(recordings)}; use the share split (--validation share)"
-            )
-        order = [recordings[i] for i in rng.permutation(len(recordings))]
-        held = _deal(len(order), share, folds)
-        fold_by_recording = dict(zip(order, held, strict=True))
+        fold_by_recording = _deal_recordings(examples, share, folds, rng)
         fold_of = np.array([fold_by_recording[e.annotation.recording] for e in examples.items])
     else:
         groups = np.array([e.group for e in examples.items])
@@ -89,6 +83,40 @@ def near_duplicate_clusters(
     position = {int(i): k for k, i in enumerate(members)}
     clusters.sort(key=lambda c: min(position[i] for i in c))
     return [np.array(sorted(c, key=position.__getitem__)) for c in clusters]
+
+
+def _deal_recordings(
+    examples: Examples, share: float, folds: int, rng: np.random.Generator
+) -> dict[Path, int]:
+    """Fold of each recording, stratified: a recording is dealt with the others whose rarest
+    group (label) is its own, group by group as the share split deals annotations, so a label
+    found in two or more recordings is held out in some and trained on in others (a plain
+    shuffle of 10 classes' recordings left 3 classes without a validation recording)."""
+    groups_of: dict[Path, set[int]] = {}
+    for e in examples.items:
+        groups_of.setdefault(e.annotation.recording, set()).add(e.group)
+    recordings = sorted(groups_of, key=str)
+    needed = max(2, folds)
+    if len(recordings) < needed:
+        raise DataError(
+            f"validation by recordings needs at least {needed} annotated recordings, found"
+            f" {len(recordings)}; use the share split (--validation share)"
+        )
+    holding = Counter(g for groups in groups_of.values() for g in groups)
+    rarest = {r: min(groups_of[r], key=lambda g: (holding[g], g)) for r in recordings}
+    fold_of: dict[Path, int] = {}
+    dealt = 0  # rotate the round-robin across groups, as the share split does
+    for group in sorted(set(rarest.values())):
+        members = [r for r in recordings if rarest[r] == group]
+        order = [members[i] for i in rng.permutation(len(members))]
+        fold_of.update(
+            zip(order, _deal(len(order), share, folds, start=dealt).tolist(), strict=True)
+        )
+        dealt += len(order)
+    if folds == 1 and 0 not in fold_of.values():  # every label in one recording only
+        order = [recordings[i] for i in rng.permutation(len(recordings))]
+        fold_of = dict(zip(order, _deal(len(order), share, 1).tolist(), strict=True))
+    return fold_of
 
 
 def _deal(n: int, share: float, folds: int, start: int = 0) -> np.ndarray:
