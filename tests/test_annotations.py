@@ -306,6 +306,25 @@ def test_raven_without_a_recording_is_one_problem(tmp_path: Path) -> None:
     ]
 
 
+def test_raven_label_column_found_by_its_usual_names(tmp_path: Path) -> None:
+    """A table from another tool keeps its label in `Species` and has no `Annotation`."""
+    recording(tmp_path / "rec.wav")
+    header = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tSpecies"
+    table = write(tmp_path / "rec.Table.1.selections.txt", [header, "1\tS\t1\t1.0\t2.0\twren"])
+    assert spans(load_raven(table)) == [(1.0, 2.0, "wren")]
+    bare = write(
+        tmp_path / "bare.Table.1.selections.txt",
+        ["Selection\tBegin Time (s)\tEnd Time (s)\tWho", "1\t1.0\t2.0\twren"],
+    )
+    with pytest.raises(AnnotationError, match=r"bare.Table.1.selections.txt:1: no label column"):
+        load_raven(bare, recording=tmp_path / "rec.wav")
+    with pytest.raises(AnnotationError, match=r"name it with --label-column$"):
+        load_raven(bare, recording=tmp_path / "rec.wav")
+    assert spans(load_raven(bare, label_column="Who", recording=tmp_path / "rec.wav")) == [
+        (1.0, 2.0, "wren")
+    ]
+
+
 def test_raven_missing_label_column_raises(tmp_path: Path) -> None:
     table = raven(tmp_path, ["1\tS\t1\t1.0\t2.0\twren\tsong"])
     with pytest.raises(AnnotationError, match=r"selections.txt:1: no column 'Call type' \(col"):

@@ -216,6 +216,28 @@ def test_fit_refuses_to_overwrite_a_run(
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_recordings_at_mixed_rates_need_rate_which_the_command_line_takes(
+    scenes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """scene1 again at twice the rate: refused, saying how to choose; with --rate it trains."""
+    import soundfile
+
+    samples, _ = soundfile.read(scenes.parent / "scene1.wav", dtype="float32")
+    write_wav(tmp_path / "scene1.wav", np.repeat(samples, 2), 2 * RATE_HZ)
+    text = scenes.read_text().replace("scene0.wav", str(scenes.parent / "scene0.wav"))
+    (tmp_path / "annotations.csv").write_text(text)  # scene1.wav: the one here
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps(TINY))
+    fit_ = ["fit", "--data", str(tmp_path / "annotations.csv"), "-c", str(config), "-q"]
+    fit_ += ["--labels", "low,high,beep", "--epochs", "1", "--device", "cpu"]
+    assert cli.main([*fit_, "--out", str(tmp_path / "refused")]) == 2
+    message = capsys.readouterr().err
+    assert "different sample rates (scene0.wav 4000 Hz, scene1.wav 8000 Hz)" in message
+    assert "--rate HZ" in message
+    assert cli.main([*fit_, "--out", str(tmp_path / "run"), "--rate", str(RATE_HZ)]) == 0
+    assert load_run(tmp_path / "run").config.sample_rate_hz == RATE_HZ
+
+
 # --- modes, splits, reproducibility ---------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             ("labels", args.labels.split(",") if args.labels else None),
             ("mode", args.mode),
             ("window_seconds", args.window_seconds),
+            ("sample_rate_hz", args.rate),
             ("training.epochs", args.epochs),
             ("training.seed", args.seed),
             ("training.device", args.device),
@@ -47,12 +48,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "checkpoint.pt").exists() and not args.overwrite:
         raise TrainError(f"{out}: already holds a run; choose another --out or pass --overwrite")
-    data = load_any(Path(args.data))
+    data = load_any(Path(args.data), **_annotation_options(args))
     for problem in data.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     fit(config, data, out, command=args.command_line, progress=False if args.quiet else None)
     print(f"wrote {out} (report: {out / 'report' / 'summary.md'})")
     return 0
+
+
+def _annotation_options(args: argparse.Namespace) -> dict[str, object]:
+    """Loader options from the command line; only those given (a Raven option on a SongExplorer
+    folder is then a clear error, not ignored)."""
+    return {"label_column": args.label_column} if args.label_column else {}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -83,7 +90,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from trainer.annotations import load_any
     from trainer.evaluate import evaluate
 
-    data = load_any(Path(args.data))
+    data = load_any(Path(args.data), **_annotation_options(args))
     for problem in data.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     out = Path(args.out) if args.out else None
@@ -99,6 +106,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report.write(out)
         print(f"wrote {out / 'evaluation.json'} and {out / 'evaluation.csv'}")
     return 0
+
+
+LABEL_COLUMN_HELP = (
+    "Raven tables: the column that holds the label (default: the first of Annotation, Label,"
+    " Species, Class, Call Type, Sound Type)"
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,6 +131,13 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--labels", help="comma-separated labels in output order (default: all found)")
     f.add_argument("--mode", choices=["exclusive", "overlapped"], help="default: exclusive")
     f.add_argument("--window-seconds", type=float, help="model input window, s (default: 0.2048)")
+    f.add_argument(
+        "--rate",
+        type=int,
+        help="model sample rate, Hz; recordings are resampled to it"
+        " (default: the recordings' own, which must then agree)",
+    )
+    f.add_argument("--label-column", help=LABEL_COLUMN_HELP)
     f.add_argument("--epochs", type=int, help="most epochs per model (default: 40)")
     f.add_argument("--seed", type=int, help="random seed (default: 0)")
     f.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
@@ -181,6 +201,7 @@ def parser() -> argparse.ArgumentParser:
         choices=["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"],
         help="which model file to run (default: auto, as the edge picks)",
     )
+    ev.add_argument("--label-column", help=LABEL_COLUMN_HELP)
     ev.add_argument("--out", help="folder for evaluation.json, evaluation.csv and scan outputs")
     ev.set_defaults(func=cmd_evaluate)
     return p

@@ -223,7 +223,10 @@ def _sample_rate(config: TrainConfig, data: AnnotationSet) -> int:
         raise DataError("no usable annotations: nothing to train on")
     if len(rates) > 1:
         listed = ", ".join(f"{p.name} {r} Hz" for r, p in sorted(rates.items()))
-        raise DataError(f"recordings have different sample rates ({listed}): set sample_rate_hz")
+        raise DataError(
+            f"recordings have different sample rates ({listed}): choose the model's rate with"
+            " --rate HZ (or sample_rate_hz in train.yaml); every recording is resampled to it"
+        )
     return next(iter(rates))
 
 

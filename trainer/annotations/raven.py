@@ -24,19 +24,23 @@ from trainer.annotations.rows import (
 
 RAVEN_BEGIN = "Begin Time (s)"
 RAVEN_END = "End Time (s)"
+# Where tables keep the label when no column is named: Raven's own default first, then what
+# other tools and people call it.
+LABEL_COLUMNS = ("Annotation", "Label", "Species", "Class", "Call Type", "Sound Type")
 _RAVEN_SUFFIX = re.compile(r"\.Table\.\d+\.selections\.txt$", re.IGNORECASE)
 
 
 def load_raven(
     table: Path,
     *,
-    label_column: str = "Annotation",
+    label_column: str | None = None,
     recording: Path | None = None,
     labels: Collection[str] | None = None,
 ) -> AnnotationSet:
     """Selections from a Raven selection table (tab-separated, one header line).
 
-    Times come from `Begin Time (s)` and `End Time (s)`, the label from `label_column`. The
+    Times come from `Begin Time (s)` and `End Time (s)`, the label from `label_column` (None:
+    the first of `LABEL_COLUMNS` the table has). The
     recording is, in order: the `Begin File` column (relative to the table's folder), else
     `recording`, else the table's name without `.Table.1.selections.txt` with common audio
     extensions tried. When `File Offset (s)` is present the start is taken from it, because in a
@@ -49,6 +53,13 @@ def load_raven(
     if not rows:
         raise AnnotationError(f"{table}: empty Raven table")
     header_line, header = rows[0]
+    if label_column is None:
+        label_column = next((name for name in LABEL_COLUMNS if name in header), None)
+        if label_column is None:
+            raise AnnotationError(
+                f"{table}:{header_line}: no label column (none of {', '.join(LABEL_COLUMNS)};"
+                f" columns: {', '.join(header)}): name it with --label-column"
+            )
     missing = [name for name in (RAVEN_BEGIN, RAVEN_END, label_column) if name not in header]
     if missing:
         raise AnnotationError(
