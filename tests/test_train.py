@@ -386,6 +386,23 @@ def test_config_errors_name_the_line(tmp_path: Path) -> None:
         )
 
 
+def test_a_mel_scale_spent_on_low_frequencies_is_warned_about() -> None:
+    """At 384 kHz (bats) the default mel bands put half their number below ~11 kHz."""
+    from trainer.config import mel_spread_warning
+
+    def warning(rate: int, **features: object) -> str | None:
+        overrides = {f"features.{k}": v for k, v in features.items()}
+        config = resolve(with_overrides(load_config(None), overrides), rate, ["a"])
+        return mel_spread_warning(config.frontend)
+
+    bats = warning(384_000)
+    assert bats is not None
+    assert bats.startswith("warning: half of the 32 mel bands lie below 12.4 kHz of the 192 kHz")
+    assert "features.fmin_hz" in bats
+    assert warning(384_000, fmin_hz=15_000.0) is None
+    assert warning(2500) is None and warning(44_100) is None and warning(16_000) is None
+
+
 def test_event_defaults_follow_the_hop_unless_given(tmp_path: Path) -> None:
     """merge_gap_seconds null is 2.5 hops once the hop is known; a value in train.yaml stays."""
     fly = resolve(TrainConfig(), 2500, ["pulse"])  # the fly-song rate: hop 0.0512 s

@@ -25,7 +25,7 @@ import yaml
 
 from edge import schema
 from edge.errors import ConfigError
-from edge.model.frontend import LogMelSpec
+from edge.model.frontend import LogMelSpec, mel_band_edges_hz
 from edge.model.rules import EventTiming, agreement_problems
 from edge.schema import field, like
 from trainer.model import ModelConfig
@@ -269,6 +269,25 @@ class TrainConfig:
         """Samples in one model input window at the model rate (resolved config only)."""
         assert self.sample_rate_hz is not None
         return round(self.window_seconds * self.sample_rate_hz)
+
+
+LOW_BAND_SHARE = 0.1
+"""A warning when half the mel bands lie below this share of Nyquist: the mel scale spends
+its bands on low frequencies, right for birds at 44.1 kHz, wrong for bats at 384 kHz."""
+
+
+def mel_spread_warning(spec: LogMelSpec) -> str | None:
+    """A line for the user when half the mel bands sit low in the spectrum, else None."""
+    edges = mel_band_edges_hz(spec)
+    middle = float(edges[len(edges) // 2])
+    nyquist = spec.sample_rate_hz / 2
+    if middle >= LOW_BAND_SHARE * nyquist:
+        return None
+    return (
+        f"warning: half of the {spec.n_mels} mel bands lie below {middle / 1000:.3g} kHz of"
+        f" the {nyquist / 1000:.3g} kHz at {spec.sample_rate_hz} Hz; for sounds high in the"
+        " spectrum (ultrasound) raise features.fmin_hz towards their lowest frequency"
+    )
 
 
 def resolve(config: TrainConfig, sample_rate_hz: int, labels: list[str]) -> TrainConfig:

@@ -35,7 +35,7 @@ import torch
 from edge.audio.files import AudioFile
 from trainer import report, scoring
 from trainer.annotations import AnnotationSet
-from trainer.config import TrainConfig, resolve
+from trainer.config import TrainConfig, mel_spread_warning, resolve
 from trainer.dataset import (
     Audio,
     Augmenter,
@@ -116,6 +116,9 @@ def fit(
         label for label in data.labels() if not label.startswith(config.negative_prefix or "\0")
     ]
     config = resolve(config, _sample_rate(config, data), config.labels or found)
+    spread = mel_spread_warning(config.frontend)
+    if spread:
+        say(spread)
     examples = label_examples(data.annotations, config.labels, config.mode, config.negative_prefix)
     for label, count in sorted(examples.ignored.items()):
         say(f"not used: {count} annotations labelled {label!r} ({config.mode} mode)")
