@@ -295,6 +295,25 @@ def test_recording_split_is_stratified_by_label(
             assert len(val) == 10  # one recording of each class: a share of 1/3, not 0.2
 
 
+def test_block_split_holds_out_whole_stretches_of_one_recording(recording: Path) -> None:
+    """One 300 s recording, an 'a' every 2 s and a 'b' every 10 s: 30 s blocks are held out
+    whole, so no validation annotation has a training neighbour in its block; each label is on
+    both sides; with one recording the split by recordings is refused, this one is not."""
+    annotations = [_ann(recording, t, t + 0.5, "a") for t in range(0, 300, 2)]
+    annotations += [_ann(recording, t + 1.0, t + 1.5, "b") for t in range(0, 300, 10)]
+    examples = label_examples(annotations, ["a", "b"], "exclusive", "not_")
+    with pytest.raises(DataError, match="at least 2 annotated recordings, found 1"):
+        splits(examples, "recordings", 0.2, 1, seed=0)
+    for seed in range(3):
+        ((train, val),) = splits(examples, "blocks", 0.2, 1, seed=seed, block_seconds=30.0)
+        block = [int(e.annotation.start_seconds // 30) for e in examples.items]
+        held, trained = {block[i] for i in val}, {block[i] for i in train}
+        assert not held & trained and held | trained == set(range(10))
+        assert len(held) == 2  # a fifth of the ten blocks
+        assert {examples.items[i].annotation.label for i in val} == {"a", "b"}
+        assert {examples.items[i].annotation.label for i in train} == {"a", "b"}
+
+
 def test_duplicate_rows_go_and_near_duplicates_stay_on_one_side(
     tmp_path: Path, recording: Path
 ) -> None:

@@ -144,8 +144,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     f.add_argument(
         "--validation",
-        choices=["share", "recordings"],
-        help="hold out a share of each label's annotations, or whole recordings (default: share)",
+        choices=["share", "recordings", "blocks"],
+        help="hold out a share of each label's annotations, whole recordings, or 30 s blocks"
+        " of each recording (default: share)",
     )
     f.add_argument("--share", type=float, help="share held out for validation (default: 0.2)")
     f.add_argument("--folds", type=int, help="k-fold cross-validation with k models (default: 1)")

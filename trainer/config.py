@@ -150,10 +150,14 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    split: Literal["share", "recordings"] = field(
+    split: Literal["share", "recordings", "blocks"] = field(
         "share",
         help="share: hold out a share of each label's annotations; recordings: hold out whole"
-        " recordings (tests generalisation to new recordings)",
+        " recordings (tests generalisation to new recordings); blocks: hold out stretches of"
+        " block_seconds within each recording (for one or few long recordings)",
+    )
+    block_seconds: float = field(
+        30.0, gt=0, help="split blocks: length of a held-out stretch of a recording, s"
     )
     share: float = field(
         0.2, gt=0, lt=1, help="share held out for validation, 0..1 (unused with folds > 1)"

@@ -45,11 +45,16 @@ def describe_data(
     held = np.bincount([examples.items[i].group for i in split[1]], minlength=len(examples.groups))
     held_text = ", ".join(f"{n} {g}" for g, n in zip(examples.groups, held, strict=True) if n)
     v = config.validation
+    by = {
+        "recordings": "recording (stratified per label)",
+        "blocks": f"{v.block_seconds:g} s blocks of each recording (stratified per label)",
+    }.get(v.split, "annotation (stratified per label)")
     if n_folds > 1:
-        by = "recording" if v.split == "recordings" else "annotation (stratified per label)"
         how = f"{n_folds}-fold cross-validation by {by}; this model is fold {kept + 1}'s, held out:"
     elif v.split == "recordings":
-        how = "whole recordings held out for validation:"
+        how = "whole recordings held out for validation (stratified per label):"
+    elif v.split == "blocks":
+        how = f"{v.share:.0%} of the {v.block_seconds:g} s blocks of each label held out:"
     else:
         how = f"{v.share:.0%} of each label's annotations held out for validation:"
     return (

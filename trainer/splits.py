@@ -1,13 +1,13 @@
 """Validation splits: which annotations train and which validate, per fold.
 
-Split by annotation (a share of each label) or by whole recording; near-duplicate marks of one
-sound are kept on one side, so a validation window is never one the model trained on.
+Split by annotation (a share of each label), by whole recording, or by time block within each
+recording; near-duplicate marks of one sound are kept on one side, so a validation window is
+never one the model trained on.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -15,21 +15,36 @@ from trainer.dataset import DataError, Examples
 
 
 def splits(
-    examples: Examples, how: str, share: float, folds: int, seed: int
+    examples: Examples,
+    how: str,
+    share: float,
+    folds: int,
+    seed: int,
+    block_seconds: float = 30.0,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(training, validation) example indices for each fold (one pair when `folds` is 1).
 
     how "share": per group (label, negative label), a shuffled `share` of its annotations is
     held out (at least one, and at least one left to train on, when it has two or more); with
     `folds` k, each group is dealt round-robin into k folds. how "recordings": whole recordings
-    are held out, stratified the same way (see `_deal_recordings`). Deterministic for a seed.
+    are held out, stratified the same way (see `_deal_units`). how "blocks": stretches of
+    `block_seconds` of each recording (by an annotation's start) are held out the same way, so
+    neighbouring windows of one long recording do not sit on both sides. Deterministic for a
+    seed.
     """
     rng = np.random.default_rng([seed, 7919])  # its own stream: the split does not move with
     n = len(examples.items)
     fold_of = np.full(n, -1)
-    if how == "recordings":
-        fold_by_recording = _deal_recordings(examples, share, folds, rng)
-        fold_of = np.array([fold_by_recording[e.annotation.recording] for e in examples.items])
+    if how in ("recordings", "blocks"):
+        units: list[tuple[str, int]] = [
+            (
+                str(e.annotation.recording),
+                int(e.annotation.start_seconds // block_seconds) if how == "blocks" else 0,
+            )
+            for e in examples.items
+        ]
+        fold_by_unit = _deal_units(examples, units, share, folds, rng, how)
+        fold_of = np.array([fold_by_unit[u] for u in units])
     else:
         groups = np.array([e.group for e in examples.items])
         dealt = 0  # rotate the round-robin across groups, so small groups spread over folds
@@ -85,36 +100,41 @@ def near_duplicate_clusters(
     return [np.array(sorted(c, key=position.__getitem__)) for c in clusters]
 
 
-def _deal_recordings(
-    examples: Examples, share: float, folds: int, rng: np.random.Generator
-) -> dict[Path, int]:
-    """Fold of each recording, stratified: a recording is dealt with the others whose rarest
-    group (label) is its own, group by group as the share split deals annotations, so a label
-    found in two or more recordings is held out in some and trained on in others (a plain
-    shuffle of 10 classes' recordings left 3 classes without a validation recording)."""
-    groups_of: dict[Path, set[int]] = {}
-    for e in examples.items:
-        groups_of.setdefault(e.annotation.recording, set()).add(e.group)
-    recordings = sorted(groups_of, key=str)
+def _deal_units(
+    examples: Examples,
+    units: list[tuple[str, int]],
+    share: float,
+    folds: int,
+    rng: np.random.Generator,
+    how: str,
+) -> dict[tuple[str, int], int]:
+    """Fold of each unit (a recording, or a time block of one), stratified: a unit is dealt
+    with the others whose rarest group (label) is its own, group by group as the share split
+    deals annotations, so a label found in two or more units is held out in some and trained
+    on in others (a plain shuffle of 10 classes' recordings left 3 without validation)."""
+    groups_of: dict[tuple[str, int], set[int]] = {}
+    for unit, e in zip(units, examples.items, strict=True):
+        groups_of.setdefault(unit, set()).add(e.group)
+    ordered = sorted(groups_of)
     needed = max(2, folds)
-    if len(recordings) < needed:
+    if len(ordered) < needed:
+        what = "annotated recordings" if how == "recordings" else "time blocks with annotations"
         raise DataError(
-            f"validation by recordings needs at least {needed} annotated recordings, found"
-            f" {len(recordings)}; use the share split (--validation share)"
+            f"validation by {how} needs at least {needed} {what}, found {len(ordered)}; use the"
+            " share split (--validation share)"
         )
     holding = Counter(g for groups in groups_of.values() for g in groups)
-    rarest = {r: min(groups_of[r], key=lambda g: (holding[g], g)) for r in recordings}
-    fold_of: dict[Path, int] = {}
+    rarest = {u: min(groups_of[u], key=lambda g: (holding[g], g)) for u in ordered}
+    fold_of: dict[tuple[str, int], int] = {}
     dealt = 0  # rotate the round-robin across groups, as the share split does
     for group in sorted(set(rarest.values())):
-        members = [r for r in recordings if rarest[r] == group]
+        members = [u for u in ordered if rarest[u] == group]
         order = [members[i] for i in rng.permutation(len(members))]
-        fold_of.update(
-            zip(order, _deal(len(order), share, folds, start=dealt).tolist(), strict=True)
-        )
+        held = _deal(len(order), share, folds, start=dealt).tolist()
+        fold_of.update(zip(order, held, strict=True))
         dealt += len(order)
-    if folds == 1 and 0 not in fold_of.values():  # every label in one recording only
-        order = [recordings[i] for i in rng.permutation(len(recordings))]
+    if folds == 1 and 0 not in fold_of.values():  # every label in one unit only
+        order = [ordered[i] for i in rng.permutation(len(ordered))]
         fold_of = dict(zip(order, _deal(len(order), share, 1).tolist(), strict=True))
     return fold_of
 

@@ -135,7 +135,7 @@ def fit(
         config.augment, load_background(config.augment.background, config.sample_rate_hz or 0)
     )
     v = config.validation
-    folds = splits(examples, v.split, v.share, v.folds, t.seed)
+    folds = splits(examples, v.split, v.share, v.folds, t.seed, v.block_seconds)
 
     results = []
     for fold, (train_idx, val_idx) in enumerate(folds):
