@@ -37,13 +37,19 @@ class ModelConfig:
     file: ModelFile = field(
         "auto", help=f"which model file to run; auto tries {', '.join(PREFERENCE)}"
     )
-    threads: int = field(1, ge=1, help="inference threads")
+    threads: int = field(1, ge=1, le=256, help="inference threads")
     hop_seconds: float | None = field(
         None,
         gt=0,
+        le=3600,
         help="stride between windows, s (null: the bundle's); a multiple of its frame hop",
     )
-    batch_windows: int = field(16, ge=1, help="most windows scored in one model call")
+    batch_windows: int = field(16, ge=1, le=4096, help="most windows scored in one model call")
+
+
+# The ring buffer holds float32 samples of every channel; past this it would not fit a Pi.
+MAX_RING_BYTES = 1 << 30
+ASSUMED_RATE_HZ = 48_000  # a device's usual default rate, when the config leaves it to it
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,12 @@ class SourceConfig:
         None, help="input device index or name substring (null: the default input)"
     )
     sample_rate_hz: int | None = field(
-        None, gt=0, help="capture rate, Hz (null: the device's default); resampled for the model"
+        None,
+        gt=0,
+        le=2_000_000,
+        help="capture rate, Hz (null: the device's default); resampled for the model",
     )
-    channels: int = field(1, ge=1, help="channels to open on the device")
+    channels: int = field(1, ge=1, le=64, help="channels to open on the device")
     channel: Literal["mix", "each"] | int = field(
         "mix",
         help="mix: average the channels; a channel index (0-based): that one; each: a detector"
@@ -74,12 +83,16 @@ class SourceConfig:
         0.1, ge=0.001, le=10, help="audio block per callback or file read, s"
     )
     buffer_seconds: float = field(
-        30.0, ge=1, help="ring buffer, s: how far analysis may fall behind before audio is dropped"
+        30.0,
+        ge=1,
+        le=3600,
+        help="ring buffer, s: how far analysis may fall behind before audio is dropped",
     )
     paths: list[str] = field(factory=list, help="files or folders to replay (kind: files)")
     speed: float = field(
         1.0,
         ge=0,
+        le=10_000,
         zero="as fast as possible",
         help="file replay speed: 1 real time, 10 ten times faster, 0 as fast as possible",
     )
@@ -115,6 +128,17 @@ class SourceConfig:
             out.append(("channel", f"{self.channel} is not one of the {self.channels} channels"))
         if self.reconnect_max_seconds < self.reconnect_min_seconds:
             out.append(("reconnect_max_seconds", "must be at least reconnect_min_seconds"))
+        ring = self.channels * self.buffer_seconds * (self.sample_rate_hz or ASSUMED_RATE_HZ) * 4
+        if ring > MAX_RING_BYTES:
+            rate = f"{self.sample_rate_hz} Hz" if self.sample_rate_hz else "48 kHz (rate unset)"
+            out.append(
+                (
+                    "buffer_seconds",
+                    f"{self.buffer_seconds:g} s of {self.channels} channel(s) at {rate} is"
+                    f" {ring / 2**30:.1f} GiB of ring buffer; at most {MAX_RING_BYTES / 2**30:g}"
+                    " GiB: fewer seconds or channels",
+                )
+            )
         lag = self.max_lag_seconds
         if lag is not None and not self.block_seconds < lag < self.buffer_seconds:
             out.append(

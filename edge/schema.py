@@ -34,6 +34,10 @@ from edge.errors import ConfigError
 
 T = TypeVar("T")
 _MAX_DEPTH = 50  # no config or manifest nests this deep; only a self-referencing alias does
+# Configs and manifests are a few kB with a few hundred values; these bounds stop a huge file or
+# a fan-out of aliases (8 lines can mean 10^8 values) before anything walks it.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
 Path_ = tuple[str | int, ...]
 
 
@@ -97,25 +101,42 @@ class Bounds:
         """The range as a rule: "must be within 0..1", "must be at least 1"."""
         ge, gt, le, lt = self.ge, self.gt, self.le, self.lt
         if gt is not None and lt is not None:
-            return f"must be between {gt:g} and {lt:g}"
+            return f"must be between {_short(gt)} and {_short(lt)}"
         if ge is not None and le is not None:
-            return f"must be within {ge:g}..{le:g}"
+            return f"must be within {_short(ge)}..{_short(le)}"
         if gt is not None and le is not None:
-            return f"must be more than {gt:g} and at most {le:g}"
+            return f"must be more than {_short(gt)} and at most {_short(le)}"
         if gt == 0:
             return "must be positive"
         if gt is not None:
-            return f"must be more than {gt:g}"
+            return f"must be more than {_short(gt)}"
         if ge == 0:
             return f"must be 0 ({self.zero}) or positive" if self.zero else "must be 0 or more"
         if ge is not None:
-            return f"must be at least {ge:g}"
+            return f"must be at least {_short(ge)}"
         if lt is not None:
-            return f"must be less than {lt:g}"
-        return f"must be at most {le:g}"
+            return f"must be less than {_short(lt)}"
+        return f"must be at most {_short(le or 0)}"
+
+    def range(self) -> str:
+        """The range in short: "1..256", "> 0, <= 3,600", ">= 0"; "" when unbounded."""
+        if self.ge is not None and self.le is not None:
+            return f"{_short(self.ge)}..{_short(self.le)}"
+        low = f">= {_short(self.ge)}" if self.ge is not None else ""
+        low = f"> {_short(self.gt)}" if self.gt is not None else low
+        high = f"<= {_short(self.le)}" if self.le is not None else ""
+        high = f"< {_short(self.lt)}" if self.lt is not None else high
+        return ", ".join(part for part in (low, high) if part)
 
     def __bool__(self) -> bool:
         return any(b is not None for b in (self.ge, self.gt, self.le, self.lt))
+
+
+def _short(number: float) -> str:
+    """2000000 as "2,000,000", 65535 as "65535", 0.01 as "0.01": a bound as people read it."""
+    if not float(number).is_integer():
+        return f"{number:g}"
+    return f"{int(number):,}" if abs(number) >= 100_000 else str(int(number))
 
 
 def _numbers(value: Any, path: Path_) -> Iterator[tuple[Path_, float]]:
@@ -207,8 +228,17 @@ _Loader.yaml_implicit_resolvers = {
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
     """Parse YAML text; a syntax error becomes a ConfigError with its line."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{source}: {len(text):,} characters; a config is at most {MAX_YAML_BYTES:,}"
+        )
     try:
         root = yaml.compose(text, Loader=_Loader)
+        if root is not None and _expanded_size(root) > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{source}: more than {MAX_YAML_VALUES:,} values once its aliases are expanded;"
+                " write the values out, or use fewer aliases"
+            )
         data = yaml.load(text, Loader=_Loader) if root is not None else None
         lines = Where(source, root)
     except yaml.YAMLError as exc:
@@ -219,7 +249,33 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
     except (ValueError, TypeError, AttributeError) as exc:
         # Explicit tags PyYAML cannot construct (`!!int abc`) fail outside its error types.
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    except RecursionError:  # PyYAML's composer recurses once per level: [[[[...
+        raise ConfigError(f"{source}: not valid YAML (nested too deep)") from None
     return data, lines
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values `root` holds with every alias expanded (a shared node counts each time
+    it is used), each node counted once and the count capped just past MAX_YAML_VALUES."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > _MAX_DEPTH:  # an alias that contains itself (`&a [*a]`)
+            mark = node.start_mark
+            raise yaml.YAMLError(f"nested deeper than {_MAX_DEPTH} levels at line {mark.line + 1}")
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        sizes[id(node)] = min(total, MAX_YAML_VALUES + 1)
+        return sizes[id(node)]
+
+    return size(root, 0)
 
 
 def load_located(cls: type[T], path: Path) -> tuple[T, Where]:
@@ -234,6 +290,8 @@ def load_located(cls: type[T], path: Path) -> tuple[T, Where]:
 def read_text(path: Path) -> str:
     """The UTF-8 text of `path`; an unreadable or undecodable file is a ConfigError."""
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; at most {MAX_YAML_BYTES:,}")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
@@ -435,8 +493,9 @@ def _type_name(tp: Any) -> str:
     return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def describe(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str]]:
-    """(key, default, help) for every field, nested sections flattened: the config reference."""
+def describe(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
+    """(key, default, help, range) for every field, nested sections flattened: the config
+    reference. The range is the field's bounds ("1..256", "> 0", "") as the loader checks them."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
@@ -450,7 +509,8 @@ def describe(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str]]:
             default = yaml_text(f.default_factory())
         else:
             default = "(required)"
-        yield key, default, f.metadata.get("help", "")
+        bounds = f.metadata.get("bounds")
+        yield key, default, f.metadata.get("help", ""), bounds.range() if bounds else ""
 
 
 def yaml_text(value: Any) -> str:

@@ -15,9 +15,9 @@ from edge.schema import describe
 
 
 def reference_table() -> str:
-    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for key, default, help_text in describe(Config):
-        lines.append(f"| `{key}` | `{default}` | {help_text} |")
+    lines = ["| key | default | range | meaning |", "| --- | --- | --- | --- |"]
+    for key, default, help_text, allowed in describe(Config):
+        lines.append(f"| `{key}` | `{default}` | {allowed} | {help_text} |")
     return "\n".join(lines) + "\n"
 
 

@@ -546,3 +546,18 @@ def test_waveform_bundle_with_logmel_fields_is_refused(tmp_path: Path) -> None:
         f"{_manifest(folder)}:{line}: frontend.n_mels: only for kind logmel"
         " (this frontend is waveform)"
     )
+
+
+def test_an_alias_fan_out_in_a_manifest_is_one_line(tone_bundle: Path, tmp_path: Path) -> None:
+    """Once it hung `check`, and a SIGHUP reload on the processing thread (issue 13, item 8)."""
+    from tests.test_config import ALIAS_BOMB
+
+    folder = _copy(tone_bundle, tmp_path)
+    path = folder / "manifest.yaml"
+    path.write_text(
+        path.read_text() + "extra:\n" + "".join(f"  {ln}\n" for ln in ALIAS_BOMB.splitlines())
+    )
+    assert _refused(folder) == (
+        f"{path}: more than 100,000 values once its aliases are expanded; write the values out,"
+        " or use fewer aliases"
+    )

@@ -411,10 +411,13 @@ def test_run_with_a_refused_sample_rate_says_so(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--threads", "-2"], "--threads: must be at least 1, got -2"),
-        (["--threads", "0"], "--threads: must be at least 1, got 0"),  # was silently ignored
-        (["--hop", "0"], "--hop: must be positive, got 0.0"),  # was silently ignored
-        (["--hop", "-0.5"], "--hop: must be positive, got -0.5"),
+        (["--threads", "-2"], "--threads: must be within 1..256, got -2"),
+        (["--threads", "0"], "--threads: must be within 1..256, got 0"),  # was silently ignored
+        (
+            ["--hop", "0"],
+            "--hop: must be more than 0 and at most 3600, got 0.0",
+        ),  # was silently ignored
+        (["--hop", "-0.5"], "--hop: must be more than 0 and at most 3600, got -0.5"),
         (["--labels", ","], "--labels: must name at least one label (or null: all)"),
     ],
 )
@@ -434,7 +437,7 @@ def test_check_override_beats_the_file_and_names_the_flag(
 
     config = write_config(tmp_path / "c.yaml", f"model:\n  path: {tone_bundle}\n  threads: 2\n")
     assert main(["check", "-c", str(config), "--threads", "0"]) == 2
-    assert capsys.readouterr().err == "soundwatch: error: --threads: must be at least 1, got 0\n"
+    assert capsys.readouterr().err == "soundwatch: error: --threads: must be within 1..256, got 0\n"
 
 
 @pytest.mark.parametrize("name", ["tone", "flysong"])
@@ -456,7 +459,7 @@ def test_scan_refuses_bad_start_and_batch_in_one_line(tone_bundle: Path, tmp_pat
             ["--start", "yesterday"],
             "--start: not an ISO 8601 time: 'yesterday' (e.g. 2026-11-22T10:23:14Z)",
         ),
-        (["--batch", "0"], "--batch: must be at least 1, got 0"),  # 0 was silently ignored
+        (["--batch", "0"], "--batch: must be within 1..4096, got 0"),  # 0 was silently ignored
     ]:
         args = ["scan", str(wav), "--model", str(tone_bundle), "--out", str(tmp_path / "o")]
         result = soundwatch(*args, *flags)

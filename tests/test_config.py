@@ -230,9 +230,7 @@ def test_every_problem_in_a_file_is_reported(tmp_path: Path) -> None:
         " tflite-fp32; got 'onnx-int4'"
     )
     assert problems[2].startswith("config.yaml:5: source.devcie: unknown key (known keys: kind,")
-    assert problems[3] == (
-        "config.yaml:6: source.speed: must be 0 (as fast as possible) or positive, got -2.0"
-    )
+    assert problems[3] == ("config.yaml:6: source.speed: must be within 0..10000, got -2.0")
     assert problems[4] == "config.yaml:8: events.threshold: must be within 0..1, got 1.5"
     assert problems[5] == (
         "config.yaml:10: events.labels.tone-1k.median_windows: must be an odd integer >= 1, got 2"
@@ -329,7 +327,7 @@ def test_literal_choice(tmp_path: Path) -> None:
         ),
         (
             "source:\n  speed: -1\n",
-            "config.yaml:2: source.speed: must be 0 (as fast as possible) or positive, got -1.0",
+            "config.yaml:2: source.speed: must be within 0..10000, got -1.0",
         ),
         (
             "source:\n  start: yesterday\n",
@@ -341,14 +339,15 @@ def test_literal_choice(tmp_path: Path) -> None:
             "config.yaml:2: source.start: not an ISO 8601 time: '2026-13-01T00:00:00'"
             " (e.g. 2026-11-22T10:23:14Z)",
         ),
-        ("model:\n  threads: 0\n", "config.yaml:2: model.threads: must be at least 1, got 0"),
+        ("model:\n  threads: 0\n", "config.yaml:2: model.threads: must be within 1..256, got 0"),
         (
             "model:\n  hop_seconds: 0\n",
-            "config.yaml:2: model.hop_seconds: must be positive, got 0.0",
+            "config.yaml:2: model.hop_seconds: must be more than 0 and at most 3600, got 0.0",
         ),
         (
             "source:\n  sample_rate_hz: -8000\n",
-            "config.yaml:2: source.sample_rate_hz: must be positive, got -8000",
+            "config.yaml:2: source.sample_rate_hz:"
+            " must be more than 0 and at most 2,000,000, got -8000",
         ),
         (
             "events:\n  threshold: 0.4\n  off_threshold: 0.6\n",
@@ -598,9 +597,9 @@ def test_rule_conflicting_with_a_bundle_threshold_points_at_its_line(
 
 def test_describe_gives_every_key_a_help_text() -> None:
     rows = list(schema.describe(Config))
-    keys = [key for key, _, _ in rows]
+    keys = [key for key, _, _, _ in rows]
     assert len(keys) == len(set(keys))
-    for key, default, help_text in rows:
+    for key, default, help_text, _ in rows:
         assert help_text.strip(), f"{key} has no help text"
         assert default, f"{key} has no default shown"
     # Every leaf field of every section is there, and nothing else.
@@ -620,12 +619,16 @@ def test_describe_gives_every_key_a_help_text() -> None:
     assert set(keys) == expected
     assert {f"events.{name}" for name in LabelRules.__dataclass_fields__} <= set(keys)
     # Defaults are written as YAML, the way a user would write them in the file.
-    shown = {key: default for key, default, _ in rows}
+    shown = {key: default for key, default, _, _ in rows}
     assert shown["model.path"] == "flysong"
     assert shown["model.hop_seconds"] == "null"
     assert shown["output.files"] == "true"
     assert shown["source.paths"] == "[]"
     assert shown["source.block_seconds"] == "0.1"
+    # Every number has a range, as the loader checks it (issue 13, item 8).
+    allowed = {key: text for key, _, _, text in rows}
+    assert allowed["model.threads"] == "1..256"
+    assert allowed["source.sample_rate_hz"] == "> 0, <= 2,000,000"
     for key, default in shown.items():
         section, _, name = key.rpartition(".")
         assert yaml.safe_load(default) == _default_of(section, name), key
@@ -648,7 +651,7 @@ def _default_of(section: str, name: str) -> Any:
             "source:\n  block_seconds: 0.0001\n",
             "c.yaml:2: source.block_seconds: must be within 0.001..10, got 0.0001",
         ),
-        ("source:\n  channels: 0\n", "c.yaml:2: source.channels: must be at least 1, got 0"),
+        ("source:\n  channels: 0\n", "c.yaml:2: source.channels: must be within 1..64, got 0"),
         (
             "events:\n  labels:\n    a: {threshold: -0.5}\n",
             "c.yaml:3: events.labels.a.threshold: must be within 0..1, got -0.5",
@@ -705,3 +708,61 @@ def test_event_rule_fields_are_one_list() -> None:
     for shape in (LabelRules, TrainEvents, EventTiming):
         for f in fields(shape):
             assert f.metadata["bounds"] == rule[f.name], (shape.__name__, f.name)
+
+
+# --- hostile sizes (issue 13, item 8) -------------------------------------------------------------
+
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 10) if prev else ', '.join(['x'] * 10)}]\n"
+    for prev, name in zip(["", *"abcdefg"], "abcdefgh", strict=True)
+)  # 8 lines that expand to 10^8 values
+
+
+def test_an_alias_fan_out_is_refused_before_anything_walks_it(tmp_path: Path) -> None:
+    assert _problems(tmp_path, ALIAS_BOMB) == [
+        "config.yaml: more than 100,000 values once its aliases are expanded; write the values"
+        " out, or use fewer aliases"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[" * 20_000 + "]" * 20_000, "config.yaml: not valid YAML (nested too deep)"),
+        ("a: &a [*a]\n", "config.yaml: not valid YAML (nested deeper than 50 levels at line 1)"),
+    ],
+)
+def test_nesting_that_never_ends_is_one_line(tmp_path: Path, text: str, problem: str) -> None:
+    assert _problems(tmp_path, text) == [problem]
+
+
+def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
+    big = "# padding\n" * 200_000  # 2 MB of comments
+    assert _problems(tmp_path, big) == ["config.yaml: 2,000,000 bytes; at most 1,048,576"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "model:\n  batch_windows: 1000000000\n",
+            "config.yaml:2: model.batch_windows: must be within 1..4096, got 1000000000",
+        ),
+        ("model:\n  threads: 1000000\n", "config.yaml:2: model.threads: must be within 1..256"),
+        ("source:\n  channels: 100000\n", "config.yaml:2: source.channels: must be within 1..64"),
+        (
+            "source:\n  buffer_seconds: 1000000000\n",
+            "config.yaml:2: source.buffer_seconds: must be within 1..3600",
+        ),
+        (
+            "source:\n  channels: 64\n  sample_rate_hz: 384000\n  buffer_seconds: 600\n",
+            "config.yaml:4: source.buffer_seconds: 600 s of 64 channel(s) at 384000 Hz is 54.9 GiB"
+            " of ring buffer; at most 1 GiB: fewer seconds or channels",
+        ),
+    ],
+)
+def test_numbers_that_would_exhaust_memory_are_refused(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    lines = _problems(tmp_path, text)  # with what else the value breaks (the ring's size)
+    assert any(line.startswith(problem) for line in lines), lines

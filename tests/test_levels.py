@@ -246,8 +246,11 @@ def test_settings_load_from_yaml_with_line_numbers() -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("band_min_hz: 5\n", "levels.yaml:1: band_min_hz: must be at least 10, got 5"),
-        ("adc_full_scale_volts: 0\n", "levels.yaml:1: adc_full_scale_volts: must be positive"),
+        ("band_min_hz: 5\n", "levels.yaml:1: band_min_hz: must be within 10..1,000,000, got 5"),
+        (
+            "adc_full_scale_volts: 0\n",
+            "levels.yaml:1: adc_full_scale_volts: must be more than 0 and at most 1000",
+        ),
     ],
 )
 def test_ranges_are_checked_on_load_naming_the_line(line: str, message: str) -> None:

@@ -89,10 +89,13 @@ class LevelSettings:
         "none", help="band levels beside the broadband level: none, octave or third-octave"
     )
     band_min_hz: float = field(
-        20.0, ge=MIN_BAND_HZ, help="lowest band kept, by nominal centre frequency, Hz"
+        20.0, ge=MIN_BAND_HZ, le=1_000_000, help="lowest band kept, by nominal centre frequency, Hz"
     )
     band_max_hz: float | None = field(
-        None, help="highest band kept, by nominal centre, Hz (null: up to the Nyquist frequency)"
+        None,
+        gt=0,
+        le=1_000_000,
+        help="highest band kept, by nominal centre, Hz (null: up to the Nyquist frequency)",
     )
     medium: Literal["air", "water"] = field(
         "air", help="air: dB re 20 µPa, sensitivity in dBV/Pa; water: dB re 1 µPa, dB re 1 V/µPa"
@@ -102,9 +105,11 @@ class LevelSettings:
         help="microphone sensitivity, dB re 1 V/Pa (air), or hydrophone sensitivity, dB re"
         " 1 V/µPa (water); null: levels in dBFS",
     )
-    gain_db: float = field(0.0, help="preamplifier gain between transducer and ADC, dB")
+    gain_db: float = field(
+        0.0, ge=-200, le=200, help="preamplifier gain between transducer and ADC, dB"
+    )
     adc_full_scale_volts: float | None = field(
-        None, gt=0, help="ADC input voltage (peak, V) that reads as digital full scale 1.0"
+        None, gt=0, le=1000, help="ADC input voltage (peak, V) that reads as digital full scale 1.0"
     )
 
     def problems(self) -> list[tuple[str, str]]:
