@@ -60,7 +60,7 @@ from edge.outputs.files import DaemonFiles, Fanout, Printer
 from edge.outputs.mqtt.sink import MqttSink
 from edge.pipeline import Lane, feed_lanes
 from edge.records import Sink, StreamInfo
-from edge.reload import Reload, Reloader
+from edge.reload import Pending, Reload, Reloader
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio
     from edge.audio.live import LiveSource
@@ -124,6 +124,7 @@ class App:
         self._clip_metrics = ClipMetrics(self.metrics, self.evidences)
         self._server: MetricsServer | None = None
         self._stream: Stream | None = None
+        self._pending: Pending | None = None  # a reload being prepared on its own thread
         self._reloading: Reload | None = None  # prepared, until `feed` switches to it
         self._active_lanes = 1
 
@@ -270,9 +271,14 @@ class App:
         live = self.live
         waiting = live is not None and not live.connected
         self.heartbeat.beat(time.monotonic(), conditioner.counts.audio_seconds > 0 or waiting)
-        if self.reload.is_set():
+        if self.reload.is_set() and self._pending is None:
             self.reload.clear()
-            return self._reload()
+            self._pending = self._start_reload()
+        if self._pending is not None:
+            finished, reload = self._pending.poll(time.monotonic())
+            if finished:
+                self._pending = None
+                return self._take(reload)
         return None
 
     def _update_metrics(self, conditioner: Conditioner) -> None:
@@ -292,13 +298,17 @@ class App:
 
     # -- SIGHUP --------------------------------------------------------------------------------
 
-    def _reload(self) -> list[Analyzer] | None:
-        """The reloaded config's analyzers (one per lane), to take over at the next whole
-        second; None (and one log line) when the new config or bundle does not load."""
+    def _start_reload(self) -> Pending:
+        """Prepare the re-read config's analyzers (one per lane) on a thread of their own."""
         self.heartbeat.reloading()
         running = f"{self.bundle.manifest.name} {self.bundle.manifest.version}"
         lanes = self.evidences[: self._active_lanes]
-        reload = self.reloader.prepare(self.loaded, running, lanes)
+        loaded = self.loaded
+        return Pending(lambda: self.reloader.prepare(loaded, running, lanes), running)
+
+    def _take(self, reload: Reload | None) -> list[Analyzer] | None:
+        """The prepared reload's analyzers, to take over at the next whole second; None when
+        the new config or bundle did not load (logged where it failed)."""
         if reload is None:
             self.heartbeat.reloaded()
             return None

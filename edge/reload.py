@@ -1,6 +1,7 @@
 """SIGHUP: a re-read config and bundle, built into analyzers ready to take over.
 
-The daemon (edge/app.py) asks for a reload between blocks; `Reloader.prepare` re-reads the
+The daemon (edge/app.py) asks for a reload between blocks and `Pending` runs it on a thread of
+its own (a slow bundle must not stall the processing thread); `Reloader.prepare` re-reads the
 config, loads the bundle it names and builds one Analyzer per running lane, each feeding that
 lane's sink (its Evidence), and hands them back as a `Reload`. It changes nothing that runs: the
 caller gives the analyzers to `feed` (edge/pipeline.py), which switches to them at the next
@@ -16,6 +17,8 @@ logged and take effect at the next start.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +29,10 @@ from edge.model.bundle import Bundle
 from edge.records import Sink
 
 logger = logging.getLogger(__name__)
+
+# A reload still loading after this long is given up (the running model stays): a bundle that
+# takes minutes to open is broken, and its thread is left to finish on its own, unheard.
+RELOAD_LIMIT_SECONDS = 60.0
 
 # Config sections a reload does not apply: they shape the stream and the outputs, which live on.
 LATER = ("source", "output", "mqtt", "metrics", "log_level")
@@ -92,3 +99,49 @@ class Reloader:
             ", ".join(s.label for s in first.labels),
         )
         return reload
+
+
+class Pending:
+    """A reload being prepared on a thread of its own, so that a slow one (a large model to
+    open, a hostile manifest) never holds up the processing thread, which feeds the ring
+    buffer's reader and the systemd watchdog. `poll` between blocks tells when it is ready."""
+
+    def __init__(
+        self,
+        prepare: Callable[[], Reload | None],
+        running_model: str,
+        limit_seconds: float = RELOAD_LIMIT_SECONDS,
+    ) -> None:
+        self.running_model, self.limit_seconds = running_model, limit_seconds
+        self.began = time.monotonic()
+        self._result: Reload | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(prepare,), name="reload", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, prepare: Callable[[], Reload | None]) -> None:
+        try:
+            self._result = prepare()  # logs its own refusals; never raises a SoundwatchError
+        except Exception:  # a reload must never take the running daemon down
+            logger.exception("reload refused, still running model %s", self.running_model)
+        finally:
+            self._done.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Block until the reload is prepared (True) or `seconds` pass (False)."""
+        return self._done.wait(seconds)
+
+    def poll(self, now: float) -> tuple[bool, Reload | None]:
+        """(finished, the reload or None when refused); finished and None past the limit."""
+        if self._done.is_set():
+            return True, self._result
+        if now - self.began > self.limit_seconds:
+            logger.error(
+                "reload refused, still running model %s: loading took more than %g s",
+                self.running_model,
+                self.limit_seconds,
+            )
+            return True, None
+        return False, None

@@ -490,7 +490,9 @@ def test_levels_and_clips_come_from_each_channels_own_audio(
 class ReloadingApp(App):
     """The daemon, asked to reload `newer` (as by SIGHUP) once the stream (the one whose name
     ends with `in_stream`, if given) has passed `at_seconds`; records the lanes each switch
-    began, as (channel, anchor)."""
+    began, as (channel, anchor). It waits for the reload to load where the daemon would go on
+    scoring: a replay at full speed passes seconds of audio meanwhile, and these tests pin the
+    second of the switch."""
 
     def __init__(self, loaded: Loaded, newer: Path, at_seconds: float, in_stream: str = "") -> None:
         super().__init__(loaded, lambda: load_config(newer))
@@ -508,6 +510,10 @@ class ReloadingApp(App):
         ):
             self.asked = True
             self.reload.set()
+            ready = super().tick(conditioner)  # starts preparing it
+            if ready is not None or self._pending is None:
+                return ready
+            assert self._pending.wait(60)
         return super().tick(conditioner)
 
     def switched(self, lanes: list[Lane]) -> None:

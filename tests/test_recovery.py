@@ -435,7 +435,7 @@ def test_sighup_with_a_bad_config_or_bundle_keeps_the_running_one(
 
     refusals = [line for line in daemon.log().splitlines() if "reload refused" in line]
     assert len(refusals) == 2, refusals
-    assert "threads" in refusals[0] and "must be at least 1" in refusals[0]
+    assert "threads" in refusals[0] and "must be within 1..256" in refusals[0]
     assert "model.int8.onnx" in refusals[1] and "sha256" in refusals[1]
     versions = [dict(k[1])["version"] for k in after.samples if k[0] == "soundwatch_model_info"]
     assert versions == ["2026.11.22"]

@@ -7,6 +7,7 @@ the analyzers only need somewhere to send their rows.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 from edge.builders import build_analyzer
 from edge.config import Loaded, load_config
 from edge.records import Sink
-from edge.reload import Reloader
+from edge.reload import Pending, Reload, Reloader
 
 TONE = Path(__file__).resolve().parent.parent / "models" / "tone"
 
@@ -110,3 +111,34 @@ def test_a_config_that_does_not_parse_is_refused_with_its_line(
     assert reload is None
     [line] = [r.getMessage() for r in caplog.records]
     assert "bad.yaml" in line and "threshold" in line
+
+
+def test_a_reload_is_prepared_off_the_calling_thread_and_given_up_past_its_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Loading waits on its own thread: poll says 'not yet' while it runs, gives its result
+    when done, and gives up (one log line, the running model stays) past the limit. Times
+    are given to poll, not waited for."""
+    reloader = Reloader(lambda: load_config(write(tmp_path / "new.yaml")), build_analyzer)
+    release = threading.Event()
+
+    def slow() -> Reload | None:
+        release.wait(10)
+        return reloader.prepare(running(tmp_path), "tone 1", [Sink()])
+
+    pending = Pending(slow, "tone 1", limit_seconds=60)
+    assert pending.poll(pending.began + 1) == (False, None)
+    release.set()
+    assert pending.wait(10)
+    finished, reload = pending.poll(pending.began + 2)
+    assert finished and reload is not None and len(reload.analyzers) == 1
+
+    stuck = threading.Event()
+    hung = Pending(lambda: (stuck.wait(10), None)[1], "tone 1", limit_seconds=60)
+    with caplog.at_level(logging.ERROR):
+        assert hung.poll(hung.began + 30) == (False, None)
+        assert hung.poll(hung.began + 61) == (True, None)
+    stuck.set()
+    assert caplog.messages == [
+        "reload refused, still running model tone 1: loading took more than 60 s"
+    ]
