@@ -649,6 +649,31 @@ def test_config_problems_name_the_mqtt_key(tmp_path: Path) -> None:
         build(Config, {"mqtt": {"host": "b", "ca_file": "ca.crt"}})
 
 
+def test_a_password_file_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As ssh does for keys (issue 13, item 10); a warning, not a refusal: Docker mounts its
+    secrets 0444."""
+    from edge.outputs.mqtt.broker import read_password
+    from edge.outputs.mqtt.settings import MqttConfig
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    config = MqttConfig(host="b", username="sw", password_file=str(secret))
+    secret.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        assert read_password(config, Path) == "s3cret"
+    assert caplog.messages == [
+        f"mqtt.password_file: {secret} is readable by every user of this machine (mode 0o644);"
+        " chmod 600 it (or 640, with the group soundwatch runs as)"
+    ]
+    caplog.clear()
+    for mode in (0o600, 0o640):
+        secret.chmod(mode)
+        assert read_password(config, Path) == "s3cret"
+    assert caplog.messages == []
+
+
 def test_a_missing_password_variable_stops_the_daemon_with_one_line(
     tone_bundle: Path, tmp_path: Path, broker: Mosquitto
 ) -> None:

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ class _QuietRetries(logging.Filter):
         return not str(record.msg).startswith("Client is not connected")
 
 
+logger = logging.getLogger(__name__)
 PAHO_LOGGER = logging.getLogger("edge.outputs.mqtt.broker.paho")
 PAHO_LOGGER.addFilter(_QuietRetries())
 
@@ -57,6 +59,14 @@ def read_password(config: MqttConfig, resolve: Resolve) -> str | None:
     if config.password_file:
         path = resolve(os.path.expandvars(config.password_file))
         try:
+            mode = path.stat().st_mode
+            if mode & stat.S_IROTH:  # as ssh does for keys; a warning, as Docker's secrets are 0444
+                logger.warning(
+                    "mqtt.password_file: %s is readable by every user of this machine (mode %s);"
+                    " chmod 600 it (or 640, with the group soundwatch runs as)",
+                    path,
+                    oct(stat.S_IMODE(mode)),
+                )
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
