@@ -59,6 +59,7 @@ from edge.outputs.evidence import Evidence
 from edge.outputs.files import DaemonFiles, Fanout, Printer
 from edge.outputs.mqtt.sink import MqttSink
 from edge.pipeline import Lane, feed_lanes
+from edge.preflight import clips_folder, outbox_path, preflight
 from edge.records import Sink, StreamInfo
 from edge.reload import Pending, Reload, Reloader
 
@@ -72,6 +73,9 @@ class App:
     """The daemon. `reload_config` gives the config for SIGHUP (default: the file again)."""
 
     def __init__(self, loaded: Loaded, reload_config: Callable[[], Loaded] | None = None) -> None:
+        problems = preflight(loaded)
+        if problems:
+            raise ConfigError("\n".join(problems))
         self.loaded = loaded
         self.reloader = Reloader(
             reload_config or (lambda: load_config(self.loaded.path)), self._build_analyzer
@@ -100,7 +104,6 @@ class App:
         self.mqtt: MqttSink | None = None
         self._mqtt_metrics: MqttMetrics | None = None
         if config.mqtt.host:
-            outbox = config.mqtt.outbox or str(Path(config.output.dir) / "mqtt-outbox.sqlite3")
             self.mqtt = MqttSink(
                 config.mqtt,
                 device=config.output.device,
@@ -108,7 +111,7 @@ class App:
                 model_version=m.version,
                 labels=[s.label for s in self.analyzer.labels],
                 sensor_labels=[s.label for s in self.analyzer.labels if s.events],
-                outbox_path=loaded.resolve(outbox),
+                outbox_path=outbox_path(loaded),
                 resolve=loaded.resolve,
                 channels=_detected_channels(config.source),
             )
@@ -140,7 +143,7 @@ class App:
         if len(self.evidences) == len(self.analyzers):
             recorder = None
             if config.clips.enabled:
-                recorder = ClipRecorder(config.clips, _clips_folder(loaded))
+                recorder = ClipRecorder(config.clips, clips_folder(loaded))
             self.evidences.append(Evidence(self.fanout, config.levels, recorder))
         bundle, analyzer = self._build_analyzer(loaded, self.evidences[len(self.analyzers)])
         self.analyzers.append(analyzer)
@@ -313,7 +316,7 @@ class App:
             self.heartbeat.reloaded()
             return None
         if reload.evidence_changed:
-            folder = _clips_folder(reload.loaded)
+            folder = clips_folder(reload.loaded)
             for evidence in self.evidences:  # from the switch on, with the new model
                 evidence.reconfigure(
                     reload.loaded.config.levels, reload.loaded.config.clips, folder
@@ -367,9 +370,3 @@ def _detected_channels(source: SourceConfig) -> list[int | None]:
     if source.channel != "each":
         return [None]
     return list(range(source.channels))
-
-
-def _clips_folder(loaded: Loaded) -> Path:
-    """Where clips go. Absolute, so the path in an event means the same to whoever reads it."""
-    config = loaded.config
-    return (loaded.resolve(config.output.dir) / config.clips.folder).absolute()

@@ -20,7 +20,7 @@ from edge import __version__, schema
 from edge.audio.levels import LevelSettings
 from edge.clock import parse_start
 from edge.config import DEFAULT_CONFIG, Loaded, load_config
-from edge.errors import SoundwatchError
+from edge.errors import ConfigError, SoundwatchError
 from edge.model.bundle import ModelFile
 from edge.schema import Path_
 
@@ -162,9 +162,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from edge.builders import build_analyzer
+    from edge.preflight import preflight
 
     loaded = _config(args)
     bundle, analyzer = build_analyzer(loaded)
+    problems = preflight(loaded)
+    if problems:
+        raise ConfigError("\n".join(problems))
     m = bundle.manifest
     backend = analyzer.backend
     print(f"{loaded.path or 'built-in defaults'}: ok")

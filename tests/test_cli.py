@@ -345,6 +345,49 @@ def test_check_lists_every_problem_with_its_line(tone_bundle: Path, tmp_path: Pa
     assert f"{config}:6: source.speeed: unknown key" in lines[2]
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "source: {kind: files, paths: [/nonexistent/rec.wav]}\n"
+            "output: {dir: plain-file/out}\nclips: {enabled: true}\n",
+            [
+                "source.paths: /nonexistent/rec.wav: no such file or folder",
+                "output.dir: {tmp}/plain-file/out: cannot write there (Not a directory)",
+                "clips.folder: {tmp}/plain-file/out/clips: cannot write there (Not a directory)",
+            ],
+        ),
+        (
+            "source: {kind: demo}\nmqtt: {host: 127.0.0.1, username: sw, password_env:"
+            " SW_UNSET_PASSWORD, outbox: /proc/soundwatch/outbox.sqlite3}\n",
+            [
+                "mqtt.password_env: environment variable SW_UNSET_PASSWORD is not set",
+                "mqtt.outbox: /proc/soundwatch: cannot write there (No such file or directory)",
+            ],
+        ),
+    ],
+)
+def test_check_refuses_what_run_refuses_with_the_same_lines(
+    tone_bundle: Path, tmp_path: Path, extra: str, expected: list[str]
+) -> None:
+    """Once `check` passed these and `run` refused them, or crashed writing its first row
+    (issue 13, item 7); now both run the same preflight and print every problem."""
+    (tmp_path / "plain-file").write_text("not a folder")
+    config = write_config(tmp_path / "c.yaml", f"model:\n  path: {tone_bundle}\n{extra}")
+    wanted = [f"soundwatch: error: {line.format(tmp=tmp_path)}" for line in expected]
+    for command in ("check", "run"):
+        result = subprocess.run(
+            [*SOUNDWATCH, command, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if k != "SW_UNSET_PASSWORD"},
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.strip().splitlines() == wanted, command
+
+
 def test_check_names_labels_the_bundle_lacks(tone_bundle: Path, tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "c.yaml", f"model: {{path: {tone_bundle}}}\nlabels: [tone-1k, whistle]\n"
