@@ -96,11 +96,8 @@ class App:
         self.analyzers: list[Analyzer] = []
         self.bundle = self._add_lane(loaded)
         m = self.bundle.manifest
-        self.files: DaemonFiles | None = None
-        if config.output.files:
-            out = loaded.resolve(config.output.dir)
-            self.files = DaemonFiles(out, config.output.device)
-            self.sinks.append(self.files)
+        # The outbox first: an event is committed for delivery before the files record it, so a
+        # kill between the two can leave a delivered event unrecorded, never a recorded one lost.
         self.mqtt: MqttSink | None = None
         self._mqtt_metrics: MqttMetrics | None = None
         if config.mqtt.host:
@@ -117,6 +114,11 @@ class App:
             )
             self.sinks.append(self.mqtt)
             self._mqtt_metrics = MqttMetrics(self.metrics, self.mqtt)
+        self.files: DaemonFiles | None = None
+        if config.output.files:
+            out = loaded.resolve(config.output.dir)
+            self.files = DaemonFiles(out, config.output.device)
+            self.sinks.append(self.files)
         self.sinks.append(self.metrics_sink)
         self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         self.files_failed = 0
