@@ -48,6 +48,7 @@ from edge.ops.metrics import (
     MetricsServer,
     MetricsSink,
     MqttMetrics,
+    OutputMetrics,
     create_metrics,
     timed,
     watch,
@@ -115,10 +116,12 @@ class App:
             self.sinks.append(self.mqtt)
             self._mqtt_metrics = MqttMetrics(self.metrics, self.mqtt)
         self.files: DaemonFiles | None = None
+        self._output_metrics: OutputMetrics | None = None
         if config.output.files:
             out = loaded.resolve(config.output.dir)
             self.files = DaemonFiles(out, config.output.device)
             self.sinks.append(self.files)
+            self._output_metrics = OutputMetrics(self.metrics, self.files)
         self.sinks.append(self.metrics_sink)
         self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         self.files_failed = 0
@@ -293,6 +296,8 @@ class App:
         self._clip_metrics.update()
         if self._mqtt_metrics is not None:
             self._mqtt_metrics.update()
+        if self._output_metrics is not None:
+            self._output_metrics.update()
 
     def _status_text(self) -> str:
         stream = self._stream

@@ -384,7 +384,7 @@ def test_settings_validate_with_line_numbers() -> None:
         schema.from_text(ClipSettings, text, "clips.yaml")
     assert "clips.yaml:2: pre_roll_seconds: must be within 0..600, got -1.0" in str(error.value)
     assert (
-        "clips.yaml:3: max_total_mb: must be more than 0 and at most 100,000,000, got 0.0"
+        "clips.yaml:3: max_total_mb: must be more than 0 and at most 1,000,000,000, got 0.0"
         in str(error.value)
     )
     settings, _ = schema.from_text(ClipSettings, "sample_format: float32\n", "clips.yaml")

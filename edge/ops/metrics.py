@@ -39,6 +39,8 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
     soundwatch_clips_deleted_total              clips removed by retention (size, age)
     soundwatch_clips_bytes                      bytes of clips kept on disk
     soundwatch_clips_paused                     1 while clips are paused after a failure
+    soundwatch_output_failures_total{kind}      rows / events the output files could not take
+    soundwatch_output_failing                   1 while the output files cannot be written
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from edge.errors import ConfigError
 from edge.model.runtime.base import Backend
 from edge.outputs.clips import ClipRecorder
 from edge.outputs.evidence import Evidence
+from edge.outputs.files import DaemonFiles
 from edge.outputs.mqtt.sink import MqttSink
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
 
@@ -102,6 +105,8 @@ class Metrics:
     clips_deleted: Counter
     clips_bytes: Gauge
     clips_paused: Gauge
+    output_failures: Counter
+    output_failing: Gauge
 
     def set_model(self, name: str, version: str, backend: str) -> None:
         """The model now running (after a start or a reload)."""
@@ -184,11 +189,22 @@ def create_metrics() -> Metrics:
         clips_paused=Gauge(
             p + "clips_paused", "1 while clips are paused after a failure", registry=r
         ),
+        output_failures=Counter(
+            p + "output_failures",
+            "Rows and events the output files could not take (disk full, read-only)",
+            ["kind"],
+            registry=r,
+        ),
+        output_failing=Gauge(
+            p + "output_failing", "1 while the output files cannot be written", registry=r
+        ),
     )
     for reason in GAP_REASONS:  # present from the start, so rate() works on the first gap
         metrics.gap_seconds.labels(reason)
     for result in CLIP_RESULTS:
         metrics.clips.labels(result)
+    for kind in OUTPUT_KINDS:
+        metrics.output_failures.labels(kind)
     for result in MQTT_EVENT_RESULTS:
         metrics.mqtt_events.labels(result)
     for result in MQTT_SECOND_RESULTS:
@@ -283,6 +299,25 @@ class ClipMetrics:
         if deleted != self._deleted:
             self.metrics.clips_deleted.inc(deleted - self._deleted)
             self._deleted = deleted
+
+
+OUTPUT_KINDS = ("rows", "events")
+
+
+class OutputMetrics:
+    """The output files' failed writes into the metrics, by difference (processing thread)."""
+
+    def __init__(self, metrics: Metrics, files: DaemonFiles) -> None:
+        self.metrics, self.files = metrics, files
+        self._seen = dict.fromkeys(OUTPUT_KINDS, 0)
+        watch(metrics.output_failing, lambda: files.failures.failing)
+
+    def update(self) -> None:
+        for kind in OUTPUT_KINDS:
+            now = self.files.failures.counts.get(kind, 0)
+            if now != self._seen[kind]:
+                self.metrics.output_failures.labels(kind).inc(now - self._seen[kind])
+                self._seen[kind] = now
 
 
 class MqttMetrics:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from edge.audio.levels import level_columns
+from edge.outputs.lines import Failures, LineFile
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo, iso
 
 logger = logging.getLogger(__name__)
@@ -208,13 +209,16 @@ class DaemonFiles(Sink):
     channel: `<hour>_ch<n>.csv`), events per UTC day.
 
     With a detector per channel, every lane begins its own segments: what a `begin` says
-    (labels, level columns, the segment's offset) is kept per channel."""
+    (labels, level columns, the segment's offset) is kept per channel. A write the disk
+    refuses (full, gone read-only) is counted in `failures` and skipped; the next row or event
+    tries again, and no file is ever left with half a line (edge/outputs/lines.py)."""
 
     def __init__(self, root: Path, device: str) -> None:
         self.root = root / device
         self.device = device
+        self.failures = Failures("output files")
         self._infos: dict[int | None, StreamInfo] = {}  # by channel: its current segment
-        self._hours: dict[int | None, tuple[str, IO[str]]] = {}  # by channel: (hour, file)
+        self._hours: dict[int | None, tuple[str, LineFile, str]] = {}  # (hour, file, header due)
 
     def begin(self, info: StreamInfo) -> None:
         before = self._infos.get(info.channel)
@@ -222,11 +226,12 @@ class DaemonFiles(Sink):
         if before is not None and columns(before) != columns(info):
             self._close_hour(info.channel)  # a new header: the next row starts another file
 
-    def _hour_file(self, key: str, info: StreamInfo) -> IO[str]:
+    def _hour_file(self, key: str, info: StreamInfo) -> tuple[LineFile, str]:
+        """The hour's file and the header it still needs ("" once written)."""
         channel = info.channel
         open_ = self._hours.get(channel)
         if open_ is not None and open_[0] == key:
-            return open_[1]
+            return open_[1], open_[2]
         self._close_hour(channel)
         folder = self.root / f"{key[:4]}-{key[4:6]}-{key[6:8]}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -235,15 +240,13 @@ class DaemonFiles(Sink):
         path = folder / f"{name}.csv"
         n = 1
         # After a restart, append to this hour's file; after a model change, start another.
-        while path.exists() and not _starts_with(path, header):
+        while _has_text(path) and not _starts_with(path, header):
             n += 1
             path = folder / f"{name}-{n}.csv"
-        is_new = not path.exists()
-        f = path.open("a", encoding="utf-8", newline="")
-        if is_new:
-            f.write(header)
-        self._hours[channel] = (key, f)
-        return f
+        f = LineFile(path)
+        due = "" if _has_text(path) else header
+        self._hours[channel] = (key, f, due)
+        return f, due
 
     def _close_hour(self, channel: int | None) -> None:
         open_ = self._hours.pop(channel, None)
@@ -255,15 +258,27 @@ class DaemonFiles(Sink):
         if row.time is None or info is None:
             return
         stamp = iso(row.time)
-        f = self._hour_file(stamp[:4] + stamp[5:7] + stamp[8:10] + "T" + stamp[11:13], info)
-        f.write(f"{stamp},{row.status},{row_cells(row, info)}\n")
-        f.flush()  # one row a second: cheap, and a crash loses at most the current row
+        key = stamp[:4] + stamp[5:7] + stamp[8:10] + "T" + stamp[11:13]
+        try:
+            f, header = self._hour_file(key, info)
+            # The header goes with the first row, in one write: a new file is never just a
+            # header, nor a row without one.
+            f.append(f"{header}{stamp},{row.status},{row_cells(row, info)}\n")
+        except OSError as exc:
+            self.failures.failed("rows", exc)
+            return
+        if header:
+            self._hours[row.channel] = (key, f, "")
+        self.failures.worked("rows")
 
     def _append(self, when: str, name: str, line: str) -> None:
         folder = self.root / when[:10]
         folder.mkdir(parents=True, exist_ok=True)
-        with (folder / name).open("a", encoding="utf-8") as f:
-            f.write(line)
+        f = LineFile(folder / name)
+        try:
+            f.append(line)
+        finally:
+            f.close()
 
     def event(self, event: Event) -> None:
         t = event.start if event.type == "start" else event.end
@@ -272,15 +287,28 @@ class DaemonFiles(Sink):
             return
         when = iso(t)
         payload = event.to_json(info.model, info.model_version, self.device, info.offset_seconds)
-        self._append(when, "events.jsonl", json.dumps(payload) + "\n")
-        if event.type == "end" and Path(info.source).is_file():
-            # SongExplorer has no channel column: one file per channel, as it has per wav.
-            name = "predicted.csv" if event.channel is None else f"predicted_ch{event.channel}.csv"
-            self._append(when, name, songexplorer_row(event, info))
+        try:
+            self._append(when, "events.jsonl", json.dumps(payload) + "\n")
+            if event.type == "end" and Path(info.source).is_file():
+                # SongExplorer has no channel column: one file per channel, as it has per wav.
+                channel = event.channel
+                name = "predicted.csv" if channel is None else f"predicted_ch{channel}.csv"
+                self._append(when, name, songexplorer_row(event, info))
+        except OSError as exc:
+            self.failures.failed("events", exc)
+            return
+        self.failures.worked("events")
 
     def close(self) -> None:
         for channel in list(self._hours):
             self._close_hour(channel)
+
+
+def _has_text(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def _starts_with(path: Path, header: str) -> bool:

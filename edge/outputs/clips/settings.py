@@ -23,13 +23,13 @@ class ClipSettings:
         help="a clip stops this long after its event's start (post-roll included), s",
     )
     max_total_mb: float = field(
-        1000.0, gt=0, le=1e8, help="oldest clips are deleted beyond this total, MB"
+        1000.0, gt=0, le=1e9, help="oldest clips are deleted beyond this total, MB"
     )
     max_age_days: float = field(
         30.0, ge=0, le=36500, zero="keep", help="clips older than this are deleted, days (0: keep)"
     )
     min_free_mb: float = field(
-        200.0, ge=0, le=1e8, help="no clip is written that would leave less free disk than this, MB"
+        200.0, ge=0, le=1e9, help="no clip is written that would leave less free disk than this, MB"
     )
     sample_format: Literal["int16", "float32"] = field(
         "int16", help="WAV samples: int16 (smaller, plays anywhere) or float32 (exact)"
