@@ -241,11 +241,16 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
             )
         data = yaml.load(text, Loader=_Loader) if root is not None else None
         lines = Where(source, root)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...)
+        at = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        problem = f"character {hex(char) if isinstance(char, int) else repr(char)} is not allowed"
+        raise ConfigError(f"{source}:{at}: not valid YAML ({problem})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{source}{line}: not valid YAML ({problem})") from None
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
+        raise ConfigError(f"{source}{where}: not valid YAML ({problem})") from None
     except (ValueError, TypeError, AttributeError) as exc:
         # Explicit tags PyYAML cannot construct (`!!int abc`) fail outside its error types.
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None

@@ -309,9 +309,13 @@ def load_bundle(folder: Path | str) -> Bundle:
     for key, entry in manifest.files.items():
         path = folder / entry.path
         where = lines.where(("files", key, "path"))
-        if not path.is_file():
-            raise BundleError(f"{where}: file {entry.path} not found in {folder}")
-        actual = sha256_of(path)
+        try:
+            if not path.is_file():
+                raise BundleError(f"{where}: file {entry.path} not found in {folder}")
+            actual = sha256_of(path)
+        except OSError as exc:  # a name too long for the file system, a folder, no permission
+            reason = exc.strerror or str(exc)
+            raise BundleError(f"{where}: cannot read {entry.path} ({reason})") from None
         if actual != entry.sha256.lower():
             raise BundleError(
                 f"{lines.where(('files', key, 'sha256'))}: {entry.path} has sha256 {actual},"
