@@ -561,3 +561,17 @@ def test_an_alias_fan_out_in_a_manifest_is_one_line(tone_bundle: Path, tmp_path:
         f"{path}: more than 100,000 values once its aliases are expanded; write the values out,"
         " or use fewer aliases"
     )
+
+
+def test_a_negative_event_default_is_reported_against_the_manifest(
+    tone_bundle: Path, tmp_path: Path
+) -> None:
+    """It was reported against the config file that chose the bundle (issue 13, item 9)."""
+    folder = _edit(
+        _copy(tone_bundle, tmp_path), lambda m: m["events"].update(min_duration_seconds=-1.0)
+    )
+    line = _line(folder, "min_duration_seconds:")
+    assert _refused(folder) == (
+        f"{_manifest(folder)}:{line}: events.min_duration_seconds: must be within 0..86400,"
+        " got -1.0"
+    )
