@@ -24,6 +24,7 @@ from edge.model.rules import EventRules, agreement_problems
 from edge.outputs.clips import ClipSettings
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.schema import field, like
+from edge.yamlfile import Where
 
 DEFAULT_MODEL = "flysong"
 DEFAULT_CONFIG = Path("/etc/soundwatch/config.yaml")
@@ -264,7 +265,7 @@ class Loaded:
 
     config: Config
     path: Path | None
-    where: schema.Where
+    where: Where
 
     def resolve(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -276,7 +277,7 @@ class Loaded:
 def load_config(path: Path | None) -> Loaded:
     """Load `path` (None: built-in defaults)."""
     if path is None:
-        return Loaded(Config(), None, schema.Where.nowhere("<defaults>"))
+        return Loaded(Config(), None, Where.nowhere("<defaults>"))
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     config, where = schema.load_located(Config, path)

@@ -31,14 +31,9 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from edge.errors import ConfigError
+from edge.yamlfile import Path_, Where, dotted, parse_yaml, read_text
 
 T = TypeVar("T")
-_MAX_DEPTH = 50  # no config or manifest nests this deep; only a self-referencing alias does
-# Configs and manifests are a few kB with a few hundred values; these bounds stop a huge file or
-# a fan-out of aliases (8 lines can mean 10^8 values) before anything walks it.
-MAX_YAML_BYTES = 1 << 20
-MAX_YAML_VALUES = 100_000
-Path_ = tuple[str | int, ...]
 
 
 def field(
@@ -151,138 +146,6 @@ def _numbers(value: Any, path: Path_) -> Iterator[tuple[Path_, float]]:
             yield from _numbers(item, (*path, key))
 
 
-class Where:
-    """Maps a key path such as ("source", "device") to the line it was written on.
-
-    Also keeps each plain scalar's text as written (so `version: 2026.10` stays "2026.10",
-    not the float's "2026.1") and the keys written twice in one mapping, which YAML loaders
-    silently resolve to the last one.
-    """
-
-    def __init__(self, source: str, root: yaml.Node | None) -> None:
-        self.source = source
-        self.lines: dict[Path_, int] = {}
-        self.texts: dict[Path_, str] = {}
-        self.duplicates: list[str] = []
-        if root is not None:
-            self._walk(root, ())
-
-    def _walk(self, node: yaml.Node, path: Path_) -> None:
-        if len(path) > _MAX_DEPTH:  # an alias that contains itself (`&a [*a]`)
-            mark = node.start_mark
-            raise yaml.YAMLError(f"nested deeper than {_MAX_DEPTH} levels at line {mark.line + 1}")
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.ScalarNode) and not node.style:
-            self.texts[path] = str(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key, value in node.value:
-                name = str(key.value)
-                line = key.start_mark.line + 1
-                sub = (*path, name)
-                if name in seen:
-                    self.duplicates.append(
-                        f"{self.source}:{line}: {dotted(sub)}: written twice (also on line"
-                        f" {seen[name]}); remove one"
-                    )
-                seen[name] = line
-                self._walk(value, sub)
-                # the key's own line is more useful than where its value starts
-                self.lines[sub] = line
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._walk(item, (*path, i))
-
-    @classmethod
-    def nowhere(cls, source: str) -> Where:
-        return cls(source, None)
-
-    def __call__(self, path: Path_) -> str:
-        return self.where(path)
-
-    def where(self, path: Path_) -> str:
-        """`file:line: a.b[2]` for the deepest part of `path` that has a line."""
-        for n in range(len(path), -1, -1):
-            if path[:n] in self.lines:
-                return f"{self.source}:{self.lines[path[:n]]}: {dotted(path) or '(top level)'}"
-        return f"{self.source}: {dotted(path) or '(top level)'}"
-
-
-def dotted(path: Path_) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that leaves times as text: `start: 2026-11-22T10:23:14Z` is a string for the
-    schema to check, and `2026-13-01` is a bad time for that check to name, not a crash."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
-    """Parse YAML text; a syntax error becomes a ConfigError with its line."""
-    if len(text) > MAX_YAML_BYTES:
-        raise ConfigError(
-            f"{source}: {len(text):,} characters; a config is at most {MAX_YAML_BYTES:,}"
-        )
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-        if root is not None and _expanded_size(root) > MAX_YAML_VALUES:
-            raise ConfigError(
-                f"{source}: more than {MAX_YAML_VALUES:,} values once its aliases are expanded;"
-                " write the values out, or use fewer aliases"
-            )
-        data = yaml.load(text, Loader=_Loader) if root is not None else None
-        lines = Where(source, root)
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...)
-        at = text.count("\n", 0, exc.position) + 1
-        char = exc.character
-        problem = f"character {hex(char) if isinstance(char, int) else repr(char)} is not allowed"
-        raise ConfigError(f"{source}:{at}: not valid YAML ({problem})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
-        raise ConfigError(f"{source}{where}: not valid YAML ({problem})") from None
-    except (ValueError, TypeError, AttributeError) as exc:
-        # Explicit tags PyYAML cannot construct (`!!int abc`) fail outside its error types.
-        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
-    except RecursionError:  # PyYAML's composer recurses once per level: [[[[...
-        raise ConfigError(f"{source}: not valid YAML (nested too deep)") from None
-    return data, lines
-
-
-def _expanded_size(root: yaml.Node) -> int:
-    """How many values `root` holds with every alias expanded (a shared node counts each time
-    it is used), each node counted once and the count capped just past MAX_YAML_VALUES."""
-    sizes: dict[int, int] = {}
-
-    def size(node: yaml.Node, depth: int) -> int:
-        if depth > _MAX_DEPTH:  # an alias that contains itself (`&a [*a]`)
-            mark = node.start_mark
-            raise yaml.YAMLError(f"nested deeper than {_MAX_DEPTH} levels at line {mark.line + 1}")
-        known = sizes.get(id(node))
-        if known is not None:
-            return known
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = node.value
-        total = 1 + sum(size(child, depth + 1) for child in children)
-        sizes[id(node)] = min(total, MAX_YAML_VALUES + 1)
-        return sizes[id(node)]
-
-    return size(root, 0)
-
-
 def load_located(cls: type[T], path: Path) -> tuple[T, Where]:
     """Read `path` as YAML into dataclass `cls`, or raise ConfigError listing every problem.
 
@@ -290,18 +153,6 @@ def load_located(cls: type[T], path: Path) -> tuple[T, Where]:
     against its bundle's).
     """
     return from_text(cls, read_text(path), str(path))
-
-
-def read_text(path: Path) -> str:
-    """The UTF-8 text of `path`; an unreadable or undecodable file is a ConfigError."""
-    try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; at most {MAX_YAML_BYTES:,}")
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def from_text(cls: type[T], text: str, source: str) -> tuple[T, Where]:

@@ -33,6 +33,7 @@ from edge.outputs.evidence import Evidence
 from edge.outputs.files import DaemonFiles, Fanout
 from edge.pipeline import feed
 from edge.records import Event, SecondRow, Sink, StreamInfo
+from edge.yamlfile import Where
 from tests.audio import noise, peak_frequency_hz, rms_dbfs, tone, tone_events, write_wav
 
 ANCHOR = datetime(2026, 11, 22, 10, 0, 0, 300_000, tzinfo=timezone.utc)
@@ -62,7 +63,7 @@ class Recorder(Sink):
 
 def analyzer(bundle: Path, sink: Sink) -> Analyzer:
     config = schema.build(Config, {"model": {"path": str(bundle)}})
-    return build_analyzer(Loaded(config, None, schema.Where.nowhere("test")), sink)[1]
+    return build_analyzer(Loaded(config, None, Where.nowhere("test")), sink)[1]
 
 
 def run(stream: Stream, bundle: Path, sink: Sink, evidence: Evidence) -> None:

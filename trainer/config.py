@@ -28,6 +28,7 @@ from edge.errors import ConfigError
 from edge.model.frontend import LogMelSpec, mel_band_edges_hz
 from edge.model.rules import EventTiming, agreement_problems
 from edge.schema import field, like
+from edge.yamlfile import Where, parse_yaml, read_text
 from trainer.model import ModelConfig
 
 # Frame sizes derived from the sample rate when not given: the power of two nearest 25.6 ms of
@@ -358,9 +359,9 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> T
     file's own values. A relative `augment.background` is taken from the file's folder.
     """
     data: dict[str, Any] = {}
-    lines = schema.Where.nowhere("<defaults>")
+    lines = Where.nowhere("<defaults>")
     if path is not None:
-        loaded, lines = schema.parse_yaml(schema.read_text(path), str(path))
+        loaded, lines = parse_yaml(read_text(path), str(path))
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
         data = loaded or {}
@@ -383,7 +384,7 @@ def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfi
         for part in parents:
             section = section[part]
         section[last] = value
-    return schema.build(TrainConfig, data, schema.Where.nowhere("<command line>"))
+    return schema.build(TrainConfig, data, Where.nowhere("<command line>"))
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from edge.model.frontend import LogMelSpec, n_frames
 from edge.model.rules import EventTiming
 from edge.model.runtime.base import FILE_KEYS, FileKey
 from edge.schema import field
+from edge.yamlfile import Where, parse_yaml, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def _hop_problem(hop: int, logmel: LogMelSpec | None) -> str | None:
     return None
 
 
-def _frontend_problem(problem: str, lines: schema.Where) -> str:
+def _frontend_problem(problem: str, lines: Where) -> str:
     """A LogMelSpec problem ("fmax_hz: ...") pointed at the manifest key that set it."""
     name, _, message = problem.partition(": ")
     key = ("sample_rate",) if name == "sample_rate_hz" else ("frontend", _MANIFEST_NAMES[name])
@@ -269,8 +270,8 @@ def load_bundle(folder: Path | str) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: not a model bundle (no manifest.yaml)")
     try:
-        text = schema.read_text(manifest_path)
-        data, lines = schema.parse_yaml(text, str(manifest_path))
+        text = read_text(manifest_path)
+        data, lines = parse_yaml(text, str(manifest_path))
     except ConfigError as exc:
         raise BundleError(str(exc)) from None
     # The format is checked first and alone: a future format's other fields mean nothing here.
