@@ -55,7 +55,7 @@ from edge.ops.metrics import (
 )
 from edge.ops.notify import Notifier
 from edge.ops.status import Heartbeat, StatusLine
-from edge.outputs.clips import ClipRecorder
+from edge.outputs.clips.recorder import ClipRecorder
 from edge.outputs.evidence import Evidence
 from edge.outputs.files import DaemonFiles, Fanout, Printer
 from edge.outputs.mqtt.sink import MqttSink

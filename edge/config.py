@@ -21,7 +21,7 @@ from edge.audio.levels import LevelSettings
 from edge.errors import ConfigError
 from edge.model.bundle import PREFERENCE, ModelFile
 from edge.model.rules import EventRules, agreement_problems
-from edge.outputs.clips import ClipSettings
+from edge.outputs.clips.settings import ClipSettings
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.schema import field, like
 from edge.yamlfile import Where

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.outputs.clips import ClipSettings, ClipStore, PlannedClip, clip_path
+from edge.outputs.clips.plan import PlannedClip, clip_path
+from edge.outputs.clips.settings import ClipSettings
+from edge.outputs.clips.store import ClipStore
 from edge.records import Event
 
 RATE_HZ = 8000

@@ -16,7 +16,9 @@ import soundfile as sf
 
 from edge import schema
 from edge.errors import ConfigError
-from edge.outputs.clips import PARTIAL_SUFFIX, ClipRecorder, ClipSettings, prune
+from edge.outputs.clips.recorder import ClipRecorder
+from edge.outputs.clips.settings import ClipSettings
+from edge.outputs.clips.store import PARTIAL_SUFFIX, prune
 from edge.records import Event, StreamInfo
 from tests.audio import noise
 

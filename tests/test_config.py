@@ -28,7 +28,7 @@ from edge.config import (
 from edge.errors import ConfigError
 from edge.model.bundle import Bundle, load_bundle
 from edge.model.rules import EventRules
-from edge.outputs.clips import ClipSettings
+from edge.outputs.clips.settings import ClipSettings
 from edge.outputs.mqtt.settings import MqttConfig
 from trainer.toybundle import make_tone_bundle
 

@@ -28,7 +28,8 @@ from edge.builders import build_analyzer
 from edge.clock import second_phase
 from edge.config import Config, Loaded
 from edge.detection.analysis import Analyzer
-from edge.outputs.clips import ClipRecorder, ClipSettings
+from edge.outputs.clips.recorder import ClipRecorder
+from edge.outputs.clips.settings import ClipSettings
 from edge.outputs.evidence import Evidence
 from edge.outputs.files import DaemonFiles, Fanout
 from edge.pipeline import feed

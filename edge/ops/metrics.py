@@ -61,7 +61,7 @@ from prometheus_client.process_collector import ProcessCollector
 from edge.audio.streams import Counts
 from edge.errors import ConfigError
 from edge.model.runtime.base import Backend
-from edge.outputs.clips import ClipRecorder
+from edge.outputs.clips.recorder import ClipRecorder
 from edge.outputs.evidence import Evidence
 from edge.outputs.files import DaemonFiles
 from edge.outputs.mqtt.sink import MqttSink

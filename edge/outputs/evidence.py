@@ -37,7 +37,8 @@ import numpy as np
 from edge.audio.levels import LevelMeter, LevelSettings
 from edge.clock import second_phase
 from edge.errors import ConfigError
-from edge.outputs.clips import ClipRecorder, ClipSettings
+from edge.outputs.clips.recorder import ClipRecorder
+from edge.outputs.clips.settings import ClipSettings
 from edge.records import Event, Levels, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)

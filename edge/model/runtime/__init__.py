@@ -9,17 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.errors import BundleError
-from edge.model.runtime import litert, onnx
-from edge.model.runtime.base import BACKENDS, FILE_KEYS, Backend, backend_for
+from edge.model.runtime.base import BACKENDS, FILE_KEYS, Backend, backend_for, load_backends
 
 __all__ = ["FILE_KEYS", "Backend", "available_backends", "open_backend"]
-
-# Imported for their registration side effect.
-_REGISTERED = (litert.LiteRTBackend, onnx.OnnxBackend)
 
 
 def available_backends() -> dict[str, bool]:
     """Backend key -> whether its runtime imports here, e.g. {"onnx": True, "litert": False}."""
+    load_backends()
     return {key: cls.available() for key, cls in BACKENDS.items()}
 
 

@@ -285,8 +285,15 @@ def register(cls: B) -> B:
     return cls
 
 
+def load_backends() -> None:
+    """Import the backend modules, which register themselves here; imported when first asked
+    for, so reading a config or a manifest (which only need the file keys) loads neither."""
+    from edge.model.runtime import litert, onnx  # noqa: F401
+
+
 def backend_for(file_key: str) -> type[Backend]:
     """The backend class for a bundle files key ("onnx-int8", "tflite-fp32", ...)."""
+    load_backends()
     backend_key = FILE_FORMATS.get(file_key.partition("-")[0])
     if backend_key is None or backend_key not in BACKENDS:
         raise BundleError(
