@@ -13,15 +13,13 @@ from tests.scenes import LABEL_OF, TRUTH, write_scene
 from trainer.annotations import Annotation
 from trainer.cli import main
 from trainer.evaluate import (
-    Counts,
     EvaluateError,
     EvaluationReport,
     LabelScores,
     evaluate,
-    event_counts,
     score_recording,
-    segment_counts,
 )
+from trainer.measures import Counts, event_counts, segment_counts
 from trainer.toybundle import make_tone_bundle
 
 # --- events --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from edge.errors import SoundwatchError
 from edge.model.frontend import LogMelSpec, n_frames
 from edge.model.runtime import open_backend
-from trainer.evaluate import f1_score
+from trainer.measures import f1_score
 
 logger = logging.getLogger(__name__)
 

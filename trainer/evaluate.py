@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
 from edge.errors import SoundwatchError
+from trainer.measures import Counts, event_counts, segment_counts, true_seconds
 
 FileChoice = Literal["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"]
 SEGMENT_SECONDS = 1.0  # the edge's per-second rows
@@ -50,39 +50,6 @@ class Annotated(Protocol):
     def end_seconds(self) -> float: ...
     @property
     def label(self) -> str: ...
-
-
-def f1_score(tp: int, fp: int, fn: int) -> float | None:
-    """2TP / (2TP + FP + FN); None when undefined (nothing to find and nothing found)."""
-    denominator = 2 * tp + fp + fn
-    return None if denominator == 0 else 2 * tp / denominator
-
-
-@dataclass
-class Counts:
-    """True positives, false positives, false negatives, and the figures they give."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-
-    def add(self, other: Counts) -> None:
-        self.tp, self.fp, self.fn = self.tp + other.tp, self.fp + other.fp, self.fn + other.fn
-
-    @property
-    def precision(self) -> float | None:
-        return None if self.tp + self.fp == 0 else self.tp / (self.tp + self.fp)
-
-    @property
-    def recall(self) -> float | None:
-        return None if self.tp + self.fn == 0 else self.tp / (self.tp + self.fn)
-
-    @property
-    def f1(self) -> float | None:
-        return f1_score(self.tp, self.fp, self.fn)
-
-    def figures(self) -> dict[str, float | int | None]:
-        return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
 
 
 @dataclass
@@ -192,54 +159,6 @@ def _cell(value: float | int | None) -> str:
 
 
 # ------------------------------------------------------------------------------- counting
-
-
-def true_seconds(truth: Sequence[tuple[float, float]]) -> set[int]:
-    """The seconds that (start, end) annotations touch: second i covers [i, i + 1); an
-    interval overlapping it, or a point (start == end) in it, makes it true."""
-    out: set[int] = set()
-    for start, end in truth:
-        first = math.floor(start)
-        last = first if end <= start else math.ceil(end) - 1  # end is exclusive
-        out.update(range(first, last + 1))
-    return out
-
-
-def segment_counts(
-    truth: Sequence[tuple[float, float]], seconds: dict[int, float], threshold: float
-) -> Counts:
-    """Counts over the analysed seconds (second index -> probability) of one recording.
-
-    truth: (start, end) seconds of the label's annotations; start == end for a point.
-    """
-    true = true_seconds(truth)
-    counts = Counts()
-    for i, p in seconds.items():
-        truth_i, predicted = i in true, p >= threshold
-        counts.tp += truth_i and predicted
-        counts.fp += predicted and not truth_i
-        counts.fn += truth_i and not predicted
-    return counts
-
-
-def event_counts(
-    true_onsets: Sequence[float], predicted_onsets: Sequence[float], tolerance_seconds: float
-) -> Counts:
-    """Match onsets one to one within the tolerance; the most matches possible.
-
-    Greedy in time order is optimal here: every predicted onset accepts the same width of
-    true onsets, so taking the earliest unmatched true onset in reach never blocks a later one.
-    """
-    truth = sorted(true_onsets)
-    matched = 0
-    j = 0
-    for onset in sorted(predicted_onsets):
-        while j < len(truth) and truth[j] < onset - tolerance_seconds - 1e-9:
-            j += 1  # too early for this and every later prediction
-        if j < len(truth) and truth[j] <= onset + tolerance_seconds + 1e-9:
-            matched += 1
-            j += 1
-    return Counts(matched, len(predicted_onsets) - matched, len(truth) - matched)
 
 
 def read_seconds(path: Path, labels: list[str]) -> tuple[dict[str, dict[int, float]], int]:
