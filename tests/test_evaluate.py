@@ -19,7 +19,7 @@ from trainer.evaluate import (
     evaluate,
     score_recording,
 )
-from trainer.measures import Counts, event_counts, segment_counts
+from trainer.measures import Counts, boundary_counts, event_counts, point_counts, segment_counts
 from trainer.toybundle import make_tone_bundle
 
 # --- events --------------------------------------------------------------------------------
@@ -107,6 +107,33 @@ def test_a_scanned_recording_is_read_back_from_the_scan_files(tmp_path: Path) ->
     assert (report.seconds_scored, report.seconds_excluded) == (5, 1)
 
 
+# --- points and boundaries --------------------------------------------------------------------
+
+
+def test_point_annotations_are_counted_in_the_events_that_hold_them() -> None:
+    """Dense pulse annotations are points; the edge finds one event per train of pulses.
+    Two trains of 10 pulses, found as two events, plus a false alarm: onsets match 2 of 20
+    (event F1 0.17), while 19 of 20 pulses fall in an event and 2 of 3 events hold a pulse."""
+    pulses = [1.0 + 0.04 * k for k in range(10)] + [5.0 + 0.04 * k for k in range(10)]
+    events = [(0.98, 1.40), (5.01, 5.33), (8.0, 8.5)]  # the second misses the last pulse
+    assert event_counts(pulses, [a for a, _ in events], 0.05) == Counts(tp=2, fp=1, fn=18)
+    found = point_counts(pulses, events, 0.02)
+    assert (found.points_found, found.points, found.events_right, found.events) == (19, 20, 2, 3)
+    assert found.recall == pytest.approx(0.95) and found.precision == pytest.approx(2 / 3)
+    assert found.f1 == pytest.approx(2 * 0.95 * (2 / 3) / (0.95 + 2 / 3))
+
+
+def test_boundaries_match_on_onset_and_offset() -> None:
+    truth = [(1.0, 2.0), (4.0, 4.5), (7.0, 10.0)]
+    predicted = [
+        (1.1, 2.15),  # onset 0.1 off, offset 0.15 off: within max(0.2, 0.2 s)
+        (4.05, 5.5),  # offset 1 s late: onset alone would match, not both
+        (7.0, 9.5),  # offset 0.5 s early, 20% of 3 s is 0.6: a match
+    ]
+    assert boundary_counts(truth, predicted, 0.2) == Counts(tp=2, fp=1, fn=1)
+    assert event_counts([a for a, _ in truth], [a for a, _ in predicted], 0.2).tp == 3
+
+
 # --- the real scan path ----------------------------------------------------------------------
 
 
@@ -168,6 +195,7 @@ def test_the_evaluate_command_prints_a_table_and_writes_json_and_csv(
         writer.writerow(["file", "start_seconds", "end_seconds", "label"])
         for s, e, hz in TRUTH:
             writer.writerow([wav.name, s, e, LABEL_OF[hz]])
+            writer.writerow([wav.name, s, e, LABEL_OF[hz]])  # a second annotator, the same
     out = tmp_path / "eval"
 
     code = main(["evaluate", "--model", str(tone_bundle), "--data", str(table), "--out", str(out)])
@@ -182,6 +210,17 @@ def test_the_evaluate_command_prints_a_table_and_writes_json_and_csv(
         rows = list(csv.DictReader(f))
     assert [r["label"] for r in rows] == ["tone-1k", "tone-3k"]
     assert rows[0]["event_recall"] == "1" and rows[0]["segment_fp"] == "0"
+    # Identical rows from two annotators count once (issue 12, item 3): 3 tone-1k events.
+    assert result["labels"]["tone-1k"]["event"]["tp"] == 3 and "duplicate" in printed
+    # Intervals are matched on onset and offset too, and the threshold curve is kept.
+    assert result["labels"]["tone-3k"]["event_boundaries"]["f1"] == 1.0
+    best = result["labels"]["tone-3k"]["best_segment"]
+    assert best["f1"] == 1.0 and 0 < best["threshold"] <= 1
+    with (out / "segment-pr-tone-3k.csv").open() as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) >= 2 and float(curve[-1]["recall"]) == 1.0
+    png = (out / "segment-pr.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
 
 def test_the_evaluate_command_reports_a_bad_tolerance_in_one_line(

@@ -93,6 +93,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = load_any(Path(args.data), **_annotation_options(args))
     for problem in data.problems:
         print(f"skipped: {problem}", file=sys.stderr)
+    data, duplicates = data.without_duplicates()
+    if duplicates:  # two annotators marking the same sound: one true event, not two
+        print(f"dropped {duplicates} duplicate annotations (same recording, label, start, end)")
     out = Path(args.out) if args.out else None
     report = evaluate(
         Path(args.model),

@@ -27,8 +27,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
+import numpy as np
+
 from edge.errors import SoundwatchError
-from trainer.measures import Counts, event_counts, segment_counts, true_seconds
+from trainer.measures import (
+    Counts,
+    PointCounts,
+    boundary_counts,
+    event_counts,
+    point_counts,
+    segment_counts,
+    true_seconds,
+)
+from trainer.scoring import pr_curve
 
 FileChoice = Literal["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"]
 SEGMENT_SECONDS = 1.0  # the edge's per-second rows
@@ -57,8 +68,36 @@ class LabelScores:
     label: str
     threshold: float
     segment: Counts = field(default_factory=Counts)
-    event: Counts = field(default_factory=Counts)
+    event: Counts = field(default_factory=Counts)  # onsets matched
+    boundary: Counts = field(default_factory=Counts)  # interval annotations: onset and offset
+    points: PointCounts = field(default_factory=PointCounts)  # point annotations in events
     events: bool = True  # False for the bundle's background labels: no events to count
+    # Every analysed second: whether it is true, and its probability (the threshold curve).
+    second_truth: list[bool] = field(default_factory=list, repr=False)
+    second_scores: list[float] = field(default_factory=list, repr=False)
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Segment (thresholds descending, precision, recall) at every threshold."""
+        thresholds, precision, recall = pr_curve(
+            np.array(self.second_truth), np.array(self.second_scores)
+        )
+        return thresholds, precision, recall
+
+    def best_segment(self) -> dict[str, float] | None:
+        """The threshold with the best segment F1 on these recordings, and its figures: what
+        the bundle's threshold could reach here (None without true seconds)."""
+        thresholds, precision, recall = self.curve()
+        if not len(thresholds):
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+        i = int(np.argmax(f1))
+        return {
+            "threshold": float(thresholds[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+        }
 
 
 @dataclass
@@ -90,6 +129,9 @@ class EvaluationReport:
                     "threshold": s.threshold,
                     "segment": s.segment.figures(),
                     "event": s.event.figures() if s.events else None,
+                    "event_boundaries": s.boundary.figures() if s.events else None,
+                    "points": s.points.figures() if s.events and s.points.points else None,
+                    "best_segment": s.best_segment(),
                 }
                 for s in self.labels
             },
@@ -132,7 +174,34 @@ class EvaluationReport:
                 f" labels; {self.seconds_annotated} of {self.seconds_scored} s"
                 f" ({self.annotated_fraction:.0%}) hold an annotation"
             )
+        rows += self._more_measures()
         return "\n".join(rows)
+
+    def _more_measures(self) -> list[str]:
+        """Lines for the measures that fit each kind of annotation, and the best threshold."""
+        out = []
+        for s in self.labels:
+            if s.events and s.points.points:
+                p = s.points
+                out.append(
+                    f"{s.label}: {p.points_found} of {p.points} annotated points fall in an event"
+                    f" (recall {_pct(p.recall).strip()}); {p.events_right} of {p.events} events"
+                    f" hold a point (precision {_pct(p.precision).strip()})"
+                )
+            if s.events and s.boundary.tp + s.boundary.fn:
+                b = s.boundary
+                out.append(
+                    f"{s.label}: onset and offset matched (offset within 20% of the length):"
+                    f" F1 {_pct(b.f1).strip()} ({b.tp}/{b.fp}/{b.fn})"
+                )
+            best = s.best_segment()
+            if best is not None:
+                out.append(
+                    f"{s.label}: best segment F1 over thresholds {best['f1']:.3f} at"
+                    f" {best['threshold']:.3g} (the bundle's {s.threshold:.3g}:"
+                    f" {_pct(s.segment.f1).strip()})"
+                )
+        return out
 
     def write(self, out: Path) -> None:
         """`evaluation.json` (everything) and `evaluation.csv` (one row per label) in `out`."""
@@ -148,6 +217,38 @@ class EvaluationReport:
                 writer.writerow(
                     [s.label, s.threshold, *(_cell(f[x]) for f in figures for x in stats)]
                 )
+        write_curves(self.labels, out)
+
+
+def write_curves(labels: Sequence[LabelScores], out: Path) -> None:
+    """`segment-pr-<label>.csv` (threshold, precision, recall) for each label with true
+    seconds, and `segment-pr.png` drawing them with each bundle threshold marked."""
+    drawn = []
+    for s in labels:
+        thresholds, precision, recall = s.curve()
+        if not len(thresholds):
+            continue
+        with (out / f"segment-pr-{s.label}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["threshold", "precision", "recall"])
+            rows = zip(thresholds.tolist(), precision.tolist(), recall.tolist(), strict=True)
+            writer.writerows(rows)
+        drawn.append((s, recall, precision))
+    if not drawn:
+        return
+    from trainer.report import new_figure
+
+    plot = new_figure()
+    axes = plot.subplots()
+    for s, recall, precision in drawn:
+        (line,) = axes.plot(recall, precision, label=s.label)
+        at = s.segment
+        if at.precision is not None and at.recall is not None:
+            axes.plot([at.recall], [at.precision], "o", color=line.get_color())
+    axes.set(xlabel="recall (seconds)", ylabel="precision (seconds)", xlim=(0, 1.02))
+    axes.set(ylim=(0, 1.02), title="segment precision-recall over thresholds (dot: the bundle's)")
+    axes.legend(loc="lower left")
+    plot.savefig(out / "segment-pr.png")
 
 
 def _pct(value: float | None) -> str:
@@ -177,13 +278,14 @@ def read_seconds(path: Path, labels: list[str]) -> tuple[dict[str, dict[int, flo
     return out, excluded
 
 
-def read_onsets(path: Path, labels: list[str]) -> dict[str, list[float]]:
-    """Per label, onsets (s from the recording's start) of the events in a scan JSONL."""
-    out: dict[str, list[float]] = {label: [] for label in labels}
+def read_events(path: Path, labels: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """Per label, (start, end) in s from the recording's start of the events in a scan JSONL."""
+    out: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
     for line in path.read_text(encoding="utf-8").splitlines():
         message = json.loads(line)
         if message["type"] == "end" and message["label"] in out:
-            out[message["label"]].append(float(message["start_offset"]))
+            span = (float(message["start_offset"]), float(message["end_offset"]))
+            out[message["label"]].append(span)
     return out
 
 
@@ -196,24 +298,29 @@ def score_recording(
     """Add one scanned recording (its annotations and scan outputs) to `report`."""
     labels = [s.label for s in report.labels]
     seconds, excluded = read_seconds(probabilities_csv, labels)
-    onsets = read_onsets(events_jsonl, labels)
+    found = read_events(events_jsonl, labels)
     report.seconds_scored += len(seconds[labels[0]]) if labels else 0
     report.seconds_excluded += excluded
     kept = [(a.start_seconds, a.end_seconds) for a in annotations if a.label in labels]
     if labels:
         report.seconds_annotated += len(true_seconds(kept) & seconds[labels[0]].keys())
+    tolerance = report.onset_tolerance_seconds
     for s in report.labels:
-        mine = [a for a in annotations if a.label == s.label]
-        s.segment.add(
-            segment_counts([(a.start_seconds, a.end_seconds) for a in mine], seconds[s.label],
-                           s.threshold)
-        )  # fmt: skip
+        mine = [(a.start_seconds, a.end_seconds) for a in annotations if a.label == s.label]
+        s.segment.add(segment_counts(mine, seconds[s.label], s.threshold))
+        true = true_seconds(mine)
+        for i, p in seconds[s.label].items():
+            s.second_truth.append(i in true)
+            s.second_scores.append(p)
         if not s.events:
             continue
-        s.event.add(
-            event_counts([a.start_seconds for a in mine], onsets[s.label],
-                         report.onset_tolerance_seconds)
-        )  # fmt: skip
+        events = found[s.label]
+        s.event.add(event_counts([start for start, _ in mine], [a for a, _ in events], tolerance))
+        intervals = [(a, b) for a, b in mine if b > a]
+        s.boundary.add(boundary_counts(intervals, events, tolerance))
+        points = [a for a, b in mine if b <= a]
+        if points:
+            s.points.add(point_counts(points, events, tolerance))
 
 
 # ------------------------------------------------------------------------------- the scan

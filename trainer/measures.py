@@ -90,3 +90,71 @@ def event_counts(
             matched += 1
             j += 1
     return Counts(matched, len(predicted_onsets) - matched, len(truth) - matched)
+
+
+@dataclass
+class PointCounts:
+    """Point annotations (start == end, a pulse) against the events found, which span many
+    points (one event per pulse train): a point is found when it falls in an event, an event
+    is right when it holds a point. Recall and precision count different things, so both
+    totals are kept."""
+
+    points_found: int = 0
+    points: int = 0
+    events_right: int = 0
+    events: int = 0
+
+    def add(self, other: PointCounts) -> None:
+        self.points_found += other.points_found
+        self.points += other.points
+        self.events_right += other.events_right
+        self.events += other.events
+
+    @property
+    def recall(self) -> float | None:
+        return None if self.points == 0 else self.points_found / self.points
+
+    @property
+    def precision(self) -> float | None:
+        return None if self.events == 0 else self.events_right / self.events
+
+    @property
+    def f1(self) -> float | None:
+        p, r = self.precision, self.recall
+        return None if p is None or r is None or p + r == 0 else 2 * p * r / (p + r)
+
+    def figures(self) -> dict[str, float | int | None]:
+        return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
+
+
+def point_counts(
+    points: Sequence[float], events: Sequence[tuple[float, float]], tolerance_seconds: float
+) -> PointCounts:
+    """Points in events ([start - tolerance, end + tolerance]), and events holding a point."""
+    spans = [(start - tolerance_seconds, end + tolerance_seconds) for start, end in events]
+    found = sum(any(a <= p <= b for a, b in spans) for p in points)
+    right = sum(any(a <= p <= b for p in points) for a, b in spans)
+    return PointCounts(found, len(points), right, len(events))
+
+
+def boundary_counts(
+    truth: Sequence[tuple[float, float]],
+    predicted: Sequence[tuple[float, float]],
+    tolerance_seconds: float,
+    offset_share: float = 0.2,
+) -> Counts:
+    """Events matched on onset and offset (as DCASE's event-based F1): the onsets within the
+    tolerance and the offsets within the larger of the tolerance and `offset_share` of the
+    true event's length; one to one, greedily in onset order."""
+    unmatched = sorted(truth)
+    tp = 0
+    for start, end in sorted(predicted):
+        for k, (t_start, t_end) in enumerate(unmatched):
+            offset_tolerance = max(tolerance_seconds, offset_share * (t_end - t_start))
+            if abs(start - t_start) <= tolerance_seconds + 1e-9 and (
+                abs(end - t_end) <= offset_tolerance + 1e-9
+            ):
+                tp += 1
+                del unmatched[k]
+                break
+    return Counts(tp, len(predicted) - tp, len(unmatched))

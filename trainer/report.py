@@ -112,7 +112,7 @@ def to_json(value: Any) -> str:
     return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
-def _figure(width: float = 6.0, height: float = 4.0) -> Any:
+def new_figure(width: float = 6.0, height: float = 4.0) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -148,7 +148,7 @@ def write_report(
         ["true \\ predicted", *columns],
         [[r, *m] for r, m in zip(rows, matrix.tolist(), strict=True)],
     )
-    figure = _figure(1.5 + 0.9 * len(columns), 1.2 + 0.6 * len(rows))
+    figure = new_figure(1.5 + 0.9 * len(columns), 1.2 + 0.6 * len(rows))
     ax = figure.add_subplot()
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
@@ -167,7 +167,7 @@ def write_report(
             ["threshold", "precision", "recall"],
             [[f"{a:.6g}", f"{b:.6g}", f"{c:.6g}"] for a, b, c in zip(t, p, r, strict=True)],
         )
-        figure = _figure(4.5, 4.0)
+        figure = new_figure(4.5, 4.0)
         ax = figure.add_subplot()
         ax.plot(r, p, drawstyle="steps-post")
         chosen = metrics["per_label"][label]
@@ -198,7 +198,7 @@ def write_report(
         "seconds",
     ]
     _write_csv(folder / "curves.csv", keys, [[h.get(k) for k in keys] for h in history])
-    figure = _figure(8.0, 3.5)
+    figure = new_figure(8.0, 3.5)
     loss_ax, f1_ax = figure.subplots(1, 2)
     for fold in sorted({h["fold"] for h in history}):
         rows_f = [h for h in history if h["fold"] == fold]
