@@ -48,6 +48,7 @@ from edge.ops.metrics import (
     MetricsServer,
     MetricsSink,
     MqttMetrics,
+    ThreadMetrics,
     create_metrics,
     timed,
     watch,
@@ -61,6 +62,7 @@ from edge.outputs.mqtt.sink import MqttSink
 from edge.pipeline import Lane, feed_lanes
 from edge.records import Sink, StreamInfo
 from edge.reload import Reload, Reloader
+from edge.threads import Supervised
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio
     from edge.audio.live import LiveSource
@@ -115,6 +117,10 @@ class App:
             self.sinks.append(self.mqtt)
             self._mqtt_metrics = MqttMetrics(self.metrics, self.mqtt)
         self.sinks.append(self.metrics_sink)
+        # The threads soundwatch starts, each supervised (edge/threads.py): only the MQTT
+        # publisher. Clips, files and the heartbeat run on the processing thread.
+        self.threads: list[Supervised] = self.mqtt.threads if self.mqtt is not None else []
+        self._thread_metrics = ThreadMetrics(self.metrics, self.threads)
         self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         self.files_failed = 0
         self._status_line = StatusLine()
@@ -282,13 +288,15 @@ class App:
         self._clip_metrics.update()
         if self._mqtt_metrics is not None:
             self._mqtt_metrics.update()
+        self._thread_metrics.update()
 
     def _status_text(self) -> str:
         stream = self._stream
         where = f"{stream.name} at {stream.rate_hz} Hz" if stream is not None else None
         m = self.bundle.manifest
         events = self.metrics_sink.events_within(3600)
-        return self._status_line.text(self.live, where, f"{m.name} {m.version}", events)
+        down = [f"{t.name} down ({t.down})" for t in self.threads if t.down]
+        return self._status_line.text(self.live, where, f"{m.name} {m.version}", events, down)
 
     # -- SIGHUP --------------------------------------------------------------------------------
 

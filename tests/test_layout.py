@@ -1,7 +1,7 @@
 """The package reads as the pipeline: no module imports from a stage above its own.
 
-    foundation (errors, clock, schema, records)  <  audio  <  model  <  detection  <  outputs
-    <  ops  <  the wiring at the top (config, builders, pipeline, app, scan, bench, cli)
+    foundation (errors, clock, schema, records, threads)  <  audio  <  model  <  detection
+    <  outputs  <  ops  <  the wiring at the top (config, builders, pipeline, app, scan, bench, cli)
 
 Imports inside functions count too: a lazy import pointing up is still a circle waiting to
 happen. And the edge never imports the trainer or torch (a Pi does not install them).
@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 EDGE = Path(__file__).resolve().parent.parent / "edge"
-FOUNDATION = {"edge", "edge.errors", "edge.clock", "edge.schema", "edge.records"}
+FOUNDATION = {"edge", "edge.errors", "edge.clock", "edge.schema", "edge.records", "edge.threads"}
 STAGES = ["audio", "model", "detection", "outputs", "ops"]
 
 

@@ -31,6 +31,11 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
     soundwatch_mqtt_seconds_total{result}       per-second messages (probabilities, levels,
                                                 QoS 0): published, dropped (not connected
                                                 or falling behind)
+    soundwatch_outbox_corrupt_total             corrupt outbox files set aside at a start
+    soundwatch_outbox_recovered_total           messages recovered from those
+    soundwatch_thread_restarts_total{thread}    threads started again after an error
+    soundwatch_thread_up{thread}                1 while the thread works, 0 while it waits to
+                                                be started again after an error
     soundwatch_model_info{name,version,backend} 1, for the model running now
     soundwatch_sound_level_db{band,unit}        the last second's level (band "broadband" or
                                                 a nominal centre in Hz), with `levels:` on
@@ -39,6 +44,9 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
     soundwatch_clips_deleted_total              clips removed by retention (size, age)
     soundwatch_clips_bytes                      bytes of clips kept on disk
     soundwatch_clips_paused                     1 while clips are paused after a failure
+
+The MQTT counters and the outbox's continue across restarts: the outbox keeps their totals
+(edge/outputs/mqtt/outbox.py), and they start from those.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from edge.outputs.clips import ClipRecorder
 from edge.outputs.evidence import Evidence
 from edge.outputs.mqtt.sink import MqttSink
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
+from edge.threads import Supervised
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +82,7 @@ GAP_REASONS = ("overrun", "device", "overload")
 CLIP_RESULTS = ("written", "failed", "skipped")
 MQTT_EVENT_RESULTS = ("published", "rejected", "dropped")
 MQTT_SECOND_RESULTS = ("published", "dropped")
+THREADS = ("mqtt-publisher",)  # the threads soundwatch starts (edge/threads.py), when in use
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,10 @@ class Metrics:
     outbox_pending: Gauge
     mqtt_events: Counter
     mqtt_seconds: Counter
+    outbox_corrupt: Counter
+    outbox_recovered: Counter
+    thread_restarts: Counter
+    thread_up: Gauge
     model_info: Gauge
     sound_level: Gauge
     clips: Counter
@@ -167,6 +181,21 @@ def create_metrics() -> Metrics:
             ["result"],
             registry=r,
         ),
+        outbox_corrupt=Counter(
+            p + "outbox_corrupt", "Corrupt outbox files set aside at a start", registry=r
+        ),
+        outbox_recovered=Counter(
+            p + "outbox_recovered", "Event messages recovered from corrupt outboxes", registry=r
+        ),
+        thread_restarts=Counter(
+            p + "thread_restarts", "Threads started again after an error", ["thread"], registry=r
+        ),
+        thread_up=Gauge(
+            p + "thread_up",
+            "1 while the thread works, 0 while it waits to be started again",
+            ["thread"],
+            registry=r,
+        ),
         model_info=Gauge(
             p + "model_info", "The model running", ["name", "version", "backend"], registry=r
         ),
@@ -193,6 +222,8 @@ def create_metrics() -> Metrics:
         metrics.mqtt_events.labels(result)
     for result in MQTT_SECOND_RESULTS:
         metrics.mqtt_seconds.labels(result)
+    for thread in THREADS:  # not thread_up: a thread not in use is not down
+        metrics.thread_restarts.labels(thread)
     # A health check (edge/ops/health.py) reads the age of this: the start counts as fresh, so
     # loading the model is not "stopped analysing".
     metrics.last_analysed.set_to_current_time()
@@ -293,9 +324,13 @@ class MqttMetrics:
         self.sink = sink
         self._counters = [metrics.mqtt_events.labels(r) for r in MQTT_EVENT_RESULTS]
         self._counters += [metrics.mqtt_seconds.labels(r) for r in MQTT_SECOND_RESULTS]
+        self._counters += [metrics.outbox_corrupt, metrics.outbox_recovered]
         self._seen = [0] * len(self._counters)
         watch(metrics.mqtt_connected, lambda: sink.connected)
         watch(metrics.outbox_pending, lambda: len(sink.outbox))
+        # Now, before the first scrape: the totals of earlier runs, so a restart is not seen as
+        # a counter that fell to 0 and jumped (which rate() and increase() would count again).
+        self.update()
 
     def update(self) -> None:
         s = self.sink
@@ -305,11 +340,31 @@ class MqttMetrics:
             s.events_dropped_full,
             s.seconds_published,
             s.seconds_dropped,
+            s.outbox_corrupt,
+            s.outbox_recovered,
         )
         for i, (counter, value) in enumerate(zip(self._counters, now, strict=True)):
             if value != self._seen[i]:
                 counter.inc(max(0, value - self._seen[i]))
                 self._seen[i] = value
+
+
+class ThreadMetrics:
+    """The supervised threads' restarts into the metrics, by difference (processing thread,
+    per tick); whether each works is read at scrape time."""
+
+    def __init__(self, metrics: Metrics, threads: list[Supervised]) -> None:
+        self.threads = threads
+        self._counters = [metrics.thread_restarts.labels(t.name) for t in threads]
+        self._seen = [0] * len(threads)
+        for t in threads:
+            watch(metrics.thread_up.labels(t.name), lambda t=t: not t.down)  # type: ignore[misc]
+
+    def update(self) -> None:
+        for i, thread in enumerate(self.threads):
+            if thread.restarts != self._seen[i]:
+                self._counters[i].inc(thread.restarts - self._seen[i])
+                self._seen[i] = thread.restarts
 
 
 class MetricsSink(Sink):

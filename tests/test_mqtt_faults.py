@@ -1,0 +1,123 @@
+"""MQTT when parts fail, against a real mosquitto: a publisher whose SQLite read fails, a broker
+that refuses a message, totals that outlive a restart, and a daemon that starts on a corrupt
+outbox. Without its fix, each loses events, or the count of them, without a word."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.ops.metrics import MqttMetrics, ThreadMetrics, create_metrics
+from edge.outputs.mqtt.outbox import Outbox
+from edge.records import ANALYSED, Event, SecondRow
+from tests.mqtt_broker import Mosquitto, Subscriber
+from tests.test_mqtt import arrived, sink_for
+
+
+def an_event(name: str, label: str = "a") -> Event:
+    return Event(name, "start", label, 1.0, None, None, None, 0.9, 0.9, 0.5, "t")
+
+
+def wait(condition: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.02)
+
+
+def test_a_publisher_whose_read_fails_is_restarted_and_publishing_resumes(
+    tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox table disappears under the running publisher (renamed by another
+    connection, as a broken migration or a tool on the device might): its read fails with an
+    SQLite error. The thread must not die: it is restarted, counted, and once the table is
+    back the next event goes out."""
+    sink = sink_for(broker, tmp_path)
+    metrics = create_metrics()
+    threads = ThreadMetrics(metrics, sink.threads)
+    subscriber = Subscriber(broker, ["soundwatch/box/events"])
+    other = sqlite3.connect(tmp_path / "outbox.sqlite3", isolation_level=None)
+    publisher = sink.publisher.thread
+    try:
+        with caplog.at_level(logging.WARNING):
+            sink.start()
+            sink.event(an_event("e0"))
+            subscriber.wait_for(lambda ms: len(ms) >= 1, 10, "e0")
+            other.execute("ALTER TABLE outbox RENAME TO outbox_away")
+            wait(lambda: publisher.restarts >= 1, "a restart after the failed read")
+            threads.update()
+            assert publisher.down.startswith("OutboxError: ")
+            assert "no such table: outbox" in publisher.down
+            up = metrics.registry.get_sample_value
+            assert up("soundwatch_thread_up", {"thread": "mqtt-publisher"}) == 0
+            other.execute("ALTER TABLE outbox_away RENAME TO outbox")
+            sink.event(an_event("e1"))
+            subscriber.wait_for(lambda ms: len(ms) >= 2, 10, "e1 after the restart")
+            threads.update()
+    finally:
+        other.close()
+        sink.close()
+        subscriber.close()
+    assert [m["id"] for m in arrived(subscriber)] == ["e0", "e1"]
+    restarts = metrics.registry.get_sample_value(
+        "soundwatch_thread_restarts_total", {"thread": "mqtt-publisher"}
+    )
+    assert restarts == publisher.restarts >= 1
+    assert up("soundwatch_thread_up", {"thread": "mqtt-publisher"}) == 1
+    tracebacks = [r for r in caplog.records if r.name == "edge.threads" and r.exc_info]
+    assert len(tracebacks) == 1  # once, however often it failed while the table was away
+    assert "thread mqtt-publisher failed: OutboxError" in tracebacks[0].message
+    assert (sink.events_published, len(sink.outbox)) == (2, 0)
+
+
+def test_refusals_and_drops_are_counted_and_the_totals_outlive_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An MQTT 5 broker whose ACL lets nobody write events refuses each in its PUBACK (reason
+    135, not authorized): counted as rejected, deleted, not sent again. An outbox of 2 drops
+    the oldest of 3 events made offline. A second sink on the same outbox (the daemon
+    restarted) starts its counters, and so the exported ones, from those totals."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic read soundwatch/#\ntopic write soundwatch/box/status\n")
+    broker = Mosquitto(tmp_path / "broker", options=[f"acl_file {acl}"])
+    broker.start()
+    settings = {"protocol": "5", "outbox_max_messages": 2, "probabilities": True}
+    try:
+        first = sink_for(broker, tmp_path, **settings)
+        with caplog.at_level(logging.ERROR, logger="edge.outputs.mqtt.sink"):
+            for name in ("e0", "e1", "e2"):
+                first.event(an_event(name))  # offline: e0 is dropped for room
+            first.second(SecondRow(0.0, None, ANALYSED, np.array([0.5], dtype=np.float32)))
+            first.start()
+            wait(lambda: first.events_rejected == 2, "two refusals")
+            first.close()
+        assert "the broker refused message" in caplog.text and "not authorized" in caplog.text
+        before = (first.events_published, first.events_rejected, first.events_dropped_full)
+        assert before == (0, 2, 1) and first.seconds_dropped == 1
+        assert len(first.outbox) == 0  # refused is final: not sent again
+
+        again = sink_for(broker, tmp_path, **settings)
+        metrics = create_metrics()
+        MqttMetrics(metrics, again)  # at construction, before any scrape: the totals
+        counted = metrics.registry.get_sample_value
+        events = {
+            r: counted("soundwatch_mqtt_events_total", {"result": r})
+            for r in ("published", "rejected", "dropped")
+        }
+        assert events == {"published": 0, "rejected": 2, "dropped": 1}
+        assert counted("soundwatch_mqtt_seconds_total", {"result": "dropped"}) == 1
+        again.start()
+        again.event(an_event("e3"))
+        wait(lambda: again.events_rejected == 3, "e3 refused")
+        again.close()
+    finally:
+        broker.stop()
+    totals = Outbox(tmp_path / "outbox.sqlite3", 2).totals
+    assert (totals["events_published"], totals["events_rejected"]) == (0, 3)
+    assert (totals["events_dropped"], totals["seconds_dropped"]) == (1, 1)
