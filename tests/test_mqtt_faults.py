@@ -4,7 +4,9 @@ outbox. Without its fix, each loses events, or the count of them, without a word
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -17,7 +19,8 @@ from edge.ops.metrics import MqttMetrics, ThreadMetrics, create_metrics
 from edge.outputs.mqtt.outbox import Outbox
 from edge.records import ANALYSED, Event, SecondRow
 from tests.mqtt_broker import Mosquitto, Subscriber
-from tests.test_mqtt import arrived, sink_for
+from tests.scenes import write_scene
+from tests.test_mqtt import arrived, produced, run_daemon, sink_for, write_config
 
 
 def an_event(name: str, label: str = "a") -> Event:
@@ -121,3 +124,62 @@ def test_refusals_and_drops_are_counted_and_the_totals_outlive_a_restart(
     totals = Outbox(tmp_path / "outbox.sqlite3", 2).totals
     assert (totals["events_published"], totals["events_rejected"]) == (0, 3)
     assert (totals["events_dropped"], totals["seconds_dropped"]) == (1, 1)
+
+
+def corrupt_outbox(path: Path, how: str) -> list[bytes]:
+    """An outbox of 100 unsent event messages, then damaged as a power cut on an SD card
+    might leave it; returns the messages it held."""
+    box = Outbox(path, max_messages=1000)
+    held = []
+    for i in range(100):
+        payload = json.dumps({"id": f"old{i:03d}", "type": "start", "pad": "x" * 300}).encode()
+        box.add("soundwatch/box/events", payload)
+        held.append(payload)
+    box.close()
+    size = path.stat().st_size
+    if how == "truncated":
+        with path.open("r+b") as f:
+            f.truncate(size // 2)
+    elif how == "garbage page":
+        with path.open("r+b") as f:
+            f.seek(size // 2 // 4096 * 4096)
+            f.write(bytes(range(256)) * 16)
+    else:
+        path.write_text("not a database\n" * 500)
+    return held
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage page", "text"])
+def test_the_daemon_starts_on_a_corrupt_outbox_and_sends_what_was_recovered(
+    tone_bundle: Path, tmp_path: Path, broker: Mosquitto, how: str
+) -> None:
+    out = tmp_path / "out"
+    held = corrupt_outbox(out / "mqtt-outbox.sqlite3", how)
+    wav = write_scene(tmp_path / "rec_20261122T100000.wav")
+    config = write_config(
+        tmp_path, tone_bundle, broker, {"kind": "files", "paths": [str(wav)], "speed": 0}
+    )
+    subscriber = Subscriber(broker, ["soundwatch/box/events"])
+    result = run_daemon(config)
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "the MQTT outbox was corrupt" in x]
+    count = re.search(r"; (\d+) event messages recovered", line)
+    assert count is not None, line
+    recovered = int(count.group(1))
+    assert ("mqtt-outbox.sqlite3.corrupt-" in line) and len(list(out.glob("*.corrupt-*"))) == 1
+    # Seconds kept being analysed: the hour's CSV has each of the recording's 20 seconds.
+    (csv,) = out.rglob("20261122T10.csv")
+    assert sum(",analysed," in row for row in csv.read_text().splitlines()) == 20
+    # Every recovered message and every new event reached the broker, the old ones first.
+    made = [json.dumps(m, separators=(",", ":")) for m in produced(out)]
+    want = len(made) + recovered
+    subscriber.wait_for(lambda ms: len(ms) >= want, 10, f"{want} event messages")
+    subscriber.close()
+    got = [m.payload for m in subscriber.messages()]
+    old = [p for p in got if b'"old' in p]
+    assert old == [p for p in held if p in old] and len(old) == recovered
+    assert {m["id"] for m in arrived(subscriber)} >= {m["id"] for m in produced(out)}
+    if how == "text":
+        assert recovered == 0
+    else:
+        assert 0 < recovered < 100 and old[0] == held[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
@@ -143,10 +144,10 @@ PAGE = 4096  # SQLite's default page size, which the outbox keeps
 
 
 def filled(path: Path, n: int, size: int = 300) -> list[bytes]:
-    """An outbox of `n` messages of `size` bytes (about 12 to a page), checkpointed into the
+    """An outbox of `n` JSON messages of about `size` bytes (12 to a page), checkpointed into the
     main file and closed; with totals from a drop and some acknowledgements."""
     box = Outbox(path, max_messages=n)
-    sent = [f"{i:04d}".encode() + b"x" * (size - 4) for i in range(n + 2)]
+    sent = [json.dumps({"id": f"e{i:04d}", "pad": "x" * size}).encode() for i in range(n + 2)]
     for payload in sent:
         box.add("t/events", payload)  # the first 2 are dropped: the outbox holds n
     box.delete([], {"events_published": 5, "events_rejected": 1})

@@ -2,7 +2,9 @@
 
 `set_aside` moves the bad file (and its `-wal`/`-shm`, renamed alike so SQLite still pairs
 them) to `<name>.corrupt-<UTC time>`; `salvage` reads what it can from there: the messages, in
-order, skipping the rows SQLite cannot read, and the persistent totals.
+order, skipping the rows SQLite cannot read and those it reads but that are not a whole JSON
+message (a page cut short reads as zeros: such a row must not reach a subscriber as an event),
+and the persistent totals.
 
 Reading around damage: the rows are scanned in `seq` order; when the scan hits a page SQLite
 cannot read, a seek to a higher `seq` usually still works (the b-tree's interior pages lead
@@ -12,6 +14,7 @@ halving it back, so a damaged page costs a few dozen queries, not one per possib
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -77,12 +80,24 @@ def _messages(db: sqlite3.Connection) -> list[tuple[str, bytes]]:
         try:
             for seq, topic, payload in db.execute(READ_ROW, (cursor,)):
                 cursor = int(seq)
-                if isinstance(topic, str) and isinstance(payload, bytes):
+                if _intact(topic, payload):
                     kept.append((topic, payload))
             return kept
         except sqlite3.Error:
             cursor = _resume_after(db, cursor)
     return kept
+
+
+def _intact(topic: object, payload: object) -> bool:
+    """A topic and a payload that are what the outbox stores: text, and one JSON object."""
+    if not isinstance(topic, str) or not topic or "\x00" in topic:
+        return False
+    if not isinstance(payload, bytes):
+        return False
+    try:
+        return isinstance(json.loads(payload), dict)
+    except ValueError:  # not UTF-8, or not JSON: torn
+        return False
 
 
 def _readable_after(db: sqlite3.Connection, seq: int) -> bool:
