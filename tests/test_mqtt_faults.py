@@ -183,3 +183,31 @@ def test_the_daemon_starts_on_a_corrupt_outbox_and_sends_what_was_recovered(
         assert recovered == 0
     else:
         assert 0 < recovered < 100 and old[0] == held[0]
+
+
+def test_a_message_the_broker_drops_the_connection_on_is_given_up_not_sent_forever(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mosquitto's `message_size_limit` answers an MQTT 5 client's oversized event with PUBACK
+    reason 149, which paho cannot decode: it drops the connection, reconnects, and sends the
+    message again, forever, and every newer event waits behind it. After a few such short
+    connections the message is given up (counted as rejected) and the rest go out."""
+    broker = Mosquitto(tmp_path / "broker", options=["message_size_limit 1000"])
+    broker.start()
+    subscriber = Subscriber(broker, ["soundwatch/box/events"])
+    sink = sink_for(broker, tmp_path, protocol="5", reconnect_max_seconds=1)
+    try:
+        with caplog.at_level(logging.ERROR):
+            sink.start()
+            sink.event(an_event("big", "x" * 2000))
+            sink.event(an_event("e1"))
+            subscriber.wait_for(lambda ms: len(ms) >= 1, 30, "e1 after the big one")
+            wait(lambda: sink.events_published == 1, "e1 acknowledged")
+    finally:
+        sink.close()
+        subscriber.close()
+        broker.stop()
+    # e1 went out behind it at each of those connections: at least once, so maybe more.
+    assert {m["id"] for m in arrived(subscriber)} == {"e1"}
+    assert (sink.events_rejected, sink.events_published, len(sink.outbox)) == (1, 1, 0)
+    assert "unacknowledged at 3 connection losses in a row" in caplog.text

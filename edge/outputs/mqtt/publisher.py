@@ -8,7 +8,10 @@ stop, so the processing thread never waits on the network.
 Messages handed to paho before a connection drops stay in paho's memory and are sent again on
 reconnect; after a restart the outbox sends them again. A message may so arrive twice; `(id,
 type)` names it, so subscribers can drop the second. What it must never do is arrive out of
-order: see `_older_inflight`.
+order: see `_older_inflight`. Nor may one message hold up all that follow: a broker that
+drops the connection on a message (one over its `max_packet_size`; mosquitto's answer to one
+over `message_size_limit`, a PUBACK reason paho cannot decode) would otherwise get it again at
+every reconnect, forever. See `_check_poison`.
 
 The thread is supervised (edge/threads.py): an error on its way (an SQLite read that fails, a
 bug) is logged, counted and the loop started again after a backoff, with its state (what is in
@@ -36,6 +39,10 @@ SECONDS_BACKLOG = 10  # per-second payloads waiting for the publisher; more are 
 IDLE_SECONDS = 1.0  # the publisher's longest sleep when nothing wakes it
 STUCK_SECONDS = 60.0  # after a reconnect, older messages not acknowledged by then are resent
 TOTALS_SECONDS = 60.0  # how often the per-second counts are stored with the outbox's totals
+# A message still unacknowledged, the oldest, at this many connection losses in a row, each
+# within POISON_SECONDS of connecting, is one the broker will not take: it is given up.
+POISON_LOSSES = 3
+POISON_SECONDS = 10.0
 
 
 class Publisher:
@@ -68,6 +75,9 @@ class Publisher:
         self._cursor = 0  # highest outbox seq handed to paho in this process
         self._connection = 0  # connections made so far
         self._connected_at = 0.0  # time.monotonic() of the last connect
+        self._lasted = 0.0  # how long the last connection lasted, s (network thread)
+        self._seen_connection = 0  # the connection the publisher last looked at
+        self._suspect = (0, 0)  # (seq, losses): the oldest unacknowledged at connection losses
         self.thread = Supervised("mqtt-publisher", self._loop, self.stopping)
         self._started = False
 
@@ -139,6 +149,7 @@ class Publisher:
         self._wake.set()
 
     def disconnected(self) -> None:
+        self._lasted = time.monotonic() - self._connected_at
         self.connected = False
         self._wake.set()
 
@@ -173,6 +184,9 @@ class Publisher:
             self._seconds_dropped_late += len(self._seconds)
             self._seconds.clear()
             return
+        if self._connection != self._seen_connection:
+            self._seen_connection = self._connection
+            self._check_poison()
         if self._older_inflight():
             return
         room = WINDOW - len(self._inflight)
@@ -210,6 +224,35 @@ class Publisher:
         self._inflight.clear()
         self._cursor = 0
         return False
+
+    def _check_poison(self) -> None:
+        """After a reconnect: is the oldest unacknowledged message one the broker drops the
+        connection on? The same one, at POISON_LOSSES short connections in a row, is given up:
+        deleted, counted as rejected, logged, and taken out of paho's queue too (paho would
+        send it again at every reconnect). A connection that lasted longer than POISON_SECONDS
+        clears the suspicion: that was the network, not the message."""
+        older = [(seq, mid) for mid, (seq, c) in self._inflight.items() if c < self._connection]
+        if not older or self._lasted > POISON_SECONDS:
+            self._suspect = (0, 0)
+            return
+        seq, mid = min(older)
+        losses = self._suspect[1] + 1 if self._suspect[0] == seq else 1
+        self._suspect = (seq, losses)
+        if losses < POISON_LOSSES:
+            return
+        with self.client._out_message_mutex:  # no public way to withdraw a queued message
+            message = self.client._out_messages.pop(mid, None)
+        size = len(message.payload) if message is not None else 0
+        self._inflight.pop(mid, None)
+        self.outbox.delete([seq], {"events_rejected": 1})
+        self._suspect = (0, 0)
+        logger.error(
+            "an event message (%d bytes) was unacknowledged at %d connection losses in a row:"
+            " the broker drops the connection on it (over its max_packet_size or"
+            " message_size_limit?); given up and counted as rejected",
+            size,
+            losses,
+        )
 
     def _settle_acks(self) -> None:
         acks = []
