@@ -73,8 +73,8 @@ class Supervised:
                 problem, first = self._note(exc)
             failures = 1 if time.monotonic() - began >= HEALTHY_SECONDS else failures + 1
             delay = min(self.backoff_min_seconds * 2 ** (failures - 1), self.backoff_max_seconds)
-            self.restarts += 1
             self.down = f"{problem}; restarting in {delay:g} s"
+            self.restarts += 1
             if first:
                 logger.error("thread %s failed: %s", self.name, self.down, exc_info=error)
             else:

@@ -53,7 +53,7 @@ def test_a_publisher_whose_read_fails_is_restarted_and_publishing_resumes(
             sink.event(an_event("e0"))
             subscriber.wait_for(lambda ms: len(ms) >= 1, 10, "e0")
             other.execute("ALTER TABLE outbox RENAME TO outbox_away")
-            wait(lambda: publisher.restarts >= 1, "a restart after the failed read")
+            wait(lambda: publisher.down != "", "the failed read, and a restart coming")
             threads.update()
             assert publisher.down.startswith("OutboxError: ")
             assert "no such table: outbox" in publisher.down

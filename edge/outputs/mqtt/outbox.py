@@ -111,7 +111,8 @@ class Outbox:
                 raise OutboxError(f"{self.path}: SQLite refused WAL mode (got {mode})")
             db.execute("PRAGMA synchronous=FULL")
             # Reads every page of the file once: a torn page shows now, at start, not later on
-            # the publisher's read path. About a second for a full outbox of 100,000 events.
+            # the publisher's read path. A full outbox (100,000 events, 46 MB): 45 ms cached on
+            # a PC, a second or two read off an SD card.
             problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
                 error = sqlite3.DatabaseError("; ".join(map(str, problems)))
