@@ -62,7 +62,7 @@ from edge.outputs.mqtt.sink import MqttSink
 from edge.pipeline import Lane, feed_lanes
 from edge.records import Sink, StreamInfo
 from edge.reload import Reload, Reloader
-from edge.threads import Supervised
+from edge.threads import Guarded, Supervised
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio
     from edge.audio.live import LiveSource
@@ -117,9 +117,12 @@ class App:
             self.sinks.append(self.mqtt)
             self._mqtt_metrics = MqttMetrics(self.metrics, self.mqtt)
         self.sinks.append(self.metrics_sink)
-        # The threads soundwatch starts, each supervised (edge/threads.py): only the MQTT
-        # publisher. Clips, files and the heartbeat run on the processing thread.
-        self.threads: list[Supervised] = self.mqtt.threads if self.mqtt is not None else []
+        # The threads soundwatch starts or runs code on, each supervised (edge/threads.py): the
+        # MQTT publisher and paho's network thread. Clips, files and the heartbeat run on the
+        # processing thread, whose stalls the systemd watchdog catches.
+        self.threads: list[Supervised | Guarded] = []
+        if self.mqtt is not None:
+            self.threads = self.mqtt.threads
         self._thread_metrics = ThreadMetrics(self.metrics, self.threads)
         self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         self.files_failed = 0

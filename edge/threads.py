@@ -10,6 +10,11 @@ and `soundwatch_thread_up` read it); `""` while it works.
 `work` must keep its state in its object, not its frame: a restart calls it again from the
 top. Every thread soundwatch starts is one of these (edge/ops/metrics.py lists them as
 `soundwatch_thread_restarts_total{thread}`).
+
+`Guarded(name)` does the same for callbacks on a thread that someone else started and runs
+(paho's network thread): an error in one is logged the same way and counted in `restarts`, and
+that callback is abandoned, so the thread goes on (it is never `down`). Without it, an error in
+a paho callback ends paho's thread: no more reconnects, ever.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +93,48 @@ class Supervised:
             self.down = ""
 
     def _note(self, exc: Exception) -> tuple[str, bool]:
-        """The error in words, and whether this kind is new (to log its traceback)."""
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-        kind = (type(exc).__name__, where)
-        first = kind not in self._seen
-        self._seen.add(kind)
-        return f"{type(exc).__name__}: {exc}", first
+        return _note(self._seen, exc)
+
+
+class Guarded:
+    """Wraps callbacks that run on someone else's thread: `client.on_x = guard(self._on_x)`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.restarts = 0  # callbacks abandoned after an error
+        self.down = ""  # always: the thread itself goes on
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, callback: F) -> F:
+        @wraps(callback)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            except Exception as exc:
+                problem, first = _note(self._seen, exc)
+                self.restarts += 1
+                if first:
+                    logger.error(
+                        "thread %s: %s failed: %s; it goes on",
+                        self.name,
+                        callback.__name__,
+                        problem,
+                        exc_info=exc,
+                    )
+                else:
+                    logger.warning(
+                        "thread %s: %s failed again: %s", self.name, callback.__name__, problem
+                    )
+                return None
+
+        return guarded  # type: ignore[return-value]
+
+
+def _note(seen: set[tuple[str, str]], exc: Exception) -> tuple[str, bool]:
+    """The error in words, and whether this kind is new to `seen` (to log its traceback)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    kind = (type(exc).__name__, where)
+    first = kind not in seen
+    seen.add(kind)
+    return f"{type(exc).__name__}: {exc}", first

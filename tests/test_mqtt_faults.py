@@ -211,3 +211,42 @@ def test_a_message_the_broker_drops_the_connection_on_is_given_up_not_sent_forev
     assert {m["id"] for m in arrived(subscriber)} == {"e1"}
     assert (sink.events_rejected, sink.events_published, len(sink.outbox)) == (1, 1, 0)
     assert "unacknowledged at 3 connection losses in a row" in caplog.text
+
+
+def test_an_error_in_a_paho_callback_does_not_end_mqtt(
+    tmp_path: Path,
+    broker: Mosquitto,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug cannot be made on demand, so one is put in: Home Assistant's announcement raises
+    on paho's network thread at every connect. Unguarded, paho's thread ends there: no
+    connection is ever usable, and none is made again after the broker restarts. Guarded, the
+    callback is abandoned and counted, and events still go out, also after a reconnect."""
+    sink = sink_for(broker, tmp_path, homeassistant=True, reconnect_max_seconds=1)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in discovery")
+
+    monkeypatch.setattr(sink.announcements, "publish", broken)
+    subscriber = Subscriber(broker, ["soundwatch/box/events"])
+    try:
+        with caplog.at_level(logging.WARNING):
+            sink.start()
+            sink.event(an_event("e0"))
+            subscriber.wait_for(lambda ms: len(ms) >= 1, 10, "e0")
+            broker.stop()
+            wait(lambda: not sink.connected, "the connection lost")
+            broker.start()
+            sink.event(an_event("e1"))
+            subscriber.wait_for(lambda ms: len(ms) >= 2, 15, "e1 after the broker came back")
+    finally:
+        sink.close()
+        subscriber.close()
+    assert [m["id"] for m in arrived(subscriber)] == ["e0", "e1"]
+    assert sink.network.restarts == 2  # one per connect
+    tracebacks = [r for r in caplog.records if r.name == "edge.threads" and r.exc_info]
+    assert len(tracebacks) == 1
+    assert "thread mqtt-network: _on_connect failed: RuntimeError: a bug in discovery" in (
+        tracebacks[0].message
+    )

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from edge.threads import Supervised
+from edge.threads import Guarded, Supervised
 
 
 def wait_until(done: threading.Event, seconds: float = 10.0) -> None:
@@ -82,3 +82,25 @@ def test_work_that_returns_without_a_stop_is_restarted() -> None:
     thread.start()
     assert thread.join(5)
     assert len(runs) == 2 and thread.restarts == 1
+
+
+def test_a_guarded_callback_that_fails_is_counted_and_the_caller_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    guard = Guarded("network")
+    calls = []
+
+    def on_message(n: int) -> int:
+        calls.append(n)
+        if n % 2:
+            raise ValueError(f"odd {n}")
+        return n
+
+    wrapped = guard(on_message)
+    with caplog.at_level(logging.WARNING, logger="edge.threads"):
+        results = [wrapped(n) for n in range(5)]
+    assert results == [0, None, 2, None, 4] and calls == [0, 1, 2, 3, 4]
+    assert guard.restarts == 2 and guard.down == ""
+    (first, again) = caplog.records
+    assert first.exc_info is not None and "on_message failed: ValueError: odd 1" in first.message
+    assert again.exc_info is None and "on_message failed again: ValueError: odd 3" in again.message

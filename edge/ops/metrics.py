@@ -33,7 +33,8 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
                                                 or falling behind)
     soundwatch_outbox_corrupt_total             corrupt outbox files set aside at a start
     soundwatch_outbox_recovered_total           messages recovered from those
-    soundwatch_thread_restarts_total{thread}    threads started again after an error
+    soundwatch_thread_restarts_total{thread}    threads started again after an error (for
+                                                paho's: callbacks abandoned, the thread goes on)
     soundwatch_thread_up{thread}                1 while the thread works, 0 while it waits to
                                                 be started again after an error
     soundwatch_model_info{name,version,backend} 1, for the model running now
@@ -56,7 +57,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -71,7 +72,7 @@ from edge.outputs.clips import ClipRecorder
 from edge.outputs.evidence import Evidence
 from edge.outputs.mqtt.sink import MqttSink
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
-from edge.threads import Supervised
+from edge.threads import Guarded, Supervised
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ GAP_REASONS = ("overrun", "device", "overload")
 CLIP_RESULTS = ("written", "failed", "skipped")
 MQTT_EVENT_RESULTS = ("published", "rejected", "dropped")
 MQTT_SECOND_RESULTS = ("published", "dropped")
-THREADS = ("mqtt-publisher",)  # the threads soundwatch starts (edge/threads.py), when in use
+# The supervised threads (edge/threads.py), when in use: the publisher, and paho's network
+# thread, whose callbacks are guarded (a "restart" there is a callback abandoned).
+THREADS = ("mqtt-publisher", "mqtt-network")
 
 
 @dataclass(frozen=True)
@@ -353,7 +356,7 @@ class ThreadMetrics:
     """The supervised threads' restarts into the metrics, by difference (processing thread,
     per tick); whether each works is read at scrape time."""
 
-    def __init__(self, metrics: Metrics, threads: list[Supervised]) -> None:
+    def __init__(self, metrics: Metrics, threads: Sequence[Supervised | Guarded]) -> None:
         self.threads = threads
         self._counters = [metrics.thread_restarts.labels(t.name) for t in threads]
         self._seen = [0] * len(threads)

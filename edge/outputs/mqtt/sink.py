@@ -49,7 +49,7 @@ from edge.outputs.mqtt.outbox import Outbox
 from edge.outputs.mqtt.publisher import Publisher
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.records import Event, SecondRow, Sink, StreamInfo, iso
-from edge.threads import Supervised
+from edge.threads import Guarded, Supervised
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,12 @@ class MqttSink(Sink):
         self.client.will_set(
             f"{self.root}/status", self._status("offline", None), qos=1, retain=True
         )
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
+        # paho's thread ends at the first error in a callback: guarded, it goes on (counted).
+        self.network = Guarded("mqtt-network")
+        self.client.on_connect = self.network(self._on_connect)
+        self.client.on_connect_fail = self.network(self._on_connect_fail)
+        self.client.on_disconnect = self.network(self._on_disconnect)
+        self.client.on_publish = self.network(self._on_publish)
         self.outbox = Outbox(outbox_path, config.outbox_max_messages)
         self.publisher = Publisher(self.client, self.outbox)
         # Next to the outbox: the state folder, which outlives the process.
@@ -154,8 +156,8 @@ class MqttSink(Sink):
         return self.outbox.totals["recovered_messages"]
 
     @property
-    def threads(self) -> list[Supervised]:
-        return [self.publisher.thread]
+    def threads(self) -> list[Supervised | Guarded]:
+        return [self.publisher.thread, self.network]
 
     @property
     def _model(self) -> tuple[str, str]:
@@ -260,9 +262,11 @@ class MqttSink(Sink):
         client.publish(
             f"{self.root}/status", self._status("online", iso(utc_now())), qos=1, retain=True
         )
-        self._announce(again=True)
-        self._publish_sensor_states()
-        self.publisher.connected_now()
+        try:
+            self._announce(again=True)
+            self._publish_sensor_states()
+        finally:  # events go out even should Home Assistant's part fail
+            self.publisher.connected_now()
 
     def _announce(self, *, again: bool) -> None:
         """Home Assistant discovery for the labels now running (and none when it is off, which
