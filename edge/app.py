@@ -42,17 +42,8 @@ from edge.config import Loaded, SourceConfig, load_config
 from edge.detection.analysis import Analyzer
 from edge.errors import AudioError, ConfigError
 from edge.model.bundle import Bundle
-from edge.ops.metrics import (
-    ClipMetrics,
-    FeedMetrics,
-    MetricsServer,
-    MetricsSink,
-    MqttMetrics,
-    ThreadMetrics,
-    create_metrics,
-    timed,
-    watch,
-)
+from edge.ops.counters import ClipMetrics, FeedMetrics, MqttMetrics, ThreadMetrics
+from edge.ops.metrics import MetricsServer, MetricsSink, create_metrics, timed, watch
 from edge.ops.notify import Notifier
 from edge.ops.status import Heartbeat, StatusLine
 from edge.outputs.clips import ClipRecorder

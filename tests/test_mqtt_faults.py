@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.ops.metrics import MqttMetrics, ThreadMetrics, create_metrics
+from edge.ops.counters import MqttMetrics, ThreadMetrics
+from edge.ops.metrics import create_metrics
 from edge.outputs.mqtt.outbox import Outbox
 from edge.records import ANALYSED, Event, SecondRow
 from tests.mqtt_broker import Mosquitto, Subscriber

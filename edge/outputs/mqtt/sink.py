@@ -59,7 +59,7 @@ OFFLINE_SECONDS = 2.0  # at shutdown, how long to wait for the broker to take `o
 class MqttSink(Sink):
     """Publishes the daemon's events (through the outbox), status and probabilities.
 
-    Counters for the metrics endpoint (edge/ops/metrics.py, `MqttMetrics`), totals kept in
+    Counters for the metrics endpoint (edge/ops/counters.py, `MqttMetrics`), totals kept in
     the outbox so they continue after a restart: `events_published`, `events_rejected`,
     `seconds_published`, `seconds_dropped` (from the publisher), `events_dropped_full`
     (dropped from a full outbox), `outbox_corrupt` and `outbox_recovered` (corrupt outboxes
