@@ -15,6 +15,7 @@ import pytest
 
 from edge.errors import SoundwatchError
 from edge.outputs.mqtt.outbox import Outbox
+from edge.outputs.mqtt.salvage import is_corrupt
 
 
 def payloads(box: Outbox, after: int = 0, limit: int = 1000) -> list[bytes]:
@@ -270,3 +271,13 @@ def test_totals_survive_a_restart_and_count_in_the_same_commit(tmp_path: Path) -
     again = Outbox(path, max_messages=2)
     assert {k: v for k, v in again.totals.items() if v} == want
     again.close()
+
+
+def test_corruption_is_told_by_sqlites_code_or_on_python_3_10_its_words() -> None:
+    coded = sqlite3.DatabaseError("database disk image is malformed")
+    coded.sqlite_errorcode = 11  # type: ignore[attr-defined]
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = 5  # type: ignore[attr-defined]
+    worded = sqlite3.DatabaseError("file is not a database")  # no code before Python 3.11
+    assert (is_corrupt(coded), is_corrupt(locked), is_corrupt(worded)) == (True, False, True)
+    assert not is_corrupt(sqlite3.OperationalError("unable to open database file"))

@@ -3,10 +3,10 @@
 Every metric is a plain prometheus_client object in one `Metrics`, made by `create_metrics()`
 in its own registry (nothing is registered at import, so tests can make as many as they like).
 They are updated where things happen, and cheaply: the processing thread moves its counters
-over once per block (`FeedMetrics` and the others in edge/ops/counters.py), the sinks
-once per second and per event (`MetricsSink`),
-the model call once per batch (`TimedBackend`); what other threads own (the ring's fill, the
-MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_function`).
+over once per block (`FeedMetrics` and the others in edge/ops/counters.py), the sinks once per
+second and per event (`MetricsSink`), the model call once per batch (`TimedBackend`); what
+other threads own (the ring's fill, the MQTT connection, the outbox) is read when Prometheus
+scrapes (`Gauge.set_function`).
 
     soundwatch_audio_seconds_total              audio received and analysed, s
     soundwatch_audio_overruns_total             times audio was lost before analysis read it

@@ -34,7 +34,10 @@ class Salvage:
 
 
 def is_corrupt(exc: sqlite3.Error) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in CORRUPT_CODES
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11 on
+    if code is None:  # 3.10: SQLite's fixed words for those two codes
+        return str(exc).startswith(("file is not a database", "database disk image is malformed"))
+    return code in CORRUPT_CODES
 
 
 def set_aside(path: Path, now: datetime | None = None) -> Path:
