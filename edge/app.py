@@ -42,17 +42,14 @@ from edge.config import Loaded, SourceConfig, load_config
 from edge.detection.analysis import Analyzer
 from edge.errors import AudioError, ConfigError
 from edge.model.bundle import Bundle
-from edge.ops.metrics import (
+from edge.ops.counters import (
     ClipMetrics,
     FeedMetrics,
-    MetricsServer,
-    MetricsSink,
     MqttMetrics,
     OutputMetrics,
-    create_metrics,
-    timed,
-    watch,
+    ThreadMetrics,
 )
+from edge.ops.metrics import MetricsServer, MetricsSink, create_metrics, timed, watch
 from edge.ops.notify import Notifier
 from edge.ops.status import Heartbeat, StatusLine
 from edge.outputs.clips.recorder import ClipRecorder
@@ -63,6 +60,7 @@ from edge.pipeline import Lane, feed_lanes
 from edge.preflight import clips_folder, outbox_path, preflight
 from edge.records import Sink, StreamInfo
 from edge.reload import Pending, Reload, Reloader
+from edge.threads import Guarded, Supervised
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio
     from edge.audio.live import LiveSource
@@ -123,6 +121,13 @@ class App:
             self.sinks.append(self.files)
             self._output_metrics = OutputMetrics(self.metrics, self.files)
         self.sinks.append(self.metrics_sink)
+        # The threads soundwatch starts or runs code on, each supervised (edge/threads.py): the
+        # MQTT publisher and paho's network thread. Clips, files and the heartbeat run on the
+        # processing thread, whose stalls the systemd watchdog catches.
+        self.threads: list[Supervised | Guarded] = []
+        if self.mqtt is not None:
+            self.threads = self.mqtt.threads
+        self._thread_metrics = ThreadMetrics(self.metrics, self.threads)
         self.metrics.set_model(m.name, m.version, self.analyzer.backend.key)
         self.files_failed = 0
         self._status_line = StatusLine()
@@ -298,13 +303,15 @@ class App:
             self._mqtt_metrics.update()
         if self._output_metrics is not None:
             self._output_metrics.update()
+        self._thread_metrics.update()
 
     def _status_text(self) -> str:
         stream = self._stream
         where = f"{stream.name} at {stream.rate_hz} Hz" if stream is not None else None
         m = self.bundle.manifest
         events = self.metrics_sink.events_within(3600)
-        return self._status_line.text(self.live, where, f"{m.name} {m.version}", events)
+        down = [f"{t.name} down ({t.down})" for t in self.threads if t.down]
+        return self._status_line.text(self.live, where, f"{m.name} {m.version}", events, down)
 
     # -- SIGHUP --------------------------------------------------------------------------------
 

@@ -121,7 +121,9 @@ class Mosquitto:
         require_certificate: bool = False,
         users: dict[str, str] | None = None,
         persistent: bool = False,
+        options: Sequence[str] = (),
     ) -> None:
+        """`options`: more mosquitto.conf lines, e.g. `message_size_limit 1000`."""
         require("mosquitto", "mosquitto_passwd")
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,6 +142,7 @@ class Mosquitto:
             "autosave_on_changes true",
             "autosave_interval 1",
             "log_type all",
+            *options,
         ]
         if os.geteuid() == 0:
             lines.append(f"user {getpass.getuser()}")  # else it switches to user mosquitto

@@ -323,7 +323,7 @@ def test_alert_rules_pass_promtool_and_their_own_unit_tests() -> None:
     promtool = _tool("promtool", "apt-get install -y prometheus")
     checked = _run([promtool, "check", "rules", str(ALERTS)])
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 9 rules found" in checked.stdout
+    assert "SUCCESS: 11 rules found" in checked.stdout
     tested = _run([promtool, "test", "rules", "prometheus-alerts.test.yml"], cwd=ALERTS.parent)
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
@@ -361,10 +361,14 @@ def test_healthcheck_fails_when_audio_stops_being_analysed() -> None:
         sink.begin(StreamInfo("live", ["a"], None, 16000))
         sink.second(SecondRow(0.0, None, ANALYSED, np.array([0.5], dtype=np.float32)))
         again = _run(here)
+        metrics.thread_up.labels("mqtt-publisher").set(0)  # failed, waiting to restart
+        part_down = _run(here)
     finally:
         server.close()
     down = _run(here)
-    assert (fresh.returncode, stale.returncode, again.returncode, down.returncode) == (0, 1, 0, 1)
+    codes = [r.returncode for r in (fresh, stale, again, part_down, down)]
+    assert codes == [0, 1, 0, 1, 1]
+    assert "thread mqtt-publisher down, restarting" in part_down.stderr
     assert "no audio analysed for 121 s (limit 120 s)" in stale.stderr
     assert "no answer" in down.stderr
 

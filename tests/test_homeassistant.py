@@ -239,8 +239,7 @@ def test_a_sensor_on_when_the_daemon_died_is_off_once_it_is_back(
     first.client.loop_stop()
     first.publisher.stopping.set()
     first.publisher.wake()
-    assert first.publisher._thread is not None
-    first.publisher._thread.join(5)
+    assert first.publisher.thread.join(5)
     sock = first.client.socket()
     assert sock is not None
     sock.close()

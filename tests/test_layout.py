@@ -1,6 +1,6 @@
 """The package reads as the pipeline: no module imports from a stage above its own.
 
-    foundation (errors, clock, yamlfile, schema, records)  <  audio  <  model  <  detection
+    foundation (errors, clock, yamlfile, schema, records, threads)  <  audio  <  model  <  detection
     <  outputs  <  ops  <  the wiring at the top (config, builders, pipeline, app, scan, bench, cli)
 
 Imports inside functions count too: a lazy import pointing up is still a circle waiting to
@@ -13,7 +13,15 @@ import ast
 from pathlib import Path
 
 EDGE = Path(__file__).resolve().parent.parent / "edge"
-FOUNDATION = {"edge", "edge.errors", "edge.clock", "edge.yamlfile", "edge.schema", "edge.records"}
+FOUNDATION = {
+    "edge",
+    "edge.errors",
+    "edge.clock",
+    "edge.yamlfile",
+    "edge.schema",
+    "edge.records",
+    "edge.threads",
+}
 STAGES = ["audio", "model", "detection", "outputs", "ops"]
 
 

@@ -14,11 +14,10 @@ import pytest
 from edge.audio.streams import Counts
 from edge.config import load_config
 from edge.errors import ConfigError
+from edge.ops.counters import FeedMetrics, MqttMetrics
 from edge.ops.metrics import (
-    FeedMetrics,
     MetricsServer,
     MetricsSink,
-    MqttMetrics,
     create_metrics,
     parse_address,
 )

@@ -86,3 +86,8 @@ def test_the_status_line_says_what_the_daemon_does_and_new_overload_once() -> No
     assert line.text(device, "pulse at 48000 Hz", "tone 1", 3).endswith(
         "20 s of audio dropped (overload)"
     )
+    down = ["mqtt-publisher down (OutboxError: locked; restarting in 2 s)"]
+    assert line.text(device, "pulse at 48000 Hz", "tone 1", 3, down) == f"{plain}; {down[0]}"
+    assert line.text(away, None, "tone 1", 0, down) == (
+        f"waiting for input device pulse: no audio for 5.0 s; {down[0]}"
+    )

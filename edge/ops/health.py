@@ -1,4 +1,4 @@
-"""A health check for containers: is audio still being analysed?
+"""A health check for containers: is audio still being analysed, and is every part working?
 
     python -m edge.ops.health [--url http://127.0.0.1:9464/metrics] [--max-age 120]
 
@@ -6,8 +6,9 @@ Exits 0 when the daemon's /metrics answers and its last analysed second
 (`soundwatch_last_analysed_timestamp_seconds`) is at most `--max-age` seconds old, else 1 with
 one line saying why (Docker keeps the last lines of each check: `docker inspect`). The start
 counts as analysed, so loading the model is not a failure; a dead microphone, a stalled model
-or a stuck thread are. The Dockerfile's HEALTHCHECK runs this; plain urllib, as slim images
-have no curl.
+or a stuck thread are. So is a supervised thread that is down (`soundwatch_thread_up` 0: it
+failed and waits to be started again, edge/threads.py), although analysis goes on meanwhile.
+The Dockerfile's HEALTHCHECK runs this; plain urllib, as slim images have no curl.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from prometheus_client.parser import text_string_to_metric_families
 
 METRIC = "soundwatch_last_analysed_timestamp_seconds"
+THREAD_UP = "soundwatch_thread_up"
 DEFAULT_URL = "http://127.0.0.1:9464/metrics"
 # Longer than a device reconnect (a few seconds) and a reload (model load, a few seconds on a
 # Pi), shorter than anyone would accept missing audio for without noticing.
@@ -37,15 +39,20 @@ def check(url: str, max_age_seconds: float, timeout_seconds: float = 4.0) -> str
         reason = getattr(exc, "reason", None) or exc
         return f"{url}: no answer ({reason})"
     last = None
+    down = []
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == METRIC:
                 last = sample.value
+            elif sample.name == THREAD_UP and sample.value == 0:
+                down.append(sample.labels.get("thread", "?"))
     if last is None:
         return f"{url}: no {METRIC} (not a soundwatch metrics endpoint?)"
     age = time.time() - last
     if age > max_age_seconds:
         return f"no audio analysed for {age:.0f} s (limit {max_age_seconds:g} s)"
+    if down:
+        return f"thread {', '.join(down)} down, restarting (the daemon's log says why)"
     return None
 
 

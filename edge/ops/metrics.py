@@ -3,9 +3,10 @@
 Every metric is a plain prometheus_client object in one `Metrics`, made by `create_metrics()`
 in its own registry (nothing is registered at import, so tests can make as many as they like).
 They are updated where things happen, and cheaply: the processing thread moves its counters
-over once per block (`FeedMetrics`), the sinks once per second and per event (`MetricsSink`),
-the model call once per batch (`TimedBackend`); what other threads own (the ring's fill, the
-MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_function`).
+over once per block (`FeedMetrics` and the others in edge/ops/counters.py), the sinks once per
+second and per event (`MetricsSink`), the model call once per batch (`TimedBackend`); what
+other threads own (the ring's fill, the MQTT connection, the outbox) is read when Prometheus
+scrapes (`Gauge.set_function`).
 
     soundwatch_audio_seconds_total              audio received and analysed, s
     soundwatch_audio_overruns_total             times audio was lost before analysis read it
@@ -31,6 +32,12 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
     soundwatch_mqtt_seconds_total{result}       per-second messages (probabilities, levels,
                                                 QoS 0): published, dropped (not connected
                                                 or falling behind)
+    soundwatch_outbox_corrupt_total             corrupt outbox files set aside at a start
+    soundwatch_outbox_recovered_total           messages recovered from those
+    soundwatch_thread_restarts_total{thread}    threads started again after an error (for
+                                                paho's: callbacks abandoned, the thread goes on)
+    soundwatch_thread_up{thread}                1 while the thread works, 0 while it waits to
+                                                be started again after an error
     soundwatch_model_info{name,version,backend} 1, for the model running now
     soundwatch_sound_level_db{band,unit}        the last second's level (band "broadband" or
                                                 a nominal centre in Hz), with `levels:` on
@@ -41,6 +48,9 @@ MQTT connection, the outbox) is read when Prometheus scrapes (`Gauge.set_functio
     soundwatch_clips_paused                     1 while clips are paused after a failure
     soundwatch_output_failures_total{kind}      rows / events the output files could not take
     soundwatch_output_failing                   1 while the output files cannot be written
+
+The MQTT counters and the outbox's continue across restarts: the outbox keeps their totals
+(edge/outputs/mqtt/outbox.py), and they start from those.
 """
 
 from __future__ import annotations
@@ -58,13 +68,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
-from edge.audio.streams import Counts
 from edge.errors import ConfigError
 from edge.model.runtime.base import Backend
-from edge.outputs.clips.recorder import ClipRecorder
-from edge.outputs.evidence import Evidence
-from edge.outputs.files import DaemonFiles
-from edge.outputs.mqtt.sink import MqttSink
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -74,8 +79,12 @@ logger = logging.getLogger(__name__)
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 GAP_REASONS = ("overrun", "device", "overload")
 CLIP_RESULTS = ("written", "failed", "skipped")
+OUTPUT_KINDS = ("rows", "events")  # what the output files may fail to write
 MQTT_EVENT_RESULTS = ("published", "rejected", "dropped")
 MQTT_SECOND_RESULTS = ("published", "dropped")
+# The supervised threads (edge/threads.py), when in use: the publisher, and paho's network
+# thread, whose callbacks are guarded (a "restart" there is a callback abandoned).
+THREADS = ("mqtt-publisher", "mqtt-network")
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,10 @@ class Metrics:
     outbox_pending: Gauge
     mqtt_events: Counter
     mqtt_seconds: Counter
+    outbox_corrupt: Counter
+    outbox_recovered: Counter
+    thread_restarts: Counter
+    thread_up: Gauge
     model_info: Gauge
     sound_level: Gauge
     clips: Counter
@@ -172,6 +185,21 @@ def create_metrics() -> Metrics:
             ["result"],
             registry=r,
         ),
+        outbox_corrupt=Counter(
+            p + "outbox_corrupt", "Corrupt outbox files set aside at a start", registry=r
+        ),
+        outbox_recovered=Counter(
+            p + "outbox_recovered", "Event messages recovered from corrupt outboxes", registry=r
+        ),
+        thread_restarts=Counter(
+            p + "thread_restarts", "Threads started again after an error", ["thread"], registry=r
+        ),
+        thread_up=Gauge(
+            p + "thread_up",
+            "1 while the thread works, 0 while it waits to be started again",
+            ["thread"],
+            registry=r,
+        ),
         model_info=Gauge(
             p + "model_info", "The model running", ["name", "version", "backend"], registry=r
         ),
@@ -209,6 +237,8 @@ def create_metrics() -> Metrics:
         metrics.mqtt_events.labels(result)
     for result in MQTT_SECOND_RESULTS:
         metrics.mqtt_seconds.labels(result)
+    for thread in THREADS:  # not thread_up: a thread not in use is not down
+        metrics.thread_restarts.labels(thread)
     # A health check (edge/ops/health.py) reads the age of this: the start counts as fresh, so
     # loading the model is not "stopped analysing".
     metrics.last_analysed.set_to_current_time()
@@ -226,125 +256,6 @@ def watch(gauge: Gauge, read: Callable[[], float]) -> None:
             return math.nan
 
     gauge.set_function(value)
-
-
-class FeedMetrics:
-    """Moves a feed's counters (and the live source's) into the metrics, by difference."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-        self._counts: Counts | None = None
-        self._audio = 0.0
-        self._gaps: dict[str, float] = {}
-        self._bad = self._clipped = self._overruns = self._reconnects = 0
-
-    def update(self, counts: Counts, *, overruns: int = 0, reconnects: int = 0) -> None:
-        """Once per block on the processing thread: a few subtractions, nothing when idle."""
-        m = self.metrics
-        if counts is not self._counts:  # a new stream: its counts start from 0
-            self._counts = counts
-            self._audio, self._gaps, self._bad, self._clipped = 0.0, {}, 0, 0
-        if counts.audio_seconds != self._audio:
-            m.audio_seconds.inc(max(0.0, counts.audio_seconds - self._audio))
-            self._audio = counts.audio_seconds
-        for reason, seconds in counts.gap_seconds.items():
-            before = self._gaps.get(reason, 0.0)
-            if seconds != before:
-                m.gap_seconds.labels(reason).inc(max(0.0, seconds - before))
-                self._gaps[reason] = seconds
-        if counts.bad_samples != self._bad:
-            m.nonfinite_samples.inc(max(0, counts.bad_samples - self._bad))
-            self._bad = counts.bad_samples
-        if counts.clipped_samples != self._clipped:
-            m.clipped_samples.inc(max(0, counts.clipped_samples - self._clipped))
-            self._clipped = counts.clipped_samples
-        if overruns != self._overruns:
-            m.overruns.inc(max(0, overruns - self._overruns))
-            self._overruns = overruns
-        if reconnects != self._reconnects:
-            m.device_reconnects.inc(max(0, reconnects - self._reconnects))
-            self._reconnects = reconnects
-
-
-class ClipMetrics:
-    """Moves the clip recorders' counters (one per lane, where clips are on) into the metrics,
-    by difference (processing thread). Lanes and recorders may be added, never removed."""
-
-    def __init__(self, metrics: Metrics, evidences: list[Evidence]) -> None:
-        self.metrics, self.evidences = metrics, evidences
-        self._seen = dict.fromkeys(CLIP_RESULTS, 0)
-        self._deleted = 0
-        # The lanes share one folder, and each recorder knows its size after its last write.
-        watch(metrics.clips_bytes, lambda: max((r.bytes_total for r in self.recorders), default=0))
-        watch(metrics.clips_paused, lambda: any(r.paused for r in self.recorders))
-
-    @property
-    def recorders(self) -> list[ClipRecorder]:
-        return [e.clips for e in self.evidences if e.clips is not None]
-
-    def update(self) -> None:
-        recorders = self.recorders
-        if not recorders:
-            return
-        totals = [
-            sum(r.clips_written for r in recorders),
-            sum(r.clips_failed for r in recorders),
-            sum(r.clips_skipped for r in recorders),
-        ]
-        for result, now in zip(CLIP_RESULTS, totals, strict=True):
-            if now != self._seen[result]:
-                self.metrics.clips.labels(result).inc(now - self._seen[result])
-                self._seen[result] = now
-        deleted = sum(r.clips_deleted for r in recorders)
-        if deleted != self._deleted:
-            self.metrics.clips_deleted.inc(deleted - self._deleted)
-            self._deleted = deleted
-
-
-OUTPUT_KINDS = ("rows", "events")
-
-
-class OutputMetrics:
-    """The output files' failed writes into the metrics, by difference (processing thread)."""
-
-    def __init__(self, metrics: Metrics, files: DaemonFiles) -> None:
-        self.metrics, self.files = metrics, files
-        self._seen = dict.fromkeys(OUTPUT_KINDS, 0)
-        watch(metrics.output_failing, lambda: files.failures.failing)
-
-    def update(self) -> None:
-        for kind in OUTPUT_KINDS:
-            now = self.files.failures.counts.get(kind, 0)
-            if now != self._seen[kind]:
-                self.metrics.output_failures.labels(kind).inc(now - self._seen[kind])
-                self._seen[kind] = now
-
-
-class MqttMetrics:
-    """The MQTT sink's counters into the metrics, by difference (processing thread, per tick);
-    its connection and outbox are read at scrape time."""
-
-    def __init__(self, metrics: Metrics, sink: MqttSink) -> None:
-        self.sink = sink
-        self._counters = [metrics.mqtt_events.labels(r) for r in MQTT_EVENT_RESULTS]
-        self._counters += [metrics.mqtt_seconds.labels(r) for r in MQTT_SECOND_RESULTS]
-        self._seen = [0] * len(self._counters)
-        watch(metrics.mqtt_connected, lambda: sink.connected)
-        watch(metrics.outbox_pending, lambda: len(sink.outbox))
-
-    def update(self) -> None:
-        s = self.sink
-        now = (
-            s.events_published,
-            s.events_rejected,
-            s.events_dropped_full,
-            s.seconds_published,
-            s.seconds_dropped,
-        )
-        for i, (counter, value) in enumerate(zip(self._counters, now, strict=True)):
-            if value != self._seen[i]:
-                counter.inc(max(0, value - self._seen[i]))
-                self._seen[i] = value
 
 
 class MetricsSink(Sink):

@@ -6,12 +6,15 @@ stuck loop or a hung model call stops the watchdog pings and systemd restarts th
 due (every `status_seconds`), never per block.
 
 `StatusLine` words what the daemon is doing, from plain values: the device state, the stream,
-the model and the events of the last hour.
+the model, the events of the last hour and the parts that are down (a supervised thread
+waiting to be started again after an error, edge/threads.py). A part that is down does not
+stop the watchdog pings: analysis goes on, and the thread is restarted in the process; the
+status line, the health check (edge/ops/health.py) and `soundwatch_thread_up` say so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from edge.ops.notify import Notifier
@@ -35,16 +38,29 @@ class StatusLine:
         self._overload_seen = 0.0  # s of shed audio the last line mentioned
 
     def text(
-        self, device: Device | None, stream: str | None, model: str, events_last_hour: int
+        self,
+        device: Device | None,
+        stream: str | None,
+        model: str,
+        events_last_hour: int,
+        down: Sequence[str] = (),
     ) -> str:
-        """`stream`: `<name> at <rate> Hz`, None before the first; `model`: `name version`."""
+        """`stream`: `<name> at <rate> Hz`, None before the first; `model`: `name version`;
+        `down`: the parts not working now, each in words."""
         if device is not None and not device.connected:
-            return f"waiting for input device {device.name}: {device.problem}"
-        text = f"listening to {stream or 'nothing yet'}, model {model}"
-        text += f"; {events_last_hour} events in the last hour"
-        if device is not None and device.overload_seconds > self._overload_seen:
+            text = f"waiting for input device {device.name}: {device.problem}"
+        else:
+            text = f"listening to {stream or 'nothing yet'}, model {model}"
+            text += f"; {events_last_hour} events in the last hour"
+        if (
+            device is not None
+            and device.connected
+            and device.overload_seconds > self._overload_seen
+        ):
             self._overload_seen = device.overload_seconds
             text += f"; too slow: {device.overload_seconds:.0f} s of audio dropped (overload)"
+        for part in down:
+            text += f"; {part}"
         return text
 
 

@@ -24,7 +24,7 @@ Interface (the processing thread, one recorder for the daemon's life)::
 `stamp(event)` is `dataclasses.replace(event, clip=plan(event))`: call it before the event goes
 to the other sinks, so `start` and `end` messages carry the same path. The store's counters
 (clips_written, clips_failed, clips_skipped, clips_deleted, bytes_total, paused) are read
-through the recorder by the metrics (edge/ops/metrics.py `ClipMetrics`).
+through the recorder by the metrics (edge/ops/counters.py `ClipMetrics`).
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from edge.outputs.mqtt.outbox import Outbox
 from edge.outputs.mqtt.publisher import Publisher
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.records import Event, SecondRow, Sink, StreamInfo, iso
+from edge.threads import Guarded, Supervised
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,12 @@ OFFLINE_SECONDS = 2.0  # at shutdown, how long to wait for the broker to take `o
 class MqttSink(Sink):
     """Publishes the daemon's events (through the outbox), status and probabilities.
 
-    Counters for the metrics endpoint (edge/ops/metrics.py, `MqttMetrics`), plain ints:
-    `events_published`, `events_rejected`, `seconds_published`, `seconds_dropped` (from the
-    publisher), `events_dropped_full` (dropped from a full outbox) and `connected`.
+    Counters for the metrics endpoint (edge/ops/counters.py, `MqttMetrics`), totals kept in
+    the outbox so they continue after a restart: `events_published`, `events_rejected`,
+    `seconds_published`, `seconds_dropped` (from the publisher), `events_dropped_full`
+    (dropped from a full outbox), `outbox_corrupt` and `outbox_recovered` (corrupt outboxes
+    set aside, messages recovered from them); and `connected`. `threads`: the supervised
+    threads it started (edge/threads.py).
     """
 
     def __init__(
@@ -92,16 +96,17 @@ class MqttSink(Sink):
         self.client.will_set(
             f"{self.root}/status", self._status("offline", None), qos=1, retain=True
         )
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
+        # paho's thread ends at the first error in a callback: guarded, it goes on (counted).
+        self.network = Guarded("mqtt-network")
+        self.client.on_connect = self.network(self._on_connect)
+        self.client.on_connect_fail = self.network(self._on_connect_fail)
+        self.client.on_disconnect = self.network(self._on_disconnect)
+        self.client.on_publish = self.network(self._on_publish)
         self.outbox = Outbox(outbox_path, config.outbox_max_messages)
         self.publisher = Publisher(self.client, self.outbox)
         # Next to the outbox: the state folder, which outlives the process.
         self.announcements = Announcements(outbox_path.parent / "mqtt-homeassistant.json")
 
-        self.events_dropped_full = 0
         # Home Assistant: the (label, channel) sensors ON now, published retained at every
         # start and end and all again at a connect (see homeassistant.py); the lock keeps a
         # connect's snapshot and an event's update in order.
@@ -139,6 +144,22 @@ class MqttSink(Sink):
         return self.publisher.seconds_dropped
 
     @property
+    def events_dropped_full(self) -> int:
+        return self.outbox.totals["events_dropped"]
+
+    @property
+    def outbox_corrupt(self) -> int:
+        return self.outbox.totals["corrupt_outboxes"]
+
+    @property
+    def outbox_recovered(self) -> int:
+        return self.outbox.totals["recovered_messages"]
+
+    @property
+    def threads(self) -> list[Supervised | Guarded]:
+        return [self.publisher.thread, self.network]
+
+    @property
     def _model(self) -> tuple[str, str]:
         """The model listening now: the current stream's (a reload may change it), else the
         one the daemon started with."""
@@ -174,7 +195,6 @@ class MqttSink(Sink):
             self._set_sensor_state(event)
         dropped = self.outbox.add(f"{self.root}/events", payload)
         if dropped:
-            self.events_dropped_full += dropped
             now = time.monotonic()
             if now - self._last_drop_log > 60:  # a long outage would otherwise log every event
                 self._last_drop_log = now
@@ -215,7 +235,7 @@ class MqttSink(Sink):
         self.outbox.close()
         logger.info(
             "%d event messages published, %d left in the outbox for the next start,"
-            " %d dropped (outbox full)",
+            " %d dropped (outbox full) in all",
             self.events_published,
             left,
             self.events_dropped_full,
@@ -242,9 +262,11 @@ class MqttSink(Sink):
         client.publish(
             f"{self.root}/status", self._status("online", iso(utc_now())), qos=1, retain=True
         )
-        self._announce(again=True)
-        self._publish_sensor_states()
-        self.publisher.connected_now()
+        try:
+            self._announce(again=True)
+            self._publish_sensor_states()
+        finally:  # events go out even should Home Assistant's part fail
+            self.publisher.connected_now()
 
     def _announce(self, *, again: bool) -> None:
         """Home Assistant discovery for the labels now running (and none when it is off, which
