@@ -93,6 +93,7 @@ def test_mqtt_drops_and_deliveries_are_counters_on_the_endpoint(
             "published": 0,
             "rejected": 0,
             "dropped": 0,
+            "unstored": 0,
         }
         for i in range(10):
             sink.event(Event(f"e{i}", "start", "a", float(i), None, None, None, 0.9, 0.9, 0.5, "t"))
@@ -116,6 +117,7 @@ def test_mqtt_drops_and_deliveries_are_counters_on_the_endpoint(
         "published": 4,
         "rejected": 0,
         "dropped": 6,
+        "unstored": 0,
     }
     assert online.value("soundwatch_outbox_pending") == 0
     assert online.value("soundwatch_mqtt_connected") == 1

@@ -256,3 +256,37 @@ def test_an_error_in_a_paho_callback_does_not_end_mqtt(
     assert "thread mqtt-network: _on_connect failed: RuntimeError: a bug in discovery" in (
         tracebacks[0].message
     )
+
+
+def test_an_outbox_that_cannot_store_is_counted_and_events_still_go_out(
+    tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox's disk full or its file gone read-only: SQLite refuses the INSERT (made so
+    here with `PRAGMA query_only`, SQLite's own refusal to write). The event must not take the
+    processing thread down: it is sent directly while connected, counted, and logged once;
+    once the outbox stores again, events go through it as before (issue 13, item 2)."""
+    sink = sink_for(broker, tmp_path)
+    subscriber = Subscriber(broker, ["soundwatch/box/events"])
+    try:
+        sink.start()
+        wait(lambda: sink.connected, "connected")
+        with caplog.at_level(logging.INFO):
+            sink.outbox._db.execute("PRAGMA query_only = 1")
+            for k in range(3):
+                sink.event(an_event(f"direct{k}"))  # raises nothing
+            subscriber.wait_for(lambda ms: len(ms) >= 3, 10, "the events sent directly")
+            sink.outbox._db.execute("PRAGMA query_only = 0")
+            sink.event(an_event("stored"))
+            subscriber.wait_for(lambda ms: len(ms) >= 4, 10, "the stored event")
+    finally:
+        sink.close()
+        subscriber.close()
+    assert [m["id"] for m in arrived(subscriber)] == ["direct0", "direct1", "direct2", "stored"]
+    assert sink.events_unstored == 3 and sink.events_published == 1
+    refusals = [
+        r.getMessage() for r in caplog.records if "cannot store a message" in r.getMessage()
+    ]
+    assert len(refusals) == 1  # once per episode
+    assert any(
+        "storing again (3 event messages were not)" in r.getMessage() for r in caplog.records
+    )

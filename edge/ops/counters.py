@@ -139,6 +139,7 @@ class MqttMetrics:
             s.events_published,
             s.events_rejected,
             s.events_dropped_full,
+            s.events_unstored,
             s.seconds_published,
             s.seconds_dropped,
             s.outbox_corrupt,

@@ -28,7 +28,9 @@ scrapes (`Gauge.set_function`).
     soundwatch_outbox_pending                   event messages not yet acknowledged
     soundwatch_mqtt_events_total{result}        event messages: published (acknowledged),
                                                 rejected (refused by an MQTT 5 broker),
-                                                dropped (oldest, from a full outbox)
+                                                dropped (oldest, from a full outbox),
+                                                unstored (refused by the outbox: sent
+                                                once directly while connected, else lost)
     soundwatch_mqtt_seconds_total{result}       per-second messages (probabilities, levels,
                                                 QoS 0): published, dropped (not connected
                                                 or falling behind)
@@ -80,7 +82,7 @@ INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 GAP_REASONS = ("overrun", "device", "overload")
 CLIP_RESULTS = ("written", "failed", "skipped")
 OUTPUT_KINDS = ("rows", "events")  # what the output files may fail to write
-MQTT_EVENT_RESULTS = ("published", "rejected", "dropped")
+MQTT_EVENT_RESULTS = ("published", "rejected", "dropped", "unstored")
 MQTT_SECOND_RESULTS = ("published", "dropped")
 # The supervised threads (edge/threads.py), when in use: the publisher, and paho's network
 # thread, whose callbacks are guarded (a "restart" there is a callback abandoned).

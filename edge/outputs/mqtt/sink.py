@@ -45,7 +45,7 @@ from edge.outputs.mqtt.messages import (
     probabilities_payload,
     status_payload,
 )
-from edge.outputs.mqtt.outbox import Outbox
+from edge.outputs.mqtt.outbox import Outbox, OutboxError
 from edge.outputs.mqtt.publisher import Publisher
 from edge.outputs.mqtt.settings import MqttConfig
 from edge.records import Event, SecondRow, Sink, StreamInfo, iso
@@ -110,6 +110,8 @@ class MqttSink(Sink):
         # Home Assistant: the (label, channel) sensors ON now, published retained at every
         # start and end and all again at a connect (see homeassistant.py); the lock keeps a
         # connect's snapshot and an event's update in order.
+        self.events_unstored = 0  # refused by the outbox (sent directly, or lost)
+        self._outbox_failing = False
         self._sensors_on: set[tuple[str, int | None]] = set()
         self._sensor_lock = threading.Lock()
         self._failures = 0  # connect attempts failed since the last success
@@ -193,7 +195,15 @@ class MqttSink(Sink):
         payload = event_payload(event, *self._model, self.device, offset)
         if self.config.homeassistant:
             self._set_sensor_state(event)
-        dropped = self.outbox.add(f"{self.root}/events", payload)
+        topic = f"{self.root}/events"
+        try:
+            dropped = self.outbox.add(topic, payload)
+        except OutboxError as exc:
+            self._not_stored(topic, payload, exc)
+            return
+        if self._outbox_failing:
+            self._outbox_failing = False
+            logger.info("outbox: storing again (%d event messages were not)", self.events_unstored)
         if dropped:
             now = time.monotonic()
             if now - self._last_drop_log > 60:  # a long outage would otherwise log every event
@@ -204,6 +214,20 @@ class MqttSink(Sink):
                     self.events_dropped_full,
                 )
         self.publisher.wake()
+
+    def _not_stored(self, topic: str, payload: bytes, exc: OutboxError) -> None:
+        """The outbox refused an event (disk full, a broken file): sent once now if connected,
+        without the outbox's guarantee, else lost; counted either way, logged once."""
+        self.events_unstored += 1
+        if not self._outbox_failing:
+            self._outbox_failing = True
+            logger.error(
+                "%s; event messages go out directly while connected (lost while not) until it"
+                " can store again",
+                exc,
+            )
+        if self.client.is_connected():
+            self.client.publish(topic, payload, qos=1)
 
     def second(self, row: SecondRow) -> None:
         if self.config.probabilities:
