@@ -254,6 +254,55 @@ def test_same_seed_same_weights_on_the_cpu(data: AnnotationSet) -> None:
     assert not torch.equal(weights, next(iter(first.model.state_dict().values())))
 
 
+def test_unannotated_stretches_become_background_intervals(tmp_path: Path) -> None:
+    from trainer.annotations import Annotation
+    from trainer.annotations.gaps import dense_matcher, gap_annotations
+
+    wav = tmp_path / "rec.wav"
+    write_wav(wav, np.zeros(8 * RATE_HZ, dtype=np.float32), RATE_HZ)
+    marks = [(1.0, 2.0), (3.0, 3.0), (5.0, 6.0), (5.5, 5.8)]  # a point, and one inside another
+    data = AnnotationSet([Annotation(wav, a, b, "x", "t") for a, b in marks])
+    gaps = gap_annotations(
+        data, dense_matcher(["*"]), ["background"], margin_seconds=0.1, min_seconds=0.5
+    )
+    spans = [(round(g.start_seconds, 3), round(g.end_seconds, 3), g.label) for g in gaps]
+    assert spans == [
+        (0.0, 0.9, "background"),
+        (2.1, 2.9, "background"),
+        (3.1, 4.9, "background"),
+        (6.1, 8.0, "background"),
+    ]
+    assert (
+        gap_annotations(
+            data, dense_matcher(["other*.wav"]), ["background"], margin_seconds=0.1, min_seconds=0.5
+        )
+        == []
+    )
+
+
+def test_dense_annotations_give_the_model_a_way_to_say_nothing(data: AnnotationSet) -> None:
+    """Exclusive model, tones annotated densely with noise between (issue 12, item 2).
+    Without --dense it has no class for the noise and calls it a tone; with it, the noise is
+    `background`, which the bundle marks as its background label."""
+    lines: list[str] = []
+    labels = {"labels": ["low", "high", "beep"], "training.epochs": 6}
+    sparse = fit(_config(**labels), data, log=_quiet, progress=False)
+    dense = fit(_config(**labels, dense=["*"]), data, log=lines.append, progress=False)
+    assert dense.config.labels == ["low", "high", "beep", "background"]
+    assert dense.config.background == ["background"]
+    assert any(line.startswith("dense annotations: ") for line in lines)
+    noise = dense.validation_x[dense.validation_y[:, 3] == 1]  # held-out background windows
+    assert len(noise) >= 6
+    with torch.no_grad():
+        said_sparse = sparse.model(torch.from_numpy(noise)).numpy()
+        said_dense = dense.model(torch.from_numpy(noise)).numpy()
+    # The sparse model must give noise to a tone (softmax over three tones sums to 1).
+    assert said_sparse.max(axis=1).mean() > 0.5
+    assert (said_dense.argmax(axis=1) == 3).mean() >= 0.8
+    assert "annotations sparse" in sparse.data_description
+    assert "annotations dense (*)" in dense.data_description
+
+
 def test_overlapped_mode_learns_from_not_labels(data: AnnotationSet) -> None:
     lines: list[str] = []
     config = _config(**{"mode": "overlapped", "labels": ["low", "high"], "training.epochs": 5})

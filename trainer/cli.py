@@ -41,6 +41,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             ("validation.share", args.share),
             ("validation.folds", args.folds),
             ("augment.background", args.background),
+            ("dense", None if args.dense is None else args.dense or ["*"]),
         )
         if value is not None
     }
@@ -154,6 +155,13 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--share", type=float, help="share held out for validation (default: 0.2)")
     f.add_argument("--folds", type=int, help="k-fold cross-validation with k models (default: 1)")
     f.add_argument("--background", help="folder of recordings to mix in as augmentation")
+    f.add_argument(
+        "--dense",
+        nargs="*",
+        metavar="PATTERN",
+        help="the annotations are dense (all recordings, or those whose path or name matches a"
+        " PATTERN): unannotated audio becomes background",
+    )
     f.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)

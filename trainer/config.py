@@ -219,6 +219,12 @@ class TrainConfig:
         help="labels that mean 'none of the others': scored on the edge, never events"
         " (null: the labels named background or ambient, if any)",
     )
+    dense: list[str] = field(
+        factory=list,
+        help="recordings whose annotations are dense (every sound of interest marked), as"
+        " glob patterns of their path or name, '*' for all: their unannotated audio becomes"
+        " `background` (exclusive) or not_<label> (overlapped)",
+    )
     sample_rate_hz: int | None = field(
         None, gt=0, help="model sample rate, Hz (null: the recordings'); others are resampled"
     )

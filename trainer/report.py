@@ -61,7 +61,20 @@ def describe_data(
         f"{len(audio.lengths)} recording(s) ({names}; {seconds:.0f} s at {audio.rate_hz} Hz),"
         f" {len(examples.items)} annotations ({counts}); {config.mode} classes; {how}"
         f" {held_text} ({config.windows.validation_windows} windows each); seed"
-        f" {config.training.seed}"
+        f" {config.training.seed}; {_density(config)}"
+    )
+
+
+def _density(config: TrainConfig) -> str:
+    """What the validation figures can say about false alarms on new recordings."""
+    if config.dense:
+        return (
+            f"annotations dense ({', '.join(config.dense)}): unannotated audio trained and"
+            " validated as none of the labels"
+        )
+    return (
+        "annotations sparse (no --dense): unannotated audio was not used, so precision on new"
+        " recordings cannot be judged from these figures"
     )
 
 

@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ import torch
 from edge.audio.files import AudioFile
 from trainer import report, scoring
 from trainer.annotations import AnnotationSet
+from trainer.annotations.gaps import dense_matcher, gap_annotations
 from trainer.config import TrainConfig, mel_spread_warning, resolve
 from trainer.dataset import (
     Audio,
@@ -111,6 +112,10 @@ def fit(
     if duplicates:
         say(f"dropped {duplicates} duplicate annotations (same recording, label, start and end)")
 
+    if config.dense:
+        data = with_gaps(config, data, say)
+        if config.mode == "exclusive" and config.labels and "background" not in config.labels:
+            config = replace(config, labels=[*config.labels, "background"])
     # Labels: the config's, or every positive label found; then each annotation's target.
     found = [
         label for label in data.labels() if not label.startswith(config.negative_prefix or "\0")
@@ -212,6 +217,37 @@ def fit(
             ],
         )
     return trained
+
+
+def with_gaps(
+    config: TrainConfig, data: AnnotationSet, say: Callable[[str], None]
+) -> AnnotationSet:
+    """`data` and, for its densely annotated recordings, their unannotated stretches as
+    `background` (exclusive mode) or as `not_<label>` of every label (overlapped mode)."""
+    prefix = config.negative_prefix or ""
+    positives = config.labels or [x for x in data.labels() if not (prefix and x.startswith(prefix))]
+    names = ["background"] if config.mode == "exclusive" else [prefix + x for x in positives]
+    window = config.window_seconds
+    gaps = gap_annotations(
+        data,
+        dense_matcher(config.dense),
+        names,
+        margin_seconds=window / 2,
+        min_seconds=window,
+        negative_prefix=prefix,
+    )
+    seconds = sum(a.end_seconds - a.start_seconds for a in gaps) / max(1, len(names))
+    dense = {a.recording for a in gaps}
+    say(
+        f"dense annotations: {seconds:.0f} s of unannotated audio in {len(dense)} recording(s)"
+        f" taken as {', '.join(names) if len(names) < 4 else 'not_<label>'}"
+    )
+    if not gaps:
+        raise DataError(
+            f"dense: no recording matches {config.dense}, or none has unannotated audio of a"
+            f" window ({window:g} s) or more"
+        )
+    return AnnotationSet(data.annotations + gaps, data.problems)
 
 
 def _sample_rate(config: TrainConfig, data: AnnotationSet) -> int:
