@@ -236,3 +236,58 @@ def test_the_evaluate_command_reports_a_bad_tolerance_in_one_line(
     assert capsys.readouterr().err.strip() == (
         "soundwatch-train: onset tolerance -1.0: must be 0 s or more"
     )
+
+
+# --- thresholds chosen on the stream ---------------------------------------------------------
+
+
+def test_calibrate_chooses_thresholds_on_whole_recordings_and_says_what_they_rest_on(
+    tone_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Five tone scenes, densely annotated, never trained on: every second counts, the
+    unannotated ones as negatives. Each label gets the threshold where per-second precision
+    meets recall, written into the manifest with the seconds it rests on (issue 12, item 1);
+    with one scene only (5 true seconds a label) the thresholds are kept, loudly."""
+    import shutil
+
+    import yaml
+
+    from edge.model.bundle import load_bundle
+
+    bundle = Path(shutil.copytree(tone_bundle, tmp_path / "tone"))
+    table = tmp_path / "audio" / "truth.csv"
+    rows = ["file,start_seconds,end_seconds,label"]
+    for k in range(5):
+        wav = write_scene(tmp_path / "audio" / f"scene{k}.wav", seed=k)
+        rows += [f"{wav.name},{s},{e},{LABEL_OF[hz]}" for s, e, hz in TRUTH]
+    table.write_text("\n".join(rows) + "\n")
+    one = tmp_path / "audio" / "one.csv"
+    one.write_text("\n".join(rows[:7]) + "\n")  # scene0's six events
+
+    assert main(["calibrate", "--model", str(bundle), "--data", str(one)]) == 0
+    kept = capsys.readouterr()
+    assert "tone-1k: kept 0.5: only 5 true of 20 s, 3 annotated events" in kept.out
+    assert "warning: some thresholds were kept" in kept.err
+    assert load_bundle(bundle).manifest.thresholds == {"tone-1k": 0.5, "tone-3k": 0.5}
+
+    assert main(["calibrate", "--model", str(bundle), "--data", str(table)]) == 0
+    printed = capsys.readouterr().out
+    manifest = yaml.safe_load((bundle / "manifest.yaml").read_text())
+    rule = manifest["threshold_rule"]
+    assert rule["precision_recall_ratio"] == 1.0
+    assert rule["rests_on"]["tone-3k"] == {"true_seconds": 25, "seconds": 100, "kept": False}
+    thresholds = load_bundle(bundle).manifest.thresholds
+    assert all(0 < t < 1 for t in thresholds.values())
+    assert thresholds != {"tone-1k": 0.5, "tone-3k": 0.5}
+    assert "tone-3k: 0.5 -> " in printed and "(rests on 25 true of 100 s, 15 annotated" in printed
+    # The table after is the new thresholds' own: every true second found, none false.
+    report = json.loads(json.dumps(evaluate(bundle, load_annotations(table)).to_json()))
+    for label in ("tone-1k", "tone-3k"):
+        assert report["labels"][label]["threshold"] == thresholds[label]
+        assert report["labels"][label]["segment"]["f1"] >= 0.9
+
+
+def load_annotations(table: Path) -> list[Annotation]:
+    from trainer.annotations import load_any
+
+    return load_any(table).annotations

@@ -57,6 +57,34 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from trainer.annotations import load_any
+    from trainer.calibrate import calibrate
+
+    data = load_any(Path(args.data), **_annotation_options(args))
+    for problem in data.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    data, _ = data.without_duplicates()
+    choices, report = calibrate(
+        Path(args.model), data.annotations, args.ratio, write=not args.dry_run
+    )
+    for choice in choices:
+        print(choice.line())
+    if any(c.kept for c in choices):
+        print(
+            "warning: some thresholds were kept: too few true seconds of those labels in"
+            " these recordings to choose on",
+            file=sys.stderr,
+        )
+    print(report.table())
+    print(
+        "(not written: --dry-run)"
+        if args.dry_run
+        else f"wrote {Path(args.model) / 'manifest.yaml'}"
+    )
+    return 0
+
+
 def _annotation_options(args: argparse.Namespace) -> dict[str, object]:
     """Loader options from the command line; only those given (a Raven option on a SongExplorer
     folder is then a clear error, not ignored)."""
@@ -216,6 +244,23 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-column", help=LABEL_COLUMN_HELP)
     ev.add_argument("--out", help="folder for evaluation.json, evaluation.csv and scan outputs")
     ev.set_defaults(func=cmd_evaluate)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="choose a bundle's thresholds by scanning held-out, densely annotated recordings",
+    )
+    cal.add_argument("--model", required=True, help="bundle folder (its manifest is updated)")
+    cal.add_argument("--data", required=True, help="dense annotations of recordings not trained on")
+    cal.add_argument(
+        "--ratio",
+        type=float,
+        default=1.0,
+        help="precision / recall to aim for per second: 1 balanced, 2 fewer false alarms"
+        " (default: %(default)s)",
+    )
+    cal.add_argument("--label-column", help=LABEL_COLUMN_HELP)
+    cal.add_argument("--dry-run", action="store_true", help="print the choice, change nothing")
+    cal.set_defaults(func=cmd_calibrate)
     return p
 
 
