@@ -321,3 +321,25 @@ def test_check_channel_names_the_source() -> None:
     check_channel(1, 2)
     with pytest.raises(AudioError, match=r"^rec\.wav: channel 2 requested"):
         check_channel(2, 2, where="rec.wav")
+
+
+def test_a_file_without_a_time_does_not_borrow_the_one_before(tmp_path: Path) -> None:
+    """In a folder scan, a name with no time used to inherit the previous file's end as its
+    start (issue 13, item 11); it has no time unless --start gives one to every file."""
+    import threading
+    from datetime import timedelta
+
+    from edge.audio.streams import file_streams
+
+    dated = tmp_path / "rec_20261122T100000.wav"
+    plain = tmp_path / "plain.wav"
+    for path in (dated, plain):
+        write_wav(path, np.zeros(8000, dtype=np.float32), 8000)
+    stop = threading.Event()
+    anchors = [
+        s.anchor for s in file_streams([dated, plain], block_seconds=0.5, speed=0, stop=stop)
+    ]
+    assert anchors == [datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc), None]
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    given = file_streams([plain, plain], block_seconds=0.5, speed=0, stop=stop, start=start)
+    assert [s.anchor for s in given] == [start, start + timedelta(seconds=1)]

@@ -200,8 +200,10 @@ def file_streams(
 ) -> Iterator[Stream]:
     """One stream per file, replayed at `speed` (1 real time, 0 as fast as possible).
 
-    A file's anchor is the timestamp in its name, else `start` for the first file, each next
-    file continuing where the previous one ended. Unusable files go to `on_error` (or raise).
+    A file's anchor is the timestamp in its name; else, with `start`, `start` for the first
+    file and each next one continuing where the previous one ended; else none (a file without
+    a time in its name never borrows one from the file before it). Unusable files go to
+    `on_error` (or raise).
     """
     next_anchor = start
     for path in files:
@@ -214,7 +216,7 @@ def file_streams(
                 raise
             on_error(path, exc)
             continue
-        anchor = start_time_from_name(path) or next_anchor
+        anchor = start_time_from_name(path) or (next_anchor if start is not None else None)
         if anchor is not None:
             next_anchor = anchor + timedelta(seconds=audio.duration_seconds)
         block = max(1, round(block_seconds * audio.sample_rate_hz))
