@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from edge.audio.demo import demo_stream, scene_for
 from edge.audio.files import find_audio_files
-from edge.audio.streams import Conditioner, Stream, file_streams
+from edge.audio.streams import Conditioner, Stream, file_streams, repaired
 from edge.builders import build_analyzer
 from edge.clock import parse_start, utc_now
 from edge.config import Loaded, SourceConfig, load_config
@@ -261,9 +261,7 @@ class App:
                         close()
                 self._update_metrics(conditioner)  # the stream's last counts
                 if conditioner.bad_samples:
-                    logger.warning(
-                        "%s: %d NaN/inf samples replaced by 0", stream.name, conditioner.bad_samples
-                    )
+                    logger.warning(repaired(stream.name, conditioner.bad_samples))
                 if self.stop.is_set():
                     break
         finally:

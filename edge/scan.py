@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from edge.audio.files import AudioFile, find_audio_files
 from edge.audio.levels import LevelSettings
-from edge.audio.streams import Gap, file_streams
+from edge.audio.streams import Gap, file_streams, repaired
 from edge.detection.analysis import Analyzer
 from edge.errors import AudioError
 from edge.ops.progress import audio_bar, logs_above, on_terminal
@@ -151,9 +151,7 @@ def scan(
                 report.windows += analyzer.windows_scored - windows_before
                 report.audio_seconds += conditioner.frames_in / stream.rate_hz
                 if conditioner.bad_samples:
-                    logger.warning(
-                        "%s: %d NaN/inf samples replaced by 0", stream.name, conditioner.bad_samples
-                    )
+                    logger.warning(repaired(stream.name, conditioner.bad_samples))
     finally:
         per_file.close()
         bar.close()

@@ -289,8 +289,8 @@ def test_the_stream_is_counted_once_and_gauges_show_the_highest_channel(
     assert got.value("soundwatch_audio_seconds_total") == pytest.approx(SECONDS, abs=1e-9)
     assert got.value("soundwatch_nonfinite_samples_total") == 100
     assert got.value("soundwatch_clipped_samples_total") == 50
-    replaced = [r.getMessage() for r in caplog.records if "NaN/inf" in r.getMessage()]
-    assert replaced == [f"{wav}: 100 NaN/inf samples replaced by 0"]
+    replaced = [r.getMessage() for r in caplog.records if "bad samples" in r.getMessage()]
+    assert replaced == [f"{wav}: 100 bad samples (NaN, infinite, beyond ±1000) replaced or clipped"]
 
     out = tmp_path / "out"
     last = [hour_rows(out, name)[-1] for name in hour_files(out)]

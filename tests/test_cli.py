@@ -175,6 +175,10 @@ def test_scan_skips_bad_files_and_keeps_the_good(tone_bundle: Path, tmp_path: Pa
     x = scene()
     x[8 * 16000 : 9 * 16000] = np.nan
     sf.write(folder / "e_nan.wav", x, 16000, subtype="FLOAT")
+    # A broken float file: values of 1e30, whose squares overflow (issue 13, item 12).
+    x = scene()
+    x[13 * 16000 : 14 * 16000] = 1e30
+    sf.write(folder / "f_absurd.wav", x, 16000, subtype="FLOAT")
     result = soundwatch(
         "scan", str(folder), "--model", str(tone_bundle), "--out", str(tmp_path / "out")
     )
@@ -184,7 +188,12 @@ def test_scan_skips_bad_files_and_keeps_the_good(tone_bundle: Path, tmp_path: Pa
     assert "b_corrupt.wav: not a readable audio file" in result.stderr
     assert "c_empty.wav: empty" in result.stderr
     assert "d_nosamples.wav: empty" in result.stderr
-    assert "e_nan.wav: 16000 NaN/inf samples replaced by 0" in result.stderr
+    assert "e_nan.wav: 16000 bad samples (NaN, infinite, beyond ±1000) replaced or clipped" in (
+        result.stderr
+    )
+    assert "f_absurd.wav: 16000 bad samples" in result.stderr
+    assert "Warning" not in result.stderr and "overflow" not in result.stderr
+    check_against_truth(events_from_jsonl(tmp_path / "out" / "f_absurd.wav.events.jsonl"))
     check_against_truth(events_from_jsonl(tmp_path / "out" / "a_good.wav.events.jsonl"))
     check_against_truth(events_from_jsonl(tmp_path / "out" / "e_nan.wav.events.jsonl"))
     assert not (tmp_path / "out" / "b_corrupt.wav.events.jsonl").exists()

@@ -268,19 +268,33 @@ def _open_soundfile(path: Path) -> sf.SoundFile:
 # --- per-block helpers: the same for live and file audio --------------------------------------
 
 
-def sanitize(block: np.ndarray) -> int:
-    """Replace NaN and ±inf samples with 0 in place; return how many were replaced.
+ABSURD_LEVEL = 1000.0
+"""A sample beyond ±this (60 dB over full scale) is no sound a converter made but a broken float
+file (values like 1e30, whose squares overflow): counted as bad, and clipped to ±1."""
 
-    One bad sample would otherwise turn every FFT frame and model score it touches into NaN.
-    The caller adds the count to a metric so a broken device or file is visible. The common
-    case (all finite) costs one reduction and allocates nothing.
+
+def is_sane(high: float, low: float) -> bool:
+    """Whether a block whose max and min these are needs no `sanitize`."""
+    return bool(low >= -ABSURD_LEVEL and high <= ABSURD_LEVEL)  # False for NaN, too
+
+
+def sanitize(block: np.ndarray) -> int:
+    """Replace NaN and ±inf samples with 0 and clip absurd ones (beyond ±ABSURD_LEVEL) to ±1,
+    in place; return how many were bad.
+
+    One bad sample would otherwise turn every FFT frame and model score it touches into NaN or
+    overflow. The caller adds the count to a metric so a broken device or file is visible. The
+    common case (all sane) costs one reduction each way and allocates nothing.
     """
     # max and min propagate NaN and reach ±inf, without the overflow warnings a sum gives.
-    if block.size == 0 or (np.isfinite(block.max()) and np.isfinite(block.min())):
+    if block.size == 0 or is_sane(block.max(), block.min()):
         return 0
     bad = ~np.isfinite(block)
     count = int(np.count_nonzero(bad))
     block[bad] = 0.0
+    wild = np.abs(block) > ABSURD_LEVEL
+    count += int(np.count_nonzero(wild))
+    np.clip(block, -1.0, 1.0, out=block, where=wild)
     return count
 
 

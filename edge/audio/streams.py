@@ -2,8 +2,8 @@
 
 A source yields `Stream`s: a file, a live capture session, the demo (edge/audio/demo.py). Each
 stream yields float32 blocks (frames, channels) at its own rate, or `Gap`s where audio is
-missing. The `Conditioner` picks the channel, repairs NaN/inf samples and resamples to the
-model's rate; edge/pipeline.py drives the analyzers from it.
+missing. The `Conditioner` picks the channel, repairs bad samples (NaN, inf, absurd) and
+resamples to the model's rate; edge/pipeline.py drives the analyzers from it.
 
 A live stream is one stream for the daemon's whole life, whatever happens to the device: a lost
 and reopened device is a `Gap(reason="device")` inside it (edge/audio/live.py), so its clock and
@@ -15,7 +15,6 @@ seconds.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from edge.audio.files import (
     AudioFile,
     ChannelChoice,
     count_clipped,
+    is_sane,
     sanitize,
     select_channel,
     start_time_from_name,
@@ -89,7 +89,7 @@ class Tap(Protocol):
 
 
 class Conditioner:
-    """Channel choice, NaN/inf repair and resampling: stream rate to model rate, mono.
+    """Channel choice, bad-sample repair and resampling: stream rate to model rate, mono.
 
     A `tap` sees the mono audio at the stream's rate, before resampling."""
 
@@ -131,7 +131,7 @@ class Conditioner:
         if self.primary and len(block):
             # One max and one min answer both questions in the common case (finite, unclipped).
             high, low = block.max(), block.min()
-            if not (math.isfinite(high) and math.isfinite(low)):
+            if not is_sane(high, low):
                 counts.bad_samples += sanitize(block)
                 high, low = block.max(), block.min()
             if high >= CLIP_LEVEL or low <= -CLIP_LEVEL:
@@ -187,6 +187,11 @@ class Conditioner:
         """This stream or segment ends: the tap completes its last partial second."""
         if self.tap is not None:
             self.tap.finish()
+
+
+def repaired(name: str, bad_samples: int) -> str:
+    """The log line for a stream whose bad samples the Conditioner repaired."""
+    return f"{name}: {bad_samples} bad samples (NaN, infinite, beyond ±1000) replaced or clipped"
 
 
 def file_streams(

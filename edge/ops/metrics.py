@@ -17,7 +17,8 @@ scrapes (`Gauge.set_function`).
     soundwatch_windows_total                    windows scored
     soundwatch_events_total{label}              events started
     soundwatch_probability{label}               the last second's probability (NaN: not analysed)
-    soundwatch_nonfinite_samples_total          NaN/inf input samples replaced by 0
+    soundwatch_nonfinite_samples_total          NaN/inf input samples replaced by 0, and
+                                                absurd ones (beyond ±1000) clipped to ±1
     soundwatch_clipped_samples_total            input samples at full scale
     soundwatch_device_connected                 1 while the input device delivers audio
     soundwatch_device_reconnects_total          input device reopened after a loss
@@ -157,7 +158,9 @@ def create_metrics() -> Metrics:
             p + "probability", "The last second's probability, by label", ["label"], registry=r
         ),
         nonfinite_samples=Counter(
-            p + "nonfinite_samples", "NaN/inf input samples replaced by 0", registry=r
+            p + "nonfinite_samples",
+            "NaN/inf input samples replaced by 0, absurd ones (beyond ±1000) clipped to ±1",
+            registry=r,
         ),
         clipped_samples=Counter(p + "clipped_samples", "Input samples at full scale", registry=r),
         device_connected=Gauge(
