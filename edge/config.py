@@ -11,6 +11,7 @@ value. Secrets (the MQTT password, later) never live here: they come from the en
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,16 +199,29 @@ class EventsConfig(LabelRules):
     )
 
 
+DEVICE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+DEVICE_ID_RULE = "letters, digits, '.', '_', '-'; at most 64; not starting with '.' or '-'"
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = field("soundwatch-out", help="folder for per-second CSVs and event files")
     device_id: str | None = field(
-        None, help="this device's name in paths and messages (null: host name)"
+        None,
+        help="this device's name in paths and MQTT topics (null: host name): letters, digits,"
+        " '.', '_', '-', at most 64, not starting with '.' or '-'",
     )
     files: bool = field(True, help="write per-second CSVs and event files")
     print: Literal["events", "seconds", "both", "none"] = field(
         "both", help="what to print on stdout as it happens"
     )
+
+    def problems(self) -> list[tuple[str, str]]:
+        # It becomes a folder under `dir` and an MQTT topic level: `../x` wrote two levels
+        # above `dir`, `a/b` made folders, `#` or `+` break the topic.
+        if self.device_id is not None and not DEVICE_ID.fullmatch(self.device_id):
+            return [("device_id", f"{self.device_id!r} is not a plain name ({DEVICE_ID_RULE})")]
+        return []
 
     @property
     def device(self) -> str:

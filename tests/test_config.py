@@ -766,3 +766,22 @@ def test_numbers_that_would_exhaust_memory_are_refused(
 ) -> None:
     lines = _problems(tmp_path, text)  # with what else the value breaks (the ring's size)
     assert any(line.startswith(problem) for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "device_id", ["../../x", "a/b", "box#1", "box+", "", ".hidden", "-x", "a\x00b", "x" * 65]
+)
+def test_a_device_id_that_would_leave_its_folder_or_break_a_topic_is_refused(
+    tmp_path: Path, device_id: str
+) -> None:
+    """`../../x` wrote the hourly CSVs two levels above output.dir; `a/b` made folders; `#`
+    and `+` are MQTT wildcards (issue 13, item 6)."""
+    text = yaml.safe_dump({"output": {"device_id": device_id}})
+    (problem,) = _problems(tmp_path, text)
+    assert problem.startswith(f"config.yaml:2: output.device_id: {device_id!r} is not a plain")
+
+
+def test_plain_device_ids_are_taken(tmp_path: Path) -> None:
+    for device_id in ("box", "shed-2", "pi4.garden", "A_1", "x" * 64):
+        text = yaml.safe_dump({"output": {"device_id": device_id}})
+        assert _load(tmp_path, text).config.output.device == device_id
