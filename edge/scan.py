@@ -8,10 +8,13 @@ outputs.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,48 +53,79 @@ class ScanReport:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
 
+# The longest name scan writes is `<file>.probabilities.csv.partial`; a file system takes 255
+# bytes a name.
+NAME_BYTES = 255 - len(".probabilities.csv.partial")
+
+
 def output_bases(inputs: list[Path], out: Path) -> dict[Path, Path]:
-    """Where each file's outputs go: `out` / its path below the folder it was found in."""
+    """Where each file's outputs go: `out` / its path below the folder it was found in, each
+    name cut to fit the file system (with a hash of the whole name, so two stay apart)."""
     bases: dict[Path, Path] = {}
     for given in inputs:
         for path in find_audio_files([given]):
             rel = path.relative_to(given) if given.is_dir() else Path(path.name)
-            bases.setdefault(path, out / rel)
+            bases.setdefault(path, out.joinpath(*(fitted(part) for part in rel.parts)))
     return bases
 
 
+def fitted(name: str) -> str:
+    """`name`, or its first bytes, `~` and 8 hex digits of its hash when it is too long for an
+    output name (README: "What comes out")."""
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_BYTES:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    head = raw[: NAME_BYTES - 9].decode("utf-8", errors="ignore")  # whole characters only
+    return f"{head}~{digest}"
+
+
 class _PerFile(Sink):
-    """Routes each stream to its own ScanFiles, chosen by the stream's source path."""
+    """Routes each stream to its own ScanFiles, chosen by the stream's source path.
+
+    A file whose outputs cannot be written (a name or a path the file system refuses, a full
+    disk) is failed alone: its partial outputs go, `failed` says why, and the next file is
+    scored as usual."""
 
     def __init__(self, bases: dict[Path, Path], device: str, stop: threading.Event) -> None:
         self.bases, self.device = bases, device
         self.stop = stop  # set when interrupted: the file in progress is discarded, not kept
         self.current: ScanFiles | None = None
+        self.failed: str | None = None  # why the current file's outputs could not be written
 
     def begin(self, info: StreamInfo) -> None:
+        self.failed = None
         base = self.bases[Path(info.source)]
         self.current = ScanFiles(base, self.device)
-        self.current.begin(info)
+        self._guard(lambda files: files.begin(info))
+
+    def _guard(self, write: Callable[[ScanFiles], None]) -> None:
+        if self.current is None:
+            return
+        try:
+            write(self.current)
+        except (OSError, UnicodeError) as exc:
+            self.failed = f"cannot write its outputs ({getattr(exc, 'strerror', None) or exc})"
+            self.close()
 
     def second(self, row: SecondRow) -> None:
-        assert self.current is not None
-        self.current.second(row)
+        self._guard(lambda files: files.second(row))
 
     def event(self, event: Event) -> None:
-        assert self.current is not None
-        self.current.event(event)
+        self._guard(lambda files: files.event(event))
 
     def end(self) -> None:
         if self.current is not None:
             if self.stop.is_set():
                 self.current.close()
             else:
-                self.current.end()
+                self._guard(lambda files: files.end())
             self.current = None
 
     def close(self) -> None:
         if self.current is not None:
-            self.current.close()
+            with contextlib.suppress(OSError):  # what could not be made cannot be removed
+                self.current.close()
             self.current = None
 
 
@@ -147,6 +181,10 @@ def scan(
                 conditioner = feed(stream, analyzer, info, "mix", stop, None, evidence)
                 if stop.is_set():
                     break
+                if per_file.failed is not None:
+                    report.files_skipped.append(stream.name)
+                    logger.error("skipped: %s: %s", stream.name, per_file.failed)
+                    continue
                 report.files_scored += 1
                 report.windows += analyzer.windows_scored - windows_before
                 report.audio_seconds += conditioner.frames_in / stream.rate_hz

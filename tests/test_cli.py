@@ -518,3 +518,34 @@ def test_scan_refuses_bad_start_and_batch_in_one_line(tone_bundle: Path, tmp_pat
         assert result.returncode == 2, result.stderr
         assert result.stderr == f"soundwatch: error: {message}\n"
         assert not (tmp_path / "o").exists()
+
+
+def test_scan_takes_odd_names_and_fails_a_file_alone(tone_bundle: Path, tmp_path: Path) -> None:
+    """A name that is not UTF-8 and one of 245 characters used to end the folder's scan with a
+    traceback, losing every good file's outputs (issue 13, item 1). Now both are scored, their
+    outputs named within the file system's 255 bytes; a file whose outputs cannot be written
+    (a file sits where its output folder would go) is skipped alone, with its reason."""
+    folder = tmp_path / "in"
+    write_scene(folder / "a_good.wav")
+    odd = os.fsdecode(os.fsencode(str(folder)) + b"/b_\xff\xfe.wav")
+    os.rename(write_scene(folder / "b.wav"), odd)  # libsndfile's writer wants UTF-8 names
+    long = folder / ("c_" + "L" * 243 + ".wav")
+    write_scene(long)
+    write_scene(folder / "sub" / "d_blocked.wav")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the folder would go")
+    result = soundwatch("scan", str(folder), "--model", str(tone_bundle), "--out", str(out))
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "d_blocked.wav: cannot write its outputs" in result.stderr
+    assert "3 file(s) scored" in result.stderr and "1 skipped" in result.stderr
+    names = [p.name for p in out.iterdir() if p.name.endswith(".events.jsonl")]
+    assert len(names) == 3 and all(len(os.fsencode(n)) <= 255 for n in names)
+    for name in names:
+        check_against_truth(events_from_jsonl(out / name))
+    cut = [n for n in names if n.startswith("c_")]
+    assert len(cut) == 1 and "~" in cut[0]  # cut, with a hash of the whole name
+    predicted = (out / (Path(odd).name + "-predicted.csv")).read_bytes()
+    assert b"b_\\udcff\\udcfe.wav" in predicted  # the name's bytes, escaped, in valid UTF-8

@@ -11,6 +11,7 @@ on every block of live and file audio alike, so they allocate nothing on the com
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -249,13 +250,16 @@ def _open_soundfile(path: Path) -> sf.SoundFile:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty (0 bytes)")
     try:
-        handle = sf.SoundFile(path)
+        # As bytes: a name that is not valid UTF-8 (surrogate escapes) is still a file.
+        handle = sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(
             f"{path}: not a readable audio file ({_libsndfile_reason(error)})"
         ) from None
     except OSError as error:
         raise AudioError(f"{path}: cannot open ({error.strerror or error})") from None
+    except (ValueError, UnicodeError) as error:
+        raise AudioError(f"{path}: cannot open ({error})") from None
     if handle.frames <= 0:
         handle.close()
         raise AudioError(f"{path}: empty (0 samples)")

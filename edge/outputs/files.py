@@ -165,7 +165,8 @@ class ScanFiles(Sink):
     def _open(self, suffix: str) -> IO[str]:
         final = self.out_base.with_name(self.out_base.name + suffix)
         tmp = final.with_name(final.name + ".partial")
-        f = tmp.open("w", encoding="utf-8", newline="")
+        # A source name that is not valid UTF-8 is written with backslash escapes.
+        f = tmp.open("w", encoding="utf-8", errors="backslashreplace", newline="")
         self._files[suffix] = (final, f)
         return f
 

@@ -29,7 +29,7 @@ class LineFile:
 
     def append(self, text: str) -> None:
         """Write `text` (whole lines) or nothing; OSError when the disk refuses."""
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", errors="backslashreplace")  # a name not valid UTF-8
         size = os.fstat(self._fd).st_size
         try:
             written = os.write(self._fd, data)
