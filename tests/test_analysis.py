@@ -17,7 +17,7 @@ from edge.config import Loaded, load_config
 from edge.detection.analysis import Analyzer
 from edge.model.bundle import Bundle, load_bundle
 from edge.pipeline import feed
-from edge.records import Event, SecondRow, Sink, StreamInfo
+from edge.records import ANALYSED, EDGE, Event, SecondRow, Sink, StreamInfo
 from tests.scenes import SECONDS, Found, check_against_truth, scene
 
 
@@ -172,3 +172,24 @@ def test_feed_turns_stream_gaps_into_gap_seconds_at_the_stream_rate(bundle: Bund
     assert status.count("analysed") == 18
     found = [f for f in sink.found() if f.start > 6]
     assert [f.label for f in found] == ["tone-1k", "tone-3k", "tone-1k", "tone-3k"]
+
+
+def test_with_a_hop_over_a_second_every_covered_second_is_analysed() -> None:
+    """A 3 s window every 3 s (BirdNET's way): centres at 1.5, 4.5, 7.5 s. Two of every three
+    seconds held no centre and were written as `edge` though their audio was scored (issue 13,
+    item 13); each now takes the max of the windows covering it."""
+    from edge.detection.seconds import SecondAggregator
+
+    rows: list[SecondRow] = []
+    seconds = SecondAggregator(info(), 2, rows.append, cover_seconds=3.0)
+    scores = np.array([[0.1, 0.0], [0.9, 0.2], [0.3, 0.7]], dtype=np.float32)
+    seconds.add(np.array([1.5, 4.5, 7.5]), scores)
+    seconds.close(9.0)
+    assert [r.status for r in rows] == [ANALYSED] * 9
+    assert [float(r.scores[0]) for r in rows] == pytest.approx([0.1] * 3 + [0.9] * 3 + [0.3] * 3)
+    # The centre rule alone, as with a hop of a second or less: the rest are `edge`.
+    rows.clear()
+    centred = SecondAggregator(info(), 2, rows.append)
+    centred.add(np.array([1.5, 4.5, 7.5]), scores)
+    centred.close(9.0)
+    assert [r.status for r in rows] == [EDGE, ANALYSED, EDGE] * 3

@@ -104,7 +104,11 @@ class Analyzer:
             model_version=m.version,
         )
         self._info = info
-        self._seconds = SecondAggregator(info, len(self.labels), self.sink.second)
+        hop_seconds = self.hop_samples / self.rate_hz
+        cover = self.window_samples / self.rate_hz if hop_seconds > 1.0 else None
+        self._seconds = SecondAggregator(
+            info, len(self.labels), self.sink.second, cover_seconds=cover
+        )
         # (column, detector) for each label that makes events; background labels have none.
         self._detectors = [
             (i, EventDetector(s.rules)) for i, s in enumerate(self.labels) if s.events

@@ -5,6 +5,11 @@ live device read 10:23:14, 10:23:15, ...), else to whole seconds from the stream
 second between the stream's start and end gets exactly one row: `analysed` when a window is
 centred in it, `gap:<reason>` when audio was missing (overrun, device, overload), `edge` when
 audio was there but too near a start, end or gap to centre a window on it.
+
+With a hop over a second (a 3 s window every 3 s), most seconds hold no window centre though
+their audio was scored: such a second takes the max of the windows that cover it, and is
+`analysed` too. (With a hop of a second or less every second but a stream's first and last
+holds a centre, and the rows are the centre rule's alone.)
 """
 
 from __future__ import annotations
@@ -22,8 +27,19 @@ from edge.records import ANALYSED, EDGE, SecondRow, StreamInfo, gap_status
 class SecondAggregator:
     """Turns window scores (centre time, scores) into SecondRows, in order, each exactly once."""
 
-    def __init__(self, info: StreamInfo, n_labels: int, emit: Callable[[SecondRow], None]) -> None:
+    def __init__(
+        self,
+        info: StreamInfo,
+        n_labels: int,
+        emit: Callable[[SecondRow], None],
+        *,
+        cover_seconds: float | None = None,
+    ) -> None:
+        """`cover_seconds`: the window's length, when seconds without a window centre take
+        the max of the windows covering them (a hop over a second); None: centres only."""
         self.info = info
+        self.half = None if cover_seconds is None else cover_seconds / 2
+        self._covered: dict[int, np.ndarray] = {}  # bin -> max of the windows covering it
         self.emit = emit
         # Seconds from the stream start to the next whole (UTC) second boundary, in [0, 1).
         self.phase = second_phase(info.anchor)
@@ -49,6 +65,16 @@ class SecondAggregator:
         # Windows arrive in time order, so each run of equal bins is one second's windows.
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         maxima = np.fmax.reduceat(scores, starts, axis=0)
+        if self.half is not None:  # a hop over a second: about one window per second or less
+            for centre, row in zip(centres.tolist(), scores, strict=True):
+                # The window is [centre - half, centre + half): its end is the next second's.
+                first, last = (
+                    self.bin_of(centre - self.half),
+                    self.bin_of(centre + self.half - 1e-6),
+                )
+                for b in range(first, last + 1):
+                    held = self._covered.get(b)
+                    self._covered[b] = row.copy() if held is None else np.fmax(held, row)
         for i, start in enumerate(starts):
             b = int(bins[start])
             if b != self._bin:
@@ -78,8 +104,11 @@ class SecondAggregator:
         """Emit rows for every bin before `b`."""
         while self._bin < b:
             start = self.bin_start(self._bin)
+            covered = self._covered.pop(self._bin, None) if self._covered else None
             if self._analysed:
                 status, scores = ANALYSED, self._max.copy()
+            elif covered is not None:  # no centre here, but a window's audio
+                status, scores = ANALYSED, covered
             else:
                 reason = self._gap_reason(start, start + 1.0)
                 status = gap_status(reason) if reason else EDGE
