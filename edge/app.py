@@ -40,7 +40,7 @@ from edge.builders import build_analyzer
 from edge.clock import parse_start, utc_now
 from edge.config import Loaded, SourceConfig, load_config
 from edge.detection.analysis import Analyzer
-from edge.errors import AudioError, ConfigError
+from edge.errors import AudioError, ConfigError, SoundwatchError
 from edge.model.bundle import Bundle
 from edge.ops.counters import (
     ClipMetrics,
@@ -255,6 +255,10 @@ class App:
                 self._active_lanes = len(lanes)
                 try:
                     conditioner = feed_lanes(stream, lanes, self.stop, self)[0]
+                except SoundwatchError as exc:  # this stream's audio cannot be scored (its rate)
+                    logger.error("skipped: %s: %s", stream.name, exc)
+                    self.files_failed += 1
+                    continue
                 finally:
                     close = getattr(stream.blocks, "close", None)
                     if close is not None:  # a generator: release its device or file now

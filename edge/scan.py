@@ -26,7 +26,7 @@ from edge.audio.files import AudioFile, find_audio_files
 from edge.audio.levels import LevelSettings
 from edge.audio.streams import Gap, file_streams, repaired
 from edge.detection.analysis import Analyzer
-from edge.errors import AudioError
+from edge.errors import AudioError, SoundwatchError
 from edge.ops.progress import audio_bar, logs_above, on_terminal
 from edge.outputs.evidence import Evidence
 from edge.outputs.files import ScanFiles
@@ -178,7 +178,12 @@ def scan(
                     file = number.get(Path(stream.name), 0)
                     bar.set_postfix_str(f"file {file}/{len(files)}", refresh=False)
                     stream.blocks = _counted(stream.blocks, stream.rate_hz, bar)
-                conditioner = feed(stream, analyzer, info, "mix", stop, None, evidence)
+                try:
+                    conditioner = feed(stream, analyzer, info, "mix", stop, None, evidence)
+                except SoundwatchError as exc:  # this file's audio cannot be scored (its rate)
+                    report.files_skipped.append(stream.name)
+                    logger.error("skipped: %s: %s", stream.name, exc)
+                    continue
                 if stop.is_set():
                     break
                 if per_file.failed is not None:

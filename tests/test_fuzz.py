@@ -216,3 +216,37 @@ def test_mutated_audio_headers_read_or_say_which_file(tmp_path: Path) -> None:
         return True
 
     run_cases("audio header", case)
+
+
+def test_a_folder_of_mutated_recordings_scans_without_a_traceback(
+    tone_bundle: Path, tmp_path: Path
+) -> None:
+    """The loaders' property through the command line: 60 damaged copies of a recording and
+    one good one in a folder; `scan` scores what it can, skips the rest with a reason each
+    (exit 1), prints no traceback, and the good file keeps its outputs."""
+    import subprocess
+    import sys
+
+    from tests.scenes import check_against_truth, events_from_jsonl, write_scene
+
+    folder = tmp_path / "in"
+    good = write_scene(folder / "a_good.wav")
+    original = good.read_bytes()
+    for seed in range(60):
+        rng = random.Random(seed)
+        data = bytearray(original[:4096] if seed % 3 == 0 else original)
+        for _ in range(rng.randint(1, 4)):
+            where = rng.randrange(64)
+            data[where : where + 4] = struct.pack("<I", rng.getrandbits(32))
+        (folder / f"m{seed:02d}.wav").write_bytes(bytes(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "scan", str(folder), "--model", str(tone_bundle),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    skipped = [line for line in result.stderr.splitlines() if "skipped:" in line]
+    assert all(f"{folder}/m" in line for line in skipped)
+    check_against_truth(events_from_jsonl(tmp_path / "out" / "a_good.wav.events.jsonl"))
+    print(f"fuzz scan: 61 files, {len(skipped)} skipped with a reason, no traceback")

@@ -241,6 +241,9 @@ def _libsndfile_reason(error: Exception) -> str:
     return str(reason).strip().rstrip(".")
 
 
+MAX_RATE_HZ = 2_000_000  # as source.sample_rate_hz allows; ultrasound recorders reach 768 kHz
+
+
 def _open_soundfile(path: Path) -> sf.SoundFile:
     """Open `path` with libsndfile, turning every failure into a one-line AudioError."""
     if not path.exists():
@@ -263,7 +266,7 @@ def _open_soundfile(path: Path) -> sf.SoundFile:
     if handle.frames <= 0:
         handle.close()
         raise AudioError(f"{path}: empty (0 samples)")
-    if handle.samplerate <= 0:
+    if not 0 < handle.samplerate <= MAX_RATE_HZ:  # a damaged header: no converter runs at GHz
         handle.close()
         raise AudioError(f"{path}: invalid sample rate {handle.samplerate} Hz in header")
     return handle
