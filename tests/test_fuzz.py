@@ -142,48 +142,38 @@ def run_cases(kind: str, case: Callable[[int], bool]) -> None:
     print(f"fuzz {kind}: {sum(tally.values())} cases, {dict(tally)}")
 
 
-def test_mutated_configs_load_or_say_where(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-
-    def case(seed: int) -> bool:
-        rng = random.Random(seed)
-        text = dump(mutate_data(VALID_CONFIG, rng))
-        if rng.random() < 0.4:
-            text = mutate_text(text, rng)
-        path.write_text(text, encoding="utf-8")
-        try:
-            load_config(path)
-        except SoundwatchError as exc:
-            check_error(exc, path)
-            return False
-        except Exception as exc:  # the property: nothing else, ever
-            raise AssertionError(f"seed {seed}: {type(exc).__name__}: {exc}\n{text}") from exc
-        return True
-
-    run_cases("config", case)
-
-
-def test_mutated_manifests_load_or_say_where(tone_bundle: Path, tmp_path: Path) -> None:
-    folder = Path(shutil.copytree(tone_bundle, tmp_path / "tone"))
-    manifest = folder / "manifest.yaml"
-    valid = yaml.safe_load(manifest.read_text())
+def yaml_cases(kind: str, valid: Any, path: Path, load: Callable[[], object]) -> None:
+    """Mutations of `valid` written to `path`, loaded by `load`: loaded, or refused with the
+    project's error naming `path` on every line; anything else fails naming the seed."""
 
     def case(seed: int) -> bool:
         rng = random.Random(seed)
         text = dump(mutate_data(valid, rng))
         if rng.random() < 0.4:
             text = mutate_text(text, rng)
-        manifest.write_text(text, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         try:
-            load_bundle(folder)
+            load()
         except SoundwatchError as exc:
-            check_error(exc, manifest)
+            check_error(exc, path)
             return False
-        except Exception as exc:
-            raise AssertionError(f"seed {seed}: {type(exc).__name__}: {exc}\n{text}") from exc
+        except Exception as exc:  # the property: nothing else, ever
+            raise AssertionError(f"{type(exc).__name__}: {exc}\n{text}") from exc
         return True
 
-    run_cases("manifest", case)
+    run_cases(kind, case)
+
+
+def test_mutated_configs_load_or_say_where(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    yaml_cases("config", VALID_CONFIG, path, lambda: load_config(path))
+
+
+def test_mutated_manifests_load_or_say_where(tone_bundle: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tone_bundle, tmp_path / "tone"))
+    manifest = folder / "manifest.yaml"
+    valid = yaml.safe_load(manifest.read_text())
+    yaml_cases("manifest", valid, manifest, lambda: load_bundle(folder))
 
 
 def test_mutated_audio_headers_read_or_say_which_file(tmp_path: Path) -> None:

@@ -7,9 +7,13 @@ import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge import __version__
 from edge.errors import SoundwatchError
+
+if TYPE_CHECKING:
+    from trainer.annotations import AnnotationSet
 
 
 def cmd_tone_bundle(args: argparse.Namespace) -> int:
@@ -21,7 +25,6 @@ def cmd_tone_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from trainer.annotations import load_any
     from trainer.config import load_config
     from trainer.run import TrainError
     from trainer.train import fit
@@ -49,22 +52,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "checkpoint.pt").exists() and not args.overwrite:
         raise TrainError(f"{out}: already holds a run; choose another --out or pass --overwrite")
-    data = load_any(Path(args.data), **_annotation_options(args))
-    for problem in data.problems:
-        print(f"skipped: {problem}", file=sys.stderr)
+    data = _annotations(args)
     fit(config, data, out, command=args.command_line, progress=False if args.quiet else None)
     print(f"wrote {out} (report: {out / 'report' / 'summary.md'})")
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from trainer.annotations import load_any
     from trainer.calibrate import calibrate
 
-    data = load_any(Path(args.data), **_annotation_options(args))
-    for problem in data.problems:
-        print(f"skipped: {problem}", file=sys.stderr)
-    data, _ = data.without_duplicates()
+    data = _annotations(args, dedup=True)
     choices, report = calibrate(
         Path(args.model), data.annotations, args.ratio, write=not args.dry_run
     )
@@ -83,6 +80,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         else f"wrote {Path(args.model) / 'manifest.yaml'}"
     )
     return 0
+
+
+def _annotations(args: argparse.Namespace, *, dedup: bool = False) -> AnnotationSet:
+    """`--data` loaded, its bad rows reported; with `dedup`, identical rows counted once (two
+    annotators marking one sound make one true event; `fit` drops them itself, and says so)."""
+    from trainer.annotations import load_any
+
+    data = load_any(Path(args.data), **_annotation_options(args))
+    for problem in data.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if dedup:
+        data, duplicates = data.without_duplicates()
+        if duplicates:
+            print(f"dropped {duplicates} duplicate annotations (same recording, label, start, end)")
+    return data
 
 
 def _annotation_options(args: argparse.Namespace) -> dict[str, object]:
@@ -116,15 +128,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from trainer.annotations import load_any
     from trainer.evaluate import evaluate
 
-    data = load_any(Path(args.data), **_annotation_options(args))
-    for problem in data.problems:
-        print(f"skipped: {problem}", file=sys.stderr)
-    data, duplicates = data.without_duplicates()
-    if duplicates:  # two annotators marking the same sound: one true event, not two
-        print(f"dropped {duplicates} duplicate annotations (same recording, label, start, end)")
+    data = _annotations(args, dedup=True)
     out = Path(args.out) if args.out else None
     report = evaluate(
         Path(args.model),
