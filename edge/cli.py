@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal, get_args
@@ -99,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from edge.builders import build_analyzer
-    from edge.scan import SCAN_BATCH_WINDOWS, scan
+    from edge.scan import SCAN_BATCH_WINDOWS, ScanReport, output_bases, scan
+    from edge.scanplan import anchors, identity, plan
 
     _logging("debug" if args.verbose else "info")
     extra: dict[Path_, tuple[object, str]] = {}
@@ -110,23 +112,63 @@ def cmd_scan(args: argparse.Namespace) -> int:
     loaded = _config(args, extra)
     model = loaded.config.model
     batch = model.batch_windows if args.batch is not None else SCAN_BATCH_WINDOWS
-    _, analyzer = build_analyzer(loaded, None, batch_windows=batch)
+    bundle, analyzer = build_analyzer(loaded, None, batch_windows=batch)
+    inputs, out = [Path(p) for p in args.paths], Path(args.out)
+    levels = _levels(loaded.config.levels, args.levels)
+    bases = output_bases(inputs, out)
+    settings = {
+        "labels": [s.label for s in analyzer.labels],
+        "rules": [repr(s.rules) for s in analyzer.labels],
+        "levels": repr(levels) if levels.enabled else None,
+        "start": args.start,
+    }
+    todo = plan(bases, out, identity(bundle.folder, analyzer.backend.path, settings))
+    if todo.done:
+        logger.info("%d of %d file(s) already scored in %s: kept", todo.done, len(bases), out)
     stop = threading.Event()
     # Ctrl-C finishes the current block and discards the file in progress; finished files stay.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     # Checked with the config (source.start), so a bad time is one line naming --start.
     start = parse_start(args.start) if args.start is not None else None
-    report = scan(
-        analyzer,
-        [Path(p) for p in args.paths],
-        Path(args.out),
-        device=loaded.config.output.device,
-        start=start,
-        stop=stop,
-        progress=None if not args.quiet else False,
-        levels=_levels(loaded.config.levels, args.levels),
-    )
+    device = loaded.config.output.device
+    starts = anchors(list(bases), start) if start is not None and todo.done else {}
+    if args.workers is not None or args.scheduler:
+        from edge.cluster import scan_on_cluster
+
+        began = time.perf_counter()
+        report = scan_on_cluster(
+            loaded,
+            batch,
+            todo.todo,
+            device=device,
+            starts=anchors(list(bases), start),
+            levels=levels,
+            workers=args.workers or os.cpu_count(),
+            scheduler=args.scheduler,
+        )
+        report.wall_seconds = time.perf_counter() - began
+    elif starts:  # resumed with --start: each file anchored as in an uninterrupted run
+        report = ScanReport()
+        for file, base in todo.todo.items():
+            one = scan(analyzer, [file], out, device=device, start=starts[file], stop=stop,
+                       progress=False, levels=levels, bases={file: base})  # fmt: skip
+            report.files_scored += one.files_scored
+            report.files_skipped += one.files_skipped
+            report.audio_seconds += one.audio_seconds
+            report.wall_seconds += one.wall_seconds
+    else:
+        report = scan(
+            analyzer,
+            inputs,
+            out,
+            device=device,
+            start=start,
+            stop=stop,
+            progress=None if not args.quiet else False,
+            levels=levels,
+            bases=todo.todo,
+        )
     if stop.is_set():
         logger.error("interrupted: %d file(s) finished keep their outputs", report.files_scored)
         return 130
@@ -259,6 +301,15 @@ def parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", required=True, help="output folder (mirrors the input paths)")
     scan.add_argument("--start", help="UTC start time for files without a timestamp in the name")
     scan.add_argument("--batch", type=int, help="windows per model call (default: 256)")
+    scan.add_argument(
+        "--workers",
+        type=int,
+        nargs="?",
+        const=0,
+        help="score on N worker processes of a local Dask cluster (no N: one per core);"
+        " needs the cluster extra",
+    )
+    scan.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
     scan.add_argument(
         "--levels",
         choices=["broadband", "octave", "third-octave"],

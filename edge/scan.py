@@ -139,11 +139,13 @@ def scan(
     stop: threading.Event | None = None,
     progress: bool | None = None,
     levels: LevelSettings | None = None,
+    bases: dict[Path, Path] | None = None,
 ) -> ScanReport:
     """Score every audio file under `inputs` into `out`; with `levels` enabled, each second's
-    sound levels go into the probabilities CSV too."""
+    sound levels go into the probabilities CSV too. `bases`: the files to score and where
+    their outputs go, when the caller chose them (`output_bases` of `inputs` otherwise)."""
     stop = stop or threading.Event()
-    bases = output_bases(inputs, out)
+    bases = output_bases(inputs, out) if bases is None else bases
     files = list(bases)
     per_file = _PerFile(bases, device, stop)
     evidence = None

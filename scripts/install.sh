@@ -38,7 +38,7 @@ if [ "$extras" = dev ]; then
   # The tests train and export small models, so they need the trainer too. torch is pinned
   # first: a bare `torch` requirement would pull the newest build with GBs of CUDA libraries
   # (where a CPU wheel of this version is on the index, pip takes that one).
-  spec=".[tflite,dev,trainer]"
+  spec=".[tflite,dev,trainer,cluster]"
   .venv/bin/python -m pip install -q "torch==2.13.0" || die "pip install torch==2.13.0 failed"
 fi
 .venv/bin/python -m pip install -q -e "$spec" || die "pip install -e '$spec' failed"

@@ -241,7 +241,7 @@ class Analyzer:
         for i, tr in messages:
             setup = self.labels[i]
             if tr.type == "start":
-                self._open_ids[i] = uuid.uuid4().hex
+                self._open_ids[i] = event_id_for(info, setup.label, tr.start_seconds)
             event_id = self._open_ids[i]
             assert event_id is not None, "an end without a start"
             if tr.type == "end":
@@ -263,6 +263,20 @@ class Analyzer:
                     continued=tr.continued,
                 )
             )
+
+
+_EVENT_IDS = uuid.UUID("5f1d8a4e-2b7c-4c1e-9a63-0d2f6e8b7a10")  # soundwatch's uuid5 namespace
+
+
+def event_id_for(info: StreamInfo, label: str, start_seconds: float) -> str:
+    """An event's id, from what makes it that event: the model, the source and channel, the
+    label and its start (absolute when the stream has an anchor, else the offset). The same
+    recording scored again gives the same ids, so a scan run twice, or on any number of
+    workers, writes the same bytes, and a subscriber can drop a message it already has."""
+    at = info.at(start_seconds)
+    when = at.isoformat() if at is not None else f"{info.offset_seconds + start_seconds:.6f}"
+    key = f"{info.model}/{info.model_version}|{info.source}|{info.channel}|{label}|{when}"
+    return uuid.uuid5(_EVENT_IDS, key).hex
 
 
 def _activate(raw: np.ndarray, activation: str) -> None:
