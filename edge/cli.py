@@ -223,9 +223,9 @@ def cmd_review(args: argparse.Namespace) -> int:
         print(f"{len(verdicts)} verdict(s) exported to {len(written)} file(s) in {args.export}")
         return 0
     server = make_server(review, args.host, args.port)
-    host, port = server.server_address[:2]
-    url = f"http://{'[' + str(host) + ']' if ':' in str(host) else host}:{port}/"
-    logger.info("review of %s at %s (Ctrl-C stops)", review.source.root, url)
+    host, port = str(server.server_address[0]), server.server_address[1]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    logger.info("review of %s at %s (Ctrl-C stops)", args.folder, url)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     if args.open:
         webbrowser.open(url)

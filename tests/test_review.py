@@ -143,7 +143,7 @@ def test_export_is_read_back_by_the_trainer_with_labels_and_times(out: Path) -> 
         assert loaded.problems == []
         got = [(a.label, a.start_seconds, a.end_seconds, a.recording) for a in loaded.annotations]
         assert [g[0] for g in got] == [label for label, _ in expected]
-        for (_, start, end, path), (_, event) in zip(got, expected):
+        for (_, start, end, path), (_, event) in zip(got, expected, strict=True):
             assert start == pytest.approx(event["start_offset"], abs=1e-3)
             assert end == pytest.approx(event["end_offset"], abs=1e-3)
             assert path.resolve() == recording.resolve()
@@ -221,15 +221,17 @@ def test_verdict_posts_need_the_csrf_token_and_the_same_origin(
     assert status == 200 and json.loads(body)["reviewer"] == "tester"
     status, body = ask(served, "POST", "/api/verdicts", csrf, {**verdict, "verdict": "maybe"})
     assert status == 400 and b"Traceback" not in body and len(body.splitlines()) == 1
-    assert ask(served, "POST", "/api/verdicts", csrf, {"event_id": "nope", "verdict": "right"})[
-        0
-    ] == 404
+    assert (
+        ask(served, "POST", "/api/verdicts", csrf, {"event_id": "nope", "verdict": "right"})[0]
+        == 404
+    )
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/files/../in.wav", "/files/%2e%2e/in.wav", "/files/site1/%2E%2E/%2e%2e/in.wav", "/assets/../server.py",
-     "/assets/%2e%2e%2fserver.py", "/files/outside-link.wav", "/media/..%2f..%2fetc.png"],
+    ["/files/../in.wav", "/files/%2e%2e/in.wav", "/files/site1/%2E%2E/%2e%2e/in.wav",
+     "/assets/../server.py", "/assets/%2e%2e%2fserver.py", "/files/outside-link.wav",
+     "/media/..%2f..%2fetc.png"],
 )  # fmt: skip
 def test_paths_never_leave_their_folders(
     out: Path, served: tuple[str, int, str], path: str
@@ -251,7 +253,7 @@ def test_a_non_loopback_address_needs_a_token(
     monkeypatch.delenv("SOUNDWATCH_REVIEW_TOKEN", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     assert review_token("127.0.0.1") is None
-    with pytest.raises(SoundwatchError, match="--host 0.0.0.0: not a loopback address"):
+    with pytest.raises(SoundwatchError, match=r"--host 0\.0\.0\.0: not a loopback address"):
         review_token("0.0.0.0")
     (tmp_path / "soundwatch-review-token").write_text("from-systemd\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))

@@ -105,10 +105,8 @@ def _songexplorer(recording: Path, judged: list[Row], rate: int, place: Path) ->
     written = []
     for reviewer, mine in by_reviewer.items():
         path = place / f"{recording.name}-annotated-{reviewer}.csv"
-        lines = [
-            f"{wav},{round(r.start_seconds * rate)},{round(r.end_seconds * rate)},annotated,{r.label}"
-            for r in mine
-        ]
+        tics = [(round(r.start_seconds * rate), round(r.end_seconds * rate)) for r in mine]
+        lines = [f"{wav},{a},{b},annotated,{r.label}" for (a, b), r in zip(tics, mine, strict=True)]
         path.write_text("\n".join(lines) + "\n")
         written.append(path)
     return written

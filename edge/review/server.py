@@ -289,7 +289,9 @@ def make_server(review: Review, host: str, port: int) -> ThreadingHTTPServer:
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
-        raise SoundwatchError(f"--host {host} --port {port}: cannot listen ({exc.strerror})") from None
+        raise SoundwatchError(
+            f"--host {host} --port {port}: cannot listen ({exc.strerror})"
+        ) from None
     server.daemon_threads = True
     return server
 
@@ -303,4 +305,3 @@ def review_folder(folder: Path, token: str | None, reviewer: str) -> Review:
     store = VerdictStore(source.root / "review.sqlite")
     return Review(source, store, source.root / ".review-cache", source.root / "review-export",
                   source.root, reviewer, token)  # fmt: skip
-
