@@ -274,3 +274,19 @@ def test_the_command_refuses_a_public_address_without_a_token_in_one_line(out: P
         "set SOUNDWATCH_REVIEW_TOKEN or the systemd credential soundwatch-review-token "
         "(never in the YAML)"
     ]
+
+
+def test_the_command_exports_the_stored_verdicts(out: Path) -> None:
+    events = ScanFolder(out).events()
+    store = VerdictStore(out / "review.sqlite")
+    store.put(events[3]["id"], "wrong", "ann")
+    store.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "review", str(out), "--export", str(out / "x")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"1 verdict(s) exported to 2 file(s) in {out / 'x'}"]
+    (annotation,) = load_songexplorer(out / "x").annotations
+    assert annotation.label == "not_tone-3k"
+    assert annotation.start_seconds == pytest.approx(events[3]["start_offset"], abs=1e-3)

@@ -149,6 +149,13 @@ def test_detections_show_spectrogram_and_audio_and_triage_survives_a_restart(
         driver.get(f"http://127.0.0.1:{port}/")
         wait_for(driver, f"document.querySelectorAll('#events tbody tr').length === {len(TRUTH)}")
         assert verdict_cells(driver) == ["right", "wrong", "", "", "", ""]
+        driver.find_elements(By.CSS_SELECTOR, "#events tbody tr td:nth-child(3)")[2].click()
+        driver.find_element(By.TAG_NAME, "body").send_keys("r")  # asks for the new label
+        alert = driver.switch_to.alert
+        alert.send_keys("bird")
+        alert.accept()
+        wait_for(driver, "document.querySelectorAll('#events td.verdict')[2].textContent !== ''")
+        assert verdict_cells(driver) == ["right", "wrong", "relabel → bird", "", "", ""]
         driver.find_element(By.CSS_SELECTOR, "select[name=verdict] option[value=wrong]").click()
         wait_for(driver, "document.querySelectorAll('#events tbody tr').length === 1")
         driver.find_element(By.ID, "export").click()
@@ -159,6 +166,7 @@ def test_detections_show_spectrogram_and_audio_and_triage_survives_a_restart(
     assert [(a.label, round(a.start_seconds, 2)) for a in loaded.annotations] == [
         ("tone-1k", round(events[0]["start_offset"], 2)),
         ("not_tone-3k", round(events[1]["start_offset"], 2)),
+        ("bird", round(events[2]["start_offset"], 2)),
     ]
 
 
