@@ -214,7 +214,13 @@ def cmd_review(args: argparse.Namespace) -> int:
     from edge.review.server import make_server, review_folder, review_token
 
     _logging("debug" if args.verbose else "info")
-    review = review_folder(Path(args.folder), review_token(args.host), getpass.getuser())
+    reviewer = args.reviewer
+    if not reviewer:
+        try:
+            reviewer = getpass.getuser()
+        except (OSError, KeyError):  # no user name in a bare container
+            reviewer = "reviewer"
+    review = review_folder(Path(args.folder), review_token(args.host), reviewer)
     if args.export:
         events, verdicts = review.source.events(), review.store.all()
         from edge.review.export import export
@@ -314,6 +320,9 @@ def parser() -> argparse.ArgumentParser:
     review.add_argument("--port", type=int, default=8088, help="port (default: 8088; 0: any free)")
     review.add_argument("--open", action="store_true", help="open the page in a browser")
     review.add_argument("--export", metavar="DIR", help="write the verdicts as annotations, exit")
+    review.add_argument(
+        "--reviewer", help="name stored with each verdict (default: the user running it)"
+    )
     review.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     review.set_defaults(func=cmd_review)
 

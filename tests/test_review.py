@@ -198,6 +198,17 @@ def ask(
     return answer.status, answer.read()
 
 
+def test_the_per_second_rows_of_a_scanned_file(served: tuple[str, int, str]) -> None:
+    auth = {"Authorization": "Bearer s3cret"}
+    status, body = ask(served, "GET", "/api/seconds?file=site1/rec_20261122T100000.wav", auth)
+    rows = json.loads(body)
+    assert status == 200 and len(rows) == SECONDS
+    assert rows[11]["time"] == "2026-11-22T10:00:11.000Z" and float(rows[11]["tone-1k"]) > 0.9
+    assert float(rows[8]["tone-1k"]) < 0.1
+    status, body = ask(served, "GET", "/api/seconds?file=../in", auth)
+    assert status == 404 and json.loads(body) == {"error": "not found: no scanned file '../in'"}
+
+
 def test_a_wrong_or_missing_token_is_refused(served: tuple[str, int, str]) -> None:
     assert ask(served, "GET", "/api/events")[0] == 401
     status, body = ask(served, "GET", "/api/events", {"Authorization": "Bearer nope"})
@@ -219,6 +230,9 @@ def test_verdict_posts_need_the_csrf_token_and_the_same_origin(
     assert json.loads(ask(served, "GET", "/api/verdicts", auth)[1]) == []
     status, body = ask(served, "POST", "/api/verdicts", csrf, verdict)
     assert status == 200 and json.loads(body)["reviewer"] == "tester"
+    status, body = ask(served, "POST", "/api/verdicts", csrf, {"event_id": event_id})
+    assert (status, json.loads(body)["error"]) == (400, "verdict: missing (right, wrong, "
+                                                        "relabel, or none to undo)")  # fmt: skip
     status, body = ask(served, "POST", "/api/verdicts", csrf, {**verdict, "verdict": "maybe"})
     assert status == 400 and b"Traceback" not in body and len(body.splitlines()) == 1
     assert (

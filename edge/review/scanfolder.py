@@ -105,7 +105,7 @@ class ScanFolder:
 
     def seconds(self, key: str) -> list[dict[str, str]]:
         if key not in self.keys():
-            raise SoundwatchError(f"no scanned file {key!r}")
+            raise KeyError(f"no scanned file {key!r}")
         path = self.root / f"{key}{SECONDS_SUFFIX}"
         if not path.is_file():
             return []

@@ -120,10 +120,12 @@ class Review:
         event_id = str(body.get("event_id", ""))
         if self.source.event(event_id) is None:
             raise KeyError(event_id)
-        if body.get("verdict") in (None, "", "none"):
+        if "verdict" not in body:
+            raise SoundwatchError("verdict: missing (right, wrong, relabel, or none to undo)")
+        if body["verdict"] == "none":
             self.store.remove(event_id)
             return {"event_id": event_id, "verdict": None}
-        label = body.get("label")
+        label = str(body["label"]) if body.get("label") is not None else None
         reviewer = str(body.get("reviewer") or self.reviewer)
         return self.store.put(event_id, str(body["verdict"]), reviewer, label).as_json()
 
