@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +62,7 @@ class ScanFolder:
         if not self.root.is_dir():
             raise SoundwatchError(f"{root}: no such folder (expected a `soundwatch scan --out`)")
         self._cache: dict[Path, tuple[int, list[Event]]] = {}
+        self._counts: dict[Path, tuple[int, dict[str, Counter[str]]]] = {}
 
     def keys(self) -> list[str]:
         """Each scanned file, as its output path relative to the root without the suffix."""
@@ -115,26 +116,36 @@ class ScanFolder:
     def coverage(self) -> list[dict[str, Any]]:
         """Per UTC hour (or per file and hour of offset when the file has no absolute time):
         seconds analysed, seconds at a stream's edge, and seconds of gap by reason."""
-        hours: dict[str, dict[str, Any]] = {}
+        hours: dict[str, Counter[str]] = defaultdict(Counter)
         for key in self.keys():
-            for row in self.seconds(key):
-                time = row.get("time") or ""
-                hour = (
-                    f"{time[:13]}:00Z"
-                    if time
-                    else f"{key} +{int(float(row['offset_seconds']) // 3600)}h"
-                )
-                slot = hours.setdefault(
-                    hour, {"hour": hour, "analysed": 0, "edge": 0, "gaps": defaultdict(int)}
-                )
-                status = row.get("status", "")
-                if status == "analysed":
-                    slot["analysed"] += 1
-                elif status == "edge":
-                    slot["edge"] += 1
-                else:
-                    slot["gaps"][status.removeprefix("gap:") or "unknown"] += 1
-        return [{**slot, "gaps": dict(slot["gaps"])} for _, slot in sorted(hours.items())]
+            for hour, counts in self._counts_of(key).items():
+                hours[hour].update(counts)
+        return [
+            {
+                "hour": hour,
+                "analysed": counts["analysed"],
+                "edge": counts["edge"],
+                "gaps": {k[4:]: n for k, n in counts.items() if k.startswith("gap:")},
+            }
+            for hour, counts in sorted(hours.items())
+        ]
+
+    def _counts_of(self, key: str) -> dict[str, Counter[str]]:
+        """Seconds by status per hour of one file, counted again only when the file changes."""
+        path = self.root / f"{key}{SECONDS_SUFFIX}"
+        mtime = path.stat().st_mtime_ns if path.is_file() else 0
+        cached = self._counts.get(path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        hours: dict[str, Counter[str]] = defaultdict(Counter)
+        for row in self.seconds(key):
+            time = row.get("time") or ""
+            offset_hours = int(float(row["offset_seconds"]) // 3600)
+            hour = f"{time[:13]}:00Z" if time else f"{key} +{offset_hours}h"
+            status = row.get("status") or "gap:unknown"
+            hours[hour][status] += 1
+        self._counts[path] = (mtime, hours)
+        return hours
 
     def model(self) -> dict[str, Any]:
         """Models, labels and thresholds as the events report them."""
