@@ -1,4 +1,4 @@
-"""`soundwatch`: run, scan, devices, check, bench.
+"""`soundwatch`: run, scan, review, devices, check, bench.
 
 User mistakes (bad config, bad bundle, missing device, unreadable file) print one clear line per
 problem and exit 2; a traceback means a bug.
@@ -253,6 +253,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    import getpass
+    import webbrowser
+
+    from edge.review.server import make_server, review_folder, review_token
+
+    _logging("debug" if args.verbose else "info")
+    reviewer = args.reviewer
+    if not reviewer:
+        try:
+            reviewer = getpass.getuser()
+        except (OSError, KeyError):  # no user name in a bare container
+            reviewer = "reviewer"
+    review = review_folder(Path(args.folder), review_token(args.host), reviewer)
+    if args.export:
+        events, verdicts = review.source.events(), review.store.all()
+        from edge.review.export import export
+
+        written = export(events, verdicts, Path(args.export))
+        print(f"{len(verdicts)} verdict(s) exported to {len(written)} file(s) in {args.export}")
+        return 0
+    server = make_server(review, args.host, args.port)
+    host, port = str(server.server_address[0]), server.server_address[1]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    logger.info("review of %s at %s (Ctrl-C stops)", args.folder, url)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    if args.open:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        review.store.close()
+    return 0
+
+
 def _logging(level: str) -> None:
     from edge.ops.logs import setup_logging
 
@@ -328,6 +364,22 @@ def parser() -> argparse.ArgumentParser:
         "--connect", action="store_true", help="also connect to the MQTT broker (and disconnect)"
     )
     check.set_defaults(func=cmd_check)
+
+    review = sub.add_parser("review", help="a web page to judge the detections of scan outputs")
+    review.add_argument("folder", help="a `soundwatch scan --out` folder")
+    review.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1; any other needs SOUNDWATCH_REVIEW_TOKEN)",
+    )
+    review.add_argument("--port", type=int, default=8088, help="port (default: 8088; 0: any free)")
+    review.add_argument("--open", action="store_true", help="open the page in a browser")
+    review.add_argument("--export", metavar="DIR", help="write the verdicts as annotations, exit")
+    review.add_argument(
+        "--reviewer", help="name stored with each verdict (default: the user running it)"
+    )
+    review.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    review.set_defaults(func=cmd_review)
 
     bench = sub.add_parser("bench", help="measure speed of scan against bare inference")
     bench.add_argument(

@@ -19,6 +19,8 @@ if [ "$extras" = dev ]; then
   # prometheus: only for `promtool`, which checks deploy/prometheus-alerts.yml (not started).
   packages+=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils libasound2-plugins openssl systemd)
   packages+=(prometheus)
+  # chromium: the review page's browser tests (tests/test_review_page.py), through chromedriver.
+  packages+=(chromium chromium-driver)
 fi
 apt_install "${packages[@]}"
 

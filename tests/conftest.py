@@ -3,6 +3,8 @@
 Fixtures here (keep each in its own clearly named function):
 - `pulse_server` (session): a private PulseAudio server with a virtual sink, so live capture is
   tested against a real PortAudio device without sound hardware.
+- `scanned_scene` (session): `soundwatch scan --out` of the tone scene (tests/scenes.py), for
+  the review page's tests; copy it before writing verdicts into it.
 """
 
 from __future__ import annotations
@@ -218,6 +220,22 @@ def tone_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trainer.toybundle import make_tone_bundle
 
     return make_tone_bundle(tmp_path_factory.mktemp("bundles") / "tone")
+
+
+@pytest.fixture(scope="session")
+def scanned_scene(tone_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real `scan` of the tone scene: the outputs folder (recording under `../in`)."""
+    import sys
+
+    from tests.scenes import write_scene
+
+    root = tmp_path_factory.mktemp("scanned")
+    write_scene(root / "in" / "site1" / "rec_20261122T100000.wav")
+    command = [sys.executable, "-m", "edge.cli", "scan", str(root / "in"), "-q"]
+    command += ["--model", str(tone_bundle), "--out", str(root / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return root / "out"
 
 
 # --- A model that is slow when it hears something loud ------------------------------------------

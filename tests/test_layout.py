@@ -89,3 +89,17 @@ def test_every_stage_is_a_package_and_the_ranks_hold_for_a_known_case() -> None:
     assert rank("edge.records") < rank("edge.audio.levels")
     for stage in STAGES:
         assert (EDGE / stage / "__init__.py").is_file()
+
+
+def test_only_the_command_line_and_the_app_import_the_review_page() -> None:
+    # The review server sits beside the daemon, not in its pipeline: nothing below the wiring
+    # may lean on it, so a device can run without ever importing it.
+    allowed = {"edge.cli", "edge.app"}
+    bad = [
+        f"{path.relative_to(EDGE.parent)}:{line}: {target}"
+        for path in sorted(EDGE.rglob("*.py"))
+        if not module_name(path).startswith("edge.review") and module_name(path) not in allowed
+        for line, target in imports(path)
+        if target == "edge.review" or target.startswith("edge.review.")
+    ]
+    assert bad == []

@@ -76,6 +76,8 @@ def test_wheel_carries_models_schemas_license_and_metadata(wheel: Path) -> None:
         for file in (ROOT / "models" / bundle).iterdir():
             assert f"edge/bundled/{bundle}/{file.name}" in names
     assert [n for n in SCHEMAS if f"edge/payload_schemas/{n}" not in names] == []
+    page = {f"edge/review/assets/{n}" for n in ("index.html", "review.js", "review.css")}
+    assert sorted(page - names) == []  # the review page works offline, from the wheel
     assert b"Apache License\n                           Version 2.0" in license_text
     assert meta["License-Expression"] == "Apache-2.0"
     assert meta["Requires-Python"] == ">=3.10"  # no upper cap: Python 3.13 installs it
