@@ -181,7 +181,7 @@ def test_with_a_hop_over_a_second_every_covered_second_is_analysed() -> None:
     from edge.detection.seconds import SecondAggregator
 
     rows: list[SecondRow] = []
-    seconds = SecondAggregator(info(), 2, rows.append, cover_seconds=3.0)
+    seconds = SecondAggregator(info(), 2, rows.append, 3.0)
     scores = np.array([[0.1, 0.0], [0.9, 0.2], [0.3, 0.7]], dtype=np.float32)
     seconds.add(np.array([1.5, 4.5, 7.5]), scores)
     seconds.close(9.0)

@@ -104,10 +104,8 @@ class Analyzer:
             model_version=m.version,
         )
         self._info = info
-        hop_seconds = self.hop_samples / self.rate_hz
-        cover = self.window_samples / self.rate_hz if hop_seconds > 1.0 else None
         self._seconds = SecondAggregator(
-            info, len(self.labels), self.sink.second, cover_seconds=cover
+            info, len(self.labels), self.sink.second, self.window_samples / self.rate_hz
         )
         # (column, detector) for each label that makes events; background labels have none.
         self._detectors = [
@@ -276,6 +274,7 @@ def event_id_for(info: StreamInfo, label: str, start_seconds: float) -> str:
     at = info.at(start_seconds)
     when = at.isoformat() if at is not None else f"{info.offset_seconds + start_seconds:.6f}"
     key = f"{info.model}/{info.model_version}|{info.source}|{info.channel}|{label}|{when}"
+    key = key.encode("utf-8", "backslashreplace").decode("utf-8")  # a source name not UTF-8
     return uuid.uuid5(_EVENT_IDS, key).hex
 
 

@@ -3,13 +3,11 @@
 Seconds are aligned to whole UTC seconds when the stream has an anchor (so hourly CSVs from a
 live device read 10:23:14, 10:23:15, ...), else to whole seconds from the stream's start. Every
 second between the stream's start and end gets exactly one row: `analysed` when a window is
-centred in it, `gap:<reason>` when audio was missing (overrun, device, overload), `edge` when
-audio was there but too near a start, end or gap to centre a window on it.
-
-With a hop over a second (a 3 s window every 3 s), most seconds hold no window centre though
-their audio was scored: such a second takes the max of the windows that cover it, and is
-`analysed` too. (With a hop of a second or less every second but a stream's first and last
-holds a centre, and the rows are the centre rule's alone.)
+centred in it, or when windows covered all of its audio (a hop over a second: BirdNET's 3 s
+windows every 3 s centre a window in one second of three), then with the max of the windows
+covering it; `gap:<reason>` when audio was missing (overrun, device, overload); `edge` when
+audio was there but no window covered it all: a partial first or last second, or the end of a
+stream or run too short for another window.
 """
 
 from __future__ import annotations
@@ -25,28 +23,37 @@ from edge.records import ANALYSED, EDGE, SecondRow, StreamInfo, gap_status
 
 
 class SecondAggregator:
-    """Turns window scores (centre time, scores) into SecondRows, in order, each exactly once."""
+    """Turns window scores (centre time, scores) into SecondRows, in order, each exactly once.
+
+    `window_seconds` is the windows' length: a second no window is centred in, but whose audio
+    windows covered whole (with a hop over a second), takes the max of the windows covering it.
+    """
 
     def __init__(
         self,
         info: StreamInfo,
         n_labels: int,
         emit: Callable[[SecondRow], None],
-        *,
-        cover_seconds: float | None = None,
+        window_seconds: float = 0.0,
     ) -> None:
-        """`cover_seconds`: the window's length, when seconds without a window centre take
-        the max of the windows covering them (a hop over a second); None: centres only."""
         self.info = info
-        self.half = None if cover_seconds is None else cover_seconds / 2
-        self._covered: dict[int, np.ndarray] = {}  # bin -> max of the windows covering it
         self.emit = emit
         # Seconds from the stream start to the next whole (UTC) second boundary, in [0, 1).
         self.phase = second_phase(info.anchor)
         self.n_labels = n_labels
+        # Half a window, for the seconds windows cover. A window of a second or less covers no
+        # whole second without being centred in it: those take the plain per-centre path.
+        self.half = window_seconds / 2 if window_seconds > 1 else 0.0
         self._bin = self.bin_of(0.0)  # the second holding the stream's first sample
-        self._max = np.full(n_labels, np.nan, dtype=np.float32)
-        self._analysed = False
+        # Seconds not yet emitted, in a ring: a window reaches at most this many seconds ahead.
+        slots = math.ceil(window_seconds) + 3
+        self._centred = np.full((slots, n_labels), np.nan, dtype=np.float32)  # max, centred
+        self._has_centre = np.zeros(slots, dtype=bool)
+        self._cover = np.full((slots, n_labels), np.nan, dtype=np.float32)  # max, overlapping
+        # The span of window audio reaching into the second without a hole: [from, to].
+        self._from = np.full(slots, np.inf)
+        self._to = np.full(slots, -np.inf)
+        self._reduced = np.empty(n_labels, dtype=np.float32)
         self._gaps: list[tuple[float, float, str]] = []  # (start, end) offsets, reason
         self._nan_row = np.full(n_labels, np.nan, dtype=np.float32)
 
@@ -65,22 +72,41 @@ class SecondAggregator:
         # Windows arrive in time order, so each run of equal bins is one second's windows.
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         maxima = np.fmax.reduceat(scores, starts, axis=0)
-        if self.half is not None:  # a hop over a second: about one window per second or less
-            for centre, row in zip(centres.tolist(), scores, strict=True):
-                # The window is [centre - half, centre + half): its end is the next second's.
-                first, last = (
-                    self.bin_of(centre - self.half),
-                    self.bin_of(centre + self.half - 1e-6),
-                )
-                for b in range(first, last + 1):
-                    held = self._covered.get(b)
-                    self._covered[b] = row.copy() if held is None else np.fmax(held, row)
-        for i, start in enumerate(starts):
-            b = int(bins[start])
-            if b != self._bin:
-                self._finish_until(b)
-            np.fmax(self._max, maxima[i], out=self._max)
-            self._analysed = True
+        ends = [*starts[1:].tolist(), len(centres)]
+        for i, (first, end) in enumerate(zip(starts.tolist(), ends, strict=True)):
+            b = int(bins[first])
+            # Seconds that end before this window starts can get nothing more.
+            self._finish_until(self.bin_of(float(centres[first]) - self.half))
+            slot = b % len(self._has_centre)
+            np.fmax(self._centred[slot], maxima[i], out=self._centred[slot])
+            self._has_centre[slot] = True
+            if self.half > 0:
+                self._overlap(b, centres[first:end], scores[first:end])
+
+    def _overlap(self, b: int, centres: np.ndarray, scores: np.ndarray) -> None:
+        """Windows centred in second `b` (`centres`, `scores`): fold them into the other
+        seconds their audio reaches."""
+        half = self.half
+        first = self.bin_of(float(centres[0]) - half)
+        last = self.bin_of(float(centres[-1]) + half - 1e-6)
+        for k in range(first, last + 1):
+            if k == b:
+                continue  # its own windows are centred in it: the cover does not matter
+            start = self.bin_start(k)
+            # Windows overlapping [start, start + 1): centre within half a window of it.
+            a = int(np.searchsorted(centres, start - half + 1e-9, side="right"))
+            e = int(np.searchsorted(centres, start + 1 + half - 1e-9, side="left"))
+            if a >= e:
+                continue
+            slot = k % len(self._has_centre)
+            np.fmax.reduce(scores[a:e], axis=0, out=self._reduced)
+            np.fmax(self._cover[slot], self._reduced, out=self._cover[slot])
+            # Evenly spaced windows no further apart than their length leave no hole.
+            joined = centres[e - 1] - centres[a] <= (e - 1 - a) * 2 * half + 1e-9
+            begin = float(centres[a] if joined else centres[e - 1]) - half
+            if self._to[slot] < begin - 1e-9:  # nothing yet, or a hole before these windows
+                self._from[slot] = begin
+            self._to[slot] = max(self._to[slot], float(centres[e - 1]) + half)
 
     def gap(self, start: float, end: float, reason: str) -> None:
         """Audio from `start` to `end` (offsets, s) was not received or not analysed."""
@@ -92,8 +118,9 @@ class SecondAggregator:
             self._gaps.append((start, end, reason))
 
     def finish_before(self, offset_seconds: float) -> None:
-        """No window will be centred before `offset_seconds`: emit the seconds ended by then."""
-        self._finish_until(self.bin_of(offset_seconds))
+        """No window will be centred before `offset_seconds`: emit the seconds no later window
+        can reach."""
+        self._finish_until(self.bin_of(offset_seconds - self.half))
 
     def close(self, end_offset: float) -> None:
         """The stream ends at `end_offset`: emit the rest, including a last partial second."""
@@ -104,11 +131,11 @@ class SecondAggregator:
         """Emit rows for every bin before `b`."""
         while self._bin < b:
             start = self.bin_start(self._bin)
-            covered = self._covered.pop(self._bin, None) if self._covered else None
-            if self._analysed:
-                status, scores = ANALYSED, self._max.copy()
-            elif covered is not None:  # no centre here, but a window's audio
-                status, scores = ANALYSED, covered
+            slot = self._bin % len(self._has_centre)
+            if self._has_centre[slot]:
+                status, scores = ANALYSED, self._centred[slot].copy()
+            elif self._from[slot] <= start + 1e-9 and self._to[slot] >= start + 1 - 1e-9:
+                status, scores = ANALYSED, self._cover[slot].copy()  # windows covered it all
             else:
                 reason = self._gap_reason(start, start + 1.0)
                 status = gap_status(reason) if reason else EDGE
@@ -117,8 +144,10 @@ class SecondAggregator:
             if self.info.anchor is not None:
                 time = self.info.anchor + timedelta(seconds=start)
             self.emit(SecondRow(round(start, 6), time, status, scores, None, self.info.channel))
-            self._max.fill(np.nan)
-            self._analysed = False
+            self._centred[slot].fill(np.nan)
+            self._cover[slot].fill(np.nan)
+            self._has_centre[slot] = False
+            self._from[slot], self._to[slot] = np.inf, -np.inf
             self._bin += 1
             if self._gaps and self._gaps[0][1] <= start + 1.0:
                 self._gaps = [g for g in self._gaps if g[1] > start + 1.0]
