@@ -135,6 +135,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
     starts = anchors(list(bases), start) if start is not None and todo.done else {}
     if args.workers is not None or args.scheduler:
         from edge.cluster import scan_on_cluster
+        from edge.ops.progress import audio_bar, on_terminal
+        from edge.scan import total_seconds
+
+        show = on_terminal() and not args.quiet
+        progress = audio_bar(total_seconds(list(todo.todo)) if show else 0.0, "scan", show)
+        done = [0]
+
+        def finished(file: Path, one: ScanReport) -> None:  # files, audio and ETA, all workers
+            done[0] += 1
+            progress.set_postfix_str(f"file {done[0]}/{len(todo.todo)}", refresh=False)
+            progress.update(one.audio_seconds)
 
         began = time.perf_counter()
         report = scan_on_cluster(
@@ -146,7 +157,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
             levels=levels,
             workers=args.workers or os.cpu_count(),
             scheduler=args.scheduler,
+            on_file=finished,
         )
+        progress.close()
         report.wall_seconds = time.perf_counter() - began
     elif starts:  # resumed with --start: each file anchored as in an uninterrupted run
         report = ScanReport()

@@ -75,6 +75,9 @@ def scan_on_cluster(
         raise ConfigError(
             "scan --workers/--scheduler needs Dask: pip install 'soundwatch[cluster]'"
         ) from None
+    # Dask's own INFO lines (scheduler and workers starting, closing) would bury scan's.
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     cluster: Any = None
     if scheduler:
         client = Client(scheduler, timeout=30)

@@ -169,7 +169,7 @@ def scan(
         start=start,
         on_error=skipped,
     )
-    bar = audio_bar(_total_seconds(files) if show else 0.0, "scan", show)
+    bar = audio_bar(total_seconds(files) if show else 0.0, "scan", show)
     number = {path: i for i, path in enumerate(files, 1)}  # "file 3/10", skipped ones counted
     try:
         with logs_above(bar):
@@ -204,7 +204,7 @@ def scan(
     return report
 
 
-def _total_seconds(files: list[Path]) -> float:
+def total_seconds(files: list[Path]) -> float:
     """Seconds of audio in `files`, from their headers: the bar's total (unreadable: 0)."""
     total = 0.0
     for path in files:
