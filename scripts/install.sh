@@ -35,13 +35,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 say "installing soundwatch into .venv"
 spec=".[tflite]"
+pins=()
 .venv/bin/python -m pip install -q --upgrade pip || die "pip upgrade failed"
 if [ "$extras" = dev ]; then
   # The tests train and export small models, so they need the trainer too. torch is pinned
   # first: a bare `torch` requirement would pull the newest build with GBs of CUDA libraries
-  # (where a CPU wheel of this version is on the index, pip takes that one).
+  # (where a CPU wheel of this version is on the index, pip takes that one). It stays pinned
+  # in the install of the extras: left free there, pip once backtracked to an older torch
+  # (with CUDA) and a litert-torch that fails to import with it.
   spec=".[tflite,dev,trainer,cluster]"
+  pins=("torch==2.13.0")
   .venv/bin/python -m pip install -q "torch==2.13.0" || die "pip install torch==2.13.0 failed"
 fi
-.venv/bin/python -m pip install -q -e "$spec" || die "pip install -e '$spec' failed"
+.venv/bin/python -m pip install -q -e "$spec" "${pins[@]}" || die "pip install -e '$spec' failed"
 say "ready: .venv/bin/soundwatch"
