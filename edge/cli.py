@@ -161,15 +161,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
         )
         progress.close()
         report.wall_seconds = time.perf_counter() - began
-    elif starts:  # resumed with --start: each file anchored as in an uninterrupted run
-        report = ScanReport()
-        for file, base in todo.todo.items():
-            one = scan(analyzer, [file], out, device=device, start=starts[file], stop=stop,
-                       progress=False, levels=levels, bases={file: base})  # fmt: skip
-            report.files_scored += one.files_scored
-            report.files_skipped += one.files_skipped
-            report.audio_seconds += one.audio_seconds
-            report.wall_seconds += one.wall_seconds
     else:
         report = scan(
             analyzer,
@@ -181,6 +172,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             progress=None if not args.quiet else False,
             levels=levels,
             bases=todo.todo,
+            anchors=starts or None,  # resumed with --start: as in an uninterrupted run
         )
     if stop.is_set():
         logger.error("interrupted: %d file(s) finished keep their outputs", report.files_scored)

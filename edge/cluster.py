@@ -49,10 +49,10 @@ def scan_file(
         [file],
         base.parent,
         device=device,
-        start=start,
         progress=False,
         levels=levels,
         bases={file: base},
+        anchors={file: start},
     )
 
 
@@ -100,10 +100,7 @@ def scan_on_cluster(
         }
         for future in as_completed(futures):
             one: ScanReport = future.result()
-            report.files_scored += one.files_scored
-            report.files_skipped += one.files_skipped
-            report.audio_seconds += one.audio_seconds
-            report.windows += one.windows
+            report.add(one)
             on_file(futures[future], one)
     finally:
         client.close()

@@ -48,6 +48,14 @@ class ScanReport:
     wall_seconds: float = 0.0
     windows: int = 0
 
+    def add(self, other: ScanReport) -> None:
+        """Count `other` (a part of the same scan, scored elsewhere) in this one."""
+        self.files_scored += other.files_scored
+        self.files_skipped += other.files_skipped
+        self.audio_seconds += other.audio_seconds
+        self.wall_seconds += other.wall_seconds
+        self.windows += other.windows
+
     @property
     def x_real_time(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
@@ -140,10 +148,13 @@ def scan(
     progress: bool | None = None,
     levels: LevelSettings | None = None,
     bases: dict[Path, Path] | None = None,
+    anchors: dict[Path, datetime | None] | None = None,
 ) -> ScanReport:
     """Score every audio file under `inputs` into `out`; with `levels` enabled, each second's
     sound levels go into the probabilities CSV too. `bases`: the files to score and where
-    their outputs go, when the caller chose them (`output_bases` of `inputs` otherwise)."""
+    their outputs go, when the caller chose them (`output_bases` of `inputs` otherwise);
+    `anchors`: each file's start, when worked out over more files than these
+    (`edge.scanplan.anchors`)."""
     stop = stop or threading.Event()
     bases = output_bases(inputs, out) if bases is None else bases
     files = list(bases)
@@ -168,6 +179,7 @@ def scan(
         stop=stop,
         start=start,
         on_error=skipped,
+        anchors=anchors,
     )
     bar = audio_bar(total_seconds(files) if show else 0.0, "scan", show)
     number = {path: i for i, path in enumerate(files, 1)}  # "file 3/10", skipped ones counted

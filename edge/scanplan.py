@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from edge.audio.files import AudioFile, start_time_from_name
+from edge.audio.files import AudioFile
+from edge.audio.streams import anchor_for
 from edge.errors import AudioError, ConfigError
 
 MANIFEST = ".soundwatch-scan.json"
@@ -86,7 +87,7 @@ def anchors(files: list[Path], start: datetime | None) -> dict[Path, datetime | 
         except AudioError:
             out[path] = None  # skipped by the scan, with its reason
             continue
-        anchor = start_time_from_name(path) or (following if start is not None else None)
+        anchor = anchor_for(path, start, following)
         out[path] = anchor
         if anchor is not None:
             following = anchor + timedelta(seconds=seconds)

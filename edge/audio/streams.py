@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -194,6 +194,13 @@ def repaired(name: str, bad_samples: int) -> str:
     return f"{name}: {bad_samples} bad samples (NaN, infinite, beyond ±1000) replaced or clipped"
 
 
+def anchor_for(path: Path, start: datetime | None, following: datetime | None) -> datetime | None:
+    """A file's absolute start: the time in its name; else, with `start`, where the file before
+    it ended (`following`; the first file: `start`); else none (a file without a time in its
+    name never borrows one from the file before it)."""
+    return start_time_from_name(path) or (following if start is not None else None)
+
+
 def file_streams(
     files: list[Path],
     *,
@@ -202,13 +209,13 @@ def file_streams(
     stop: threading.Event,
     start: datetime | None = None,
     on_error: Callable[[Path, AudioError], None] | None = None,
+    anchors: Mapping[Path, datetime | None] | None = None,
 ) -> Iterator[Stream]:
     """One stream per file, replayed at `speed` (1 real time, 0 as fast as possible).
 
-    A file's anchor is the timestamp in its name; else, with `start`, `start` for the first
-    file and each next one continuing where the previous one ended; else none (a file without
-    a time in its name never borrows one from the file before it). Unusable files go to
-    `on_error` (or raise).
+    Each file is anchored by `anchor_for`, or by `anchors` when the caller worked them out
+    over a longer list (a resumed scan, a worker's share). Unusable files go to `on_error`
+    (or raise).
     """
     next_anchor = start
     for path in files:
@@ -221,7 +228,7 @@ def file_streams(
                 raise
             on_error(path, exc)
             continue
-        anchor = start_time_from_name(path) or (next_anchor if start is not None else None)
+        anchor = anchors[path] if anchors is not None else anchor_for(path, start, next_anchor)
         if anchor is not None:
             next_anchor = anchor + timedelta(seconds=audio.duration_seconds)
         block = max(1, round(block_seconds * audio.sample_rate_hz))
