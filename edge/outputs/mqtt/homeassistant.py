@@ -164,3 +164,32 @@ class Announcements:
             if self._known != configs.keys():
                 self._known = set(configs)
                 self._save()
+
+
+class SensorStates:
+    """The binary sensors that are ON, published retained to their `state/<label>` topics:
+    one at each start and end (when connected), all at a connect, so a sensor ON when the
+    daemon died is OFF again. Called from the processing thread and paho's, so locked."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._on: set[tuple[str, int | None]] = set()
+        self._lock = threading.Lock()
+
+    def set(self, client: mqtt.Client, label: str, channel: int | None, on: bool) -> None:
+        with self._lock:
+            (self._on.add if on else self._on.discard)((label, channel))
+            if client.is_connected():
+                self._publish(client, label, channel)
+
+    def publish_all(
+        self, client: mqtt.Client, labels: Sequence[str], channels: Sequence[int | None]
+    ) -> None:
+        with self._lock:
+            for label in labels:
+                for channel in channels:
+                    self._publish(client, label, channel)
+
+    def _publish(self, client: mqtt.Client, label: str, channel: int | None) -> None:
+        on = (label, channel) in self._on
+        client.publish(state_topic(self.root, label, channel), b"ON" if on else b"OFF", 1, True)

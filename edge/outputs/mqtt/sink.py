@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from edge.outputs.mqtt.broker import (
     refusal_words,
     topic_root,
 )
-from edge.outputs.mqtt.homeassistant import Announcements, discovery_messages, state_topic
+from edge.outputs.mqtt.homeassistant import Announcements, SensorStates, discovery_messages
 from edge.outputs.mqtt.messages import (
     event_payload,
     levels_payload,
@@ -107,13 +106,9 @@ class MqttSink(Sink):
         # Next to the outbox: the state folder, which outlives the process.
         self.announcements = Announcements(outbox_path.parent / "mqtt-homeassistant.json")
 
-        # Home Assistant: the (label, channel) sensors ON now, published retained at every
-        # start and end and all again at a connect (see homeassistant.py); the lock keeps a
-        # connect's snapshot and an event's update in order.
         self.events_unstored = 0  # refused by the outbox (sent directly, or lost)
         self._outbox_failing = False
-        self._sensors_on: set[tuple[str, int | None]] = set()
-        self._sensor_lock = threading.Lock()
+        self.sensor_states = SensorStates(self.root)  # Home Assistant: which sensors are ON
         self._failures = 0  # connect attempts failed since the last success
         self._refused = False  # the broker's CONNACK said no (the disconnect that follows is known)
         self._last_complaint = ""
@@ -194,7 +189,8 @@ class MqttSink(Sink):
         offset = 0.0 if self._info is None else self._info.offset_seconds
         payload = event_payload(event, *self._model, self.device, offset)
         if self.config.homeassistant:
-            self._set_sensor_state(event)
+            on = event.type == "start"
+            self.sensor_states.set(self.client, event.label, event.channel, on)
         topic = f"{self.root}/events"
         try:
             dropped = self.outbox.add(topic, payload)
@@ -308,7 +304,7 @@ class MqttSink(Sink):
                     self.root,
                     self.device,
                     *self._model,
-                    self.sensor_labels if info is None else _sensor_labels(info),
+                    self._sensor_labels_now(),
                     self.channels,
                     None if info is None else info.level_unit,
                 )
@@ -317,33 +313,14 @@ class MqttSink(Sink):
                 return
             again = False
 
-    def _set_sensor_state(self, event: Event) -> None:
-        """An event's start or end: its label's sensor ON or OFF (retained), now if connected,
-        else at the next connect."""
-        key = (event.label, event.channel)
-        with self._sensor_lock:
-            if event.type == "start":
-                self._sensors_on.add(key)
-            else:
-                self._sensors_on.discard(key)
-            if self.client.is_connected():
-                on = event.type == "start"
-                topic = state_topic(self.root, *key)
-                self.client.publish(topic, b"ON" if on else b"OFF", qos=1, retain=True)
+    def _sensor_labels_now(self) -> list[str]:
+        """The labels that get a sensor: the current stream's, or those the daemon began with."""
+        info = self._info
+        return self.sensor_labels if info is None else _sensor_labels(info)
 
     def _publish_sensor_states(self) -> None:
-        """Every sensor's state, retained: at a connect (so a sensor ON when the daemon died is
-        OFF again) and when a reload brings other labels."""
-        if not self.config.homeassistant:
-            return
-        info = self._info
-        labels = self.sensor_labels if info is None else _sensor_labels(info)
-        with self._sensor_lock:
-            for label in labels:
-                for channel in self.channels:
-                    on = (label, channel) in self._sensors_on
-                    topic = state_topic(self.root, label, channel)
-                    self.client.publish(topic, b"ON" if on else b"OFF", qos=1, retain=True)
+        if self.config.homeassistant:
+            self.sensor_states.publish_all(self.client, self._sensor_labels_now(), self.channels)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block, so the error is still at hand.
