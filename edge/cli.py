@@ -32,6 +32,17 @@ def _labels(text: str) -> list[str]:
     return [label.strip() for label in text.split(",") if label.strip()]
 
 
+def _minutes(text: str) -> float:
+    """A positive number of minutes (argparse names the option when this refuses)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text!r}")
+    return value
+
+
 def _config(
     args: argparse.Namespace, extra: dict[Path_, tuple[object, str]] | None = None
 ) -> Loaded:
@@ -143,7 +154,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         done = [0]
 
         def finished(file: Path, one: ScanReport) -> None:  # files, audio and ETA, all workers
-            done[0] += 1
+            done[0] += one.files_scored + len(one.files_skipped)  # a shard: 0, its audio only
             progress.set_postfix_str(f"file {done[0]}/{len(todo.todo)}", refresh=False)
             progress.update(one.audio_seconds)
 
@@ -157,6 +168,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             levels=levels,
             workers=args.workers or os.cpu_count(),
             scheduler=args.scheduler,
+            geometry=analyzer,
+            shard_seconds=None if args.shard_minutes is None else args.shard_minutes * 60,
             on_file=finished,
         )
         progress.close()
@@ -351,6 +364,12 @@ def parser() -> argparse.ArgumentParser:
         " needs the cluster extra",
     )
     scan.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
+    scan.add_argument(
+        "--shard-minutes",
+        type=_minutes,
+        help="with --workers/--scheduler: score a longer recording in time shards of about this"
+        " length, one task each (default: the audio over 4 shards a core, at least 15)",
+    )
     scan.add_argument(
         "--levels",
         choices=["broadband", "octave", "third-octave"],

@@ -213,6 +213,11 @@ class AudioFile:
             if len(block) < block_frames:
                 return
 
+    def seek(self, frame: int) -> None:
+        """Read on from `frame` (a shard of a long recording begins mid-file)."""
+        self._file.seek(frame)
+        self.frames_read = frame
+
     def close(self) -> None:
         """Close the file; idempotent."""
         self._file.close()

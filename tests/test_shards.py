@@ -1,0 +1,134 @@
+"""One long recording in time shards (edge/shards.py): the merged outputs are the one-process
+scan's, byte for byte, whatever the shard length, the batch size and the file's rate, and an
+event across a shard boundary comes out as one event (issue 11, item 5)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge import schema, shards
+from edge.builders import build_analyzer
+from edge.config import Config, Loaded
+from edge.detection.analysis import Analyzer
+from edge.scan import scan
+from edge.scanplan import OUTPUT_SUFFIXES
+from edge.yamlfile import Where
+from tests.audio import tone_events, write_wav
+from tests.test_cluster import outputs, soundwatch
+
+
+def analyzer(bundle: Path, batch: int) -> Analyzer:
+    config = schema.build(Config, {"model": {"path": str(bundle)}})
+    return build_analyzer(Loaded(config, None, Where.nowhere("test")), None, batch_windows=batch)[1]
+
+
+def long_recording(path: Path, rate_hz: int, seconds: float, rng: random.Random) -> list[float]:
+    """Noise with a tone at every 30 s mark (the block grid shards start on): some begin on
+    the mark, most well before it and end after it; returns the marks the tones cross."""
+    marks = [30.0 * k for k in range(1, int(seconds // 30) + 1) if 30.0 * k < seconds - 2]
+    tones, crossed = [], []
+    for k, mark in enumerate(marks):
+        before = rng.choice([0.0, 0.4, 1.5]) if k else 1.5  # 0: the tone starts on the mark
+        tones.append((mark - before, mark + rng.uniform(0.3, 2.0), (1000.0, 3000.0)[k % 2]))
+        crossed += [mark] if before else []
+    x = tone_events(rate_hz, seconds, tones, noise_amplitude=0.01, tone_amplitude=0.3, seed=7)
+    write_wav(path, x, rate_hz)
+    return crossed
+
+
+def read(base: Path) -> dict[str, bytes]:
+    return {suffix: base.with_name(base.name + suffix).read_bytes() for suffix in OUTPUT_SUFFIXES}
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_shards_merge_into_the_one_process_outputs(
+    case: int, tone_bundle: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(case)
+    rate = [16000, 22050, 44100, 16000][case]
+    seconds = rng.uniform(95.0, 160.0)
+    batch = rng.choice([3, 17, 64, 256])  # small batches: many straddle a shard boundary
+    scorer = analyzer(tone_bundle, batch)
+    file = tmp_path / "in" / "long.wav"
+    file.parent.mkdir()
+    crossed = long_recording(file, rate, seconds, rng)
+    one = tmp_path / "one" / "long.wav"
+    scan(scorer, [file], one.parent, device="test", progress=False, bases={file: one})
+
+    shard_seconds = rng.choice([30.0, 60.0, 90.0])
+    plan = shards.plan(file, scorer, shard_seconds)
+    assert len(plan) == -(-int(seconds * rate) // int(shard_seconds * rate))
+    parts = [shards.score(scorer, shard, None) for shard in reversed(plan)][::-1]  # any order
+    merged = tmp_path / "merged" / "long.wav"
+    report = shards.merge(scorer, file, merged, device="test", anchor=None, parts=parts)
+
+    assert report.files_scored == 1 and report.audio_seconds == pytest.approx(seconds, abs=1e-3)
+    assert read(merged) == read(one)
+    tones = len([m for m in range(30, int(seconds) - 1, 30) if m < seconds - 2])
+    ends = [json.loads(line) for line in read(merged)[".events.jsonl"].splitlines()]
+    ends = [e for e in ends if e["type"] == "end"]
+    assert len(ends) == tones  # one event per tone: none cut in two at a shard boundary
+    boundaries = [b for b in (shard.first / rate for shard in plan[1:]) if b in crossed]
+    assert boundaries, "no tone crosses a shard boundary: the case tests nothing"
+    for b in boundaries:
+        assert len([e for e in ends if e["start_offset"] < b < e["end_offset"]]) == 1
+
+
+def test_a_file_shorter_than_two_shards_or_not_seekable_is_scored_whole(
+    tone_bundle: Path, tmp_path: Path
+) -> None:
+    scorer = analyzer(tone_bundle, 256)
+    file = tmp_path / "short.wav"
+    long_recording(file, 16000, 50.0, random.Random(1))
+    assert shards.plan(file, scorer, 30.0) != []
+    assert shards.plan(file, scorer, 60.0) == []
+    ogg = tmp_path / "long.ogg"
+    import soundfile as sf
+
+    sf.write(ogg, sf.read(file)[0], 16000, format="OGG")
+    assert shards.plan(ogg, scorer, 30.0) == []
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("archive")
+    long_recording(folder / "day" / "rec_20261122T000000.wav", 22050, 100.0, random.Random(5))
+    long_recording(folder / "short.wav", 16000, 20.0, random.Random(6))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def archive_one(archive: Path, tone_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("archive_one") / "out"
+    result = soundwatch("scan", str(archive), "--model", str(tone_bundle), "--out", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_two_workers_score_one_long_file_in_shards(
+    archive: Path, archive_one: Path, tone_bundle: Path, tmp_path: Path
+) -> None:
+    """A real local Dask cluster, the long file in 4 shards of 30 s; and a sharded file cut
+    short (its .partial outputs left) is scored again, the other file kept."""
+    out = tmp_path / "out"
+    result = soundwatch("scan", str(archive), "--model", str(tone_bundle), "--out", str(out),
+                        "--workers", "2", "--shard-minutes", "0.5", "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "2 file(s) scored, 120.0 s of audio" in result.stderr
+    assert outputs(out) == outputs(archive_one)
+
+    again = Path(shutil.copytree(archive_one, tmp_path / "again"))
+    for suffix in OUTPUT_SUFFIXES:
+        (again / "day" / f"rec_20261122T000000.wav{suffix}").unlink()
+    (again / "day" / "rec_20261122T000000.wav.events.jsonl.partial").write_text('{"half')
+    result = soundwatch("scan", str(archive), "--model", str(tone_bundle), "--out", str(again),
+                        "--workers", "2", "--shard-minutes", "0.5", "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "1 of 2 file(s) already scored" in result.stderr
+    assert "1 file(s) scored, 100.0 s of audio" in result.stderr
+    assert outputs(again) == outputs(archive_one)
