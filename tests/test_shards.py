@@ -132,3 +132,41 @@ def test_two_workers_score_one_long_file_in_shards(
     assert "1 of 2 file(s) already scored" in result.stderr
     assert "1 file(s) scored, 100.0 s of audio" in result.stderr
     assert outputs(again) == outputs(archive_one)
+
+
+def test_a_dask_scheduler_and_two_workers_on_127_0_0_1(
+    archive: Path, archive_one: Path, tone_bundle: Path, tmp_path: Path
+) -> None:
+    """A real cluster as on SLURM or in the cloud: `dask scheduler` and two `dask worker`
+    processes, and `scan --scheduler` sending them the shards and the whole files."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    address_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+    scheduler += ["--scheduler-file", str(address_file)]
+    processes = [subprocess.Popen(scheduler, env=env, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not address_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(address_file.read_text())["address"]
+        worker = [dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1"]
+        worker += ["--no-dashboard"]
+        for _ in range(2):
+            processes.append(subprocess.Popen(worker, env=env, stderr=subprocess.DEVNULL))
+        out = tmp_path / "out"
+        result = soundwatch("scan", str(archive), "--model", str(tone_bundle), "--out",
+                            str(out), "--scheduler", address, "--shard-minutes", "0.5")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "2 file(s) scored, 120.0 s of audio" in result.stderr
+        assert outputs(out) == outputs(archive_one)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
