@@ -111,10 +111,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from edge.builders import build_analyzer
+    from edge.jobqueue import load_recipe
     from edge.scan import SCAN_BATCH_WINDOWS, ScanReport, output_bases, scan
     from edge.scanplan import anchors, identity, plan
 
     _logging("debug" if args.verbose else "info")
+    recipe = load_recipe(Path(args.cluster)) if args.cluster else None  # before any output
     extra: dict[Path_, tuple[object, str]] = {}
     if args.batch is not None:
         extra[("model", "batch_windows")] = (args.batch, "--batch")
@@ -144,7 +146,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     start = parse_start(args.start) if args.start is not None else None
     device = loaded.config.output.device
     starts = anchors(list(bases), start) if start is not None and todo.done else {}
-    if args.workers is not None or args.scheduler:
+    if args.workers is not None or args.scheduler or args.cluster:
         from edge.cluster import scan_on_cluster
         from edge.ops.progress import audio_bar, on_terminal
         from edge.scan import total_seconds
@@ -170,6 +172,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             geometry=analyzer,
             shard_seconds=None if args.shard_minutes is None else args.shard_minutes * 60,
+            recipe=recipe,
             on_file=finished,
         )
         progress.close()
@@ -364,6 +367,12 @@ def parser() -> argparse.ArgumentParser:
         " needs the cluster extra",
     )
     scan.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
+    scan.add_argument(
+        "--cluster",
+        metavar="RECIPE.yaml",
+        help="start the workers as batch jobs (SLURM, PBS, ...: a dask-jobqueue recipe, see"
+        " the README)",
+    )
     scan.add_argument(
         "--shard-minutes",
         type=_minutes,

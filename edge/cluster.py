@@ -22,6 +22,7 @@ from edge.builders import build_analyzer
 from edge.config import Loaded
 from edge.detection.analysis import Analyzer
 from edge.errors import ConfigError
+from edge.jobqueue import Recipe, make_cluster
 from edge.scan import ScanReport, scan, total_seconds
 from edge.shards import MIN_SHARD_SECONDS, SHARDS_PER_CORE, Shard, ShardResult, merge, plan
 from edge.shards import score as score_shard
@@ -95,13 +96,15 @@ def scan_on_cluster(
     scheduler: str | None,
     geometry: Analyzer,
     shard_seconds: float | None = None,
+    recipe: Recipe | None = None,
     on_file: Callable[[Path, ScanReport], object] = lambda *_: None,
 ) -> ScanReport:
     """Every file of `todo` scored by a Dask cluster. `on_file` hears of each file and each
     shard as it finishes (a shard's report has its audio, and no file). `geometry`: an
     analyzer of the model (its rate and hop place the shards); `shard_seconds`: their length,
     None for the audio spread over SHARDS_PER_CORE shards a core, at least MIN_SHARD_SECONDS;
-    with sound levels on, files are scored whole."""
+    with sound levels on, files are scored whole. `recipe`: batch jobs to run the workers in
+    (`--cluster`, edge/jobqueue.py), scaled to its jobs here."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -114,6 +117,10 @@ def scan_on_cluster(
     cluster: Any = None
     if scheduler:
         client = Client(scheduler, timeout=30)
+    elif recipe is not None:
+        cluster = make_cluster(recipe)
+        cluster.scale(jobs=recipe.jobs)
+        client = Client(cluster)
     else:
         cluster = LocalCluster(
             n_workers=workers or 1,
@@ -126,7 +133,7 @@ def scan_on_cluster(
     report = ScanReport()
     try:
         if shard_seconds is None:
-            cores = sum(client.nthreads().values()) or 1
+            cores = sum(client.nthreads().values()) or (recipe.cores if recipe else 0) or 1
             shard_seconds = total_seconds(list(todo)) / (cores * SHARDS_PER_CORE)
             shard_seconds = max(MIN_SHARD_SECONDS, shard_seconds)
         # future -> (file, what it is: "file", "merge", or a shard's seconds of audio)
