@@ -12,6 +12,7 @@ more task (edge/shards.py), so that even one long file keeps every worker busy.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -29,14 +30,15 @@ from edge.shards import score as score_shard
 
 logger = logging.getLogger(__name__)
 
-_ANALYZERS: dict[str, Analyzer] = {}  # per worker process: built once, reused for every file
+_ANALYZERS: dict[str, Analyzer] = {}  # per worker thread: built once, reused for every task
 
 
 def _analyzer(loaded: Loaded, batch: int) -> Analyzer:
-    """This worker's analyzer for `loaded`: built once, reused for every task."""
-    key = repr(
-        (loaded.path, loaded.config.model, loaded.config.labels, loaded.config.events, batch)
-    )
+    """This worker thread's analyzer for `loaded`: built once, reused for every task (a
+    `dask worker` may run tasks on several threads; an analyzer scores one stream at a time)."""
+    config = loaded.config
+    key = repr((threading.get_ident(), loaded.path, config.model, config.labels, config.events))
+    key += f"/{batch}"
     analyzer = _ANALYZERS.get(key)
     if analyzer is None:
         _, analyzer = build_analyzer(loaded, None, batch_windows=batch)

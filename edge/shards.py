@@ -7,12 +7,15 @@ detectors (min duration, merge gap, median, refractory time) and the event ids t
 over the whole file, as in a one-process scan, so an event across a shard boundary is one event
 and the outputs are the one-process scan's, byte for byte.
 
-What makes the batches identical to a one-process scan's is where a shard begins reading: on
-the scan's own block grid (`SCAN_BLOCK_SECONDS`), on a row of the resampler and on the window
-hop, one block before its own stretch, so that by the first batch it keeps its resampler,
-frontend and window grid are where the one-process scan's are, and every push cuts the same
-windows into the same batches. A shard keeps the batches whose first window starts in its
-stretch and reads on past it until the next shard's first batch appears.
+What makes the batches identical to a one-process scan's is how a shard reads. Its stretch
+begins on the scan's own block grid (`SCAN_BLOCK_SECONDS`), so from there on it pushes the very
+blocks a one-process scan pushes. Before it, it reads from a sample on a row of the resampler
+and on the window hop (so its resampled samples, frames and windows fall where the whole
+file's do) at least a window and the resampler's reach earlier: by its first block its
+resampler and frontend hold what the one-process scan's hold, and every push cuts the same
+windows into the same batches (the model's numbers can depend on a batch's size). A shard
+keeps the batches whose first window starts in its stretch, and reads on past it until the
+next shard's first batch appears.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -83,19 +86,20 @@ def plan(file: Path, analyzer: Analyzer, shard_seconds: float) -> list[Shard]:
     up = analyzer.rate_hz // math.gcd(analyzer.rate_hz, rate)
     down = rate // math.gcd(analyzer.rate_hz, rate)
     block = max(1, round(SCAN_BLOCK_SECONDS * rate))
-    if resampler.reach_samples > block:
-        return []
-    # A start on the block grid, on a resampler row and on the window hop (model samples).
+    # A shard reads from a resampler row on the window hop (hop_in frames: a whole number of
+    # model samples), this far before its stretch: its first window, the resampler's reach.
     hop_in = analyzer.hop_samples * down // math.gcd(up, analyzer.hop_samples * down)
-    grid = math.lcm(block, resampler.row_input_samples, hop_in)
-    size = max(1, round(shard_seconds * rate / grid)) * grid
+    align = math.lcm(resampler.row_input_samples, hop_in)
+    lead = -(-analyzer.window_samples * down // up) + resampler.reach_samples + align
+    size = max(1, round(shard_seconds * rate / block)) * block
     starts = list(range(0, frames, size))
     if len(starts) < 2:
         return []
     ends: list[int | None] = [*starts[1:], None]
+    warm = [max(0, (first - lead) // align * align) for first in starts]
     return [
-        Shard(file, first, end, max(0, first - grid), up, down, ((end or frames) - first) / rate)
-        for first, end in zip(starts, ends, strict=True)
+        Shard(file, first, end, start, up, down, ((end or frames) - first) / rate)
+        for first, end, start in zip(starts, ends, warm, strict=True)
     ]
 
 
@@ -129,12 +133,14 @@ def score(analyzer: Analyzer, shard: Shard, anchor: datetime | None) -> ShardRes
             conditioner = Conditioner(audio.sample_rate_hz, analyzer.rate_hz, "mix")
             block = max(1, round(SCAN_BLOCK_SECONDS * audio.sample_rate_hz))
             audio.seek(shard.warm)
+            head = shard.first - shard.warm  # up to its stretch, then the scan's blocks
+            blocks = chain(islice(audio.blocks(head), 1) if head else (), audio.blocks(block))
             analyzer.sink = Sink()  # no rows or events come out of a shard
             analyzer.windows_to = keep
             info = stream_info(analyzer, shard.file, audio.sample_rate_hz, anchor)
             analyzer.begin(info, position=shard.model_sample(shard.warm))
             at = shard.warm
-            for samples in audio.blocks(block):
+            for samples in blocks:
                 bad = conditioner.bad_samples
                 out = conditioner.process(samples)
                 if at >= shard.first and (shard.end is None or at < shard.end):

@@ -28,35 +28,35 @@ def analyzer(bundle: Path, batch: int) -> Analyzer:
 
 
 def long_recording(path: Path, rate_hz: int, seconds: float, rng: random.Random) -> list[float]:
-    """Noise with a tone at every 30 s mark (the block grid shards start on): some begin on
-    the mark, most well before it and end after it; returns the marks the tones cross."""
+    """Noise with two tones at every 30 s mark (the block grid shards start on): a 1 kHz one
+    that begins before the mark and ends after it, and a 3 kHz one that begins on the mark;
+    returns the marks."""
     marks = [30.0 * k for k in range(1, int(seconds // 30) + 1) if 30.0 * k < seconds - 2]
-    tones, crossed = [], []
-    for k, mark in enumerate(marks):
-        before = rng.choice([0.0, 0.4, 1.5]) if k else 1.5  # 0: the tone starts on the mark
-        tones.append((mark - before, mark + rng.uniform(0.3, 2.0), (1000.0, 3000.0)[k % 2]))
-        crossed += [mark] if before else []
+    tones = []
+    for mark in marks:
+        tones.append((mark - rng.choice([0.3, 0.6, 1.5]), mark + rng.uniform(0.3, 2.0), 1000.0))
+        tones.append((mark, mark + rng.uniform(0.5, 2.0), 3000.0))
     x = tone_events(rate_hz, seconds, tones, noise_amplitude=0.01, tone_amplitude=0.3, seed=7)
     write_wav(path, x, rate_hz)
-    return crossed
+    return marks
 
 
 def read(base: Path) -> dict[str, bytes]:
     return {suffix: base.with_name(base.name + suffix).read_bytes() for suffix in OUTPUT_SUFFIXES}
 
 
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_shards_merge_into_the_one_process_outputs(
     case: int, tone_bundle: Path, tmp_path: Path
 ) -> None:
     rng = random.Random(case)
-    rate = [16000, 22050, 44100, 16000][case]
+    rate = [16000, 22050, 44100, 48000, 8000][case]  # the model's 16 kHz, down and up
     seconds = rng.uniform(95.0, 160.0)
     batch = rng.choice([3, 17, 64, 256])  # small batches: many straddle a shard boundary
     scorer = analyzer(tone_bundle, batch)
     file = tmp_path / "in" / "long.wav"
     file.parent.mkdir()
-    crossed = long_recording(file, rate, seconds, rng)
+    marks = long_recording(file, rate, seconds, rng)
     one = tmp_path / "one" / "long.wav"
     scan(scorer, [file], one.parent, device="test", progress=False, bases={file: one})
 
@@ -69,14 +69,14 @@ def test_shards_merge_into_the_one_process_outputs(
 
     assert report.files_scored == 1 and report.audio_seconds == pytest.approx(seconds, abs=1e-3)
     assert read(merged) == read(one)
-    tones = len([m for m in range(30, int(seconds) - 1, 30) if m < seconds - 2])
     ends = [json.loads(line) for line in read(merged)[".events.jsonl"].splitlines()]
     ends = [e for e in ends if e["type"] == "end"]
-    assert len(ends) == tones  # one event per tone: none cut in two at a shard boundary
-    boundaries = [b for b in (shard.first / rate for shard in plan[1:]) if b in crossed]
-    assert boundaries, "no tone crosses a shard boundary: the case tests nothing"
-    for b in boundaries:
-        assert len([e for e in ends if e["start_offset"] < b < e["end_offset"]]) == 1
+    assert len(ends) == 2 * len(marks)  # one event a tone: none cut in two at a boundary
+    boundaries = [shard.first / rate for shard in plan[1:]]
+    assert set(boundaries) <= set(marks)
+    low = [e for e in ends if e["label"] == "tone-1k"]
+    for b in boundaries:  # the 1 kHz tone across it is one event
+        assert len([e for e in low if e["start_offset"] < b < e["end_offset"]]) == 1
 
 
 def test_a_file_shorter_than_two_shards_or_not_seekable_is_scored_whole(
