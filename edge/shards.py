@@ -47,6 +47,10 @@ SHARDS_PER_CORE = 4  # default shard length: the audio spread over this many sha
 MIN_SHARD_SECONDS = 15 * 60.0  # the block each shard reads ahead and past is at most 1/15 more
 
 
+class _Past(Exception):
+    """A shard met the first batch of the next shard's stretch: it has all of its own."""
+
+
 @dataclass(frozen=True)
 class Shard:
     """Frames `first` to `end` (None: the end) of `file`, read from `warm` on (file frames)."""
@@ -117,14 +121,12 @@ def score(analyzer: Analyzer, shard: Shard, anchor: datetime | None) -> ShardRes
     own_from = shard.model_sample(shard.first)
     own_to = math.inf if shard.end is None else shard.model_sample(shard.end)
     half = analyzer.window_samples / 2
-    past = False
 
     def keep(centres: np.ndarray, scores: np.ndarray) -> None:
-        nonlocal past
         first = round(float(centres[0]) * analyzer.rate_hz - half)  # its first window's start
         if first >= own_to:
-            past = True
-        elif first >= own_from:
+            raise _Past  # the next shard's first batch: stop here, mid-block
+        if first >= own_from:
             result.batches.append((centres.copy(), scores.copy()))
             result.report.windows += len(centres)
 
@@ -148,13 +150,12 @@ def score(analyzer: Analyzer, shard: Shard, anchor: datetime | None) -> ShardRes
                     result.bad_samples += conditioner.bad_samples - bad
                 at += len(samples)
                 analyzer.push(out)
-                if past:
-                    break
-            else:
-                analyzer.push(conditioner.flush())
-                result.samples = shard.model_sample(shard.warm) + conditioner.frames_out
+            analyzer.push(conditioner.flush())
+            result.samples = shard.model_sample(shard.warm) + conditioner.frames_out
             if audio.read_error is not None:
                 result.problem = audio.read_error
+    except _Past:
+        pass  # (the analyzer is left mid-stream: its next begin() resets it)
     except SoundwatchError as exc:
         result.problem = str(exc)
     finally:
