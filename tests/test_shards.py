@@ -170,3 +170,31 @@ def test_a_dask_scheduler_and_two_workers_on_127_0_0_1(
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+
+
+def test_a_file_cut_short_is_scored_again_whole_as_one_process_does(
+    tone_bundle: Path, tmp_path: Path
+) -> None:
+    """A FLAC whose header promises 100 s and whose data stops about half-way: the shards
+    past the cut cannot read their stretch, so the merge scores the file whole, and the
+    outputs are again the one-process scan's (what it could read)."""
+    scorer = analyzer(tone_bundle, 64)
+    full = tmp_path / "full.flac"
+    long_recording(full, 16000, 100.0, random.Random(3))
+    file = tmp_path / "in" / "cut.flac"
+    file.parent.mkdir()
+    data = full.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+    one = tmp_path / "one" / "cut.flac"
+    scan(scorer, [file], one.parent, device="test", progress=False, bases={file: one})
+
+    plan = shards.plan(file, scorer, 30.0)
+    assert len(plan) == 4
+    parts = [shards.score(scorer, shard, None) for shard in plan]
+    problems = [p.problem or "" for p in parts]
+    assert problems[0].endswith("flac decoder lost sync")  # read past its stretch, into the cut
+    assert problems[3].endswith("cannot seek to frame 1430400 (Internal psf_fseek() failed)")
+    merged = tmp_path / "merged" / "cut.flac"
+    report = shards.merge(scorer, file, merged, device="test", anchor=None, parts=parts)
+    assert report.files_scored == 1
+    assert read(merged) == read(one)

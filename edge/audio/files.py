@@ -214,8 +214,13 @@ class AudioFile:
                 return
 
     def seek(self, frame: int) -> None:
-        """Read on from `frame` (a shard of a long recording begins mid-file)."""
-        self._file.seek(frame)
+        """Read on from `frame` (a shard of a long recording begins mid-file); a file that
+        cannot get there (cut short) raises AudioError."""
+        try:
+            self._file.seek(frame)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            reason = _libsndfile_reason(error)
+            raise AudioError(f"{self.path}: cannot seek to frame {frame} ({reason})") from None
         self.frames_read = frame
 
     def close(self) -> None:
