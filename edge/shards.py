@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 # Containers libsndfile seeks in to the exact frame (compressed Ogg and MP3 are scored whole).
 SEEKABLE = ("WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF")
 SHARDS_PER_CORE = 4  # default shard length: the audio spread over this many shards a core
-MIN_SHARD_SECONDS = 15 * 60.0  # the block each shard reads ahead and past is at most 1/15 more
+MIN_SHARD_SECONDS = 15 * 60.0  # what a shard scores twice (a batch or two) stays a few percent
 
 
 class _Past(Exception):
@@ -72,6 +72,7 @@ class ShardResult:
     batches: list[tuple[np.ndarray, np.ndarray]]  # (centres s, kept scores) as scored
     report: ScanReport  # this stretch's audio and windows
     samples: int | None = None  # model samples in the whole stream, when it read to the end
+    rate_hz: int = 0  # the recording's
     bad_samples: int = 0
     problem: str | None = None  # why this shard could not be scored: the file is scored whole
 
@@ -139,7 +140,8 @@ def score(analyzer: Analyzer, shard: Shard, anchor: datetime | None) -> ShardRes
             blocks = chain(islice(audio.blocks(head), 1) if head else (), audio.blocks(block))
             analyzer.sink = Sink()  # no rows or events come out of a shard
             analyzer.windows_to = keep
-            info = stream_info(analyzer, shard.file, audio.sample_rate_hz, anchor)
+            result.rate_hz = audio.sample_rate_hz
+            info = stream_info(analyzer, shard.file, result.rate_hz, anchor)
             analyzer.begin(info, position=shard.model_sample(shard.warm))
             at = shard.warm
             for samples in blocks:
@@ -186,9 +188,7 @@ def merge(
         whole.audio_seconds -= report.audio_seconds  # the shards' part is counted already
         whole.windows -= report.windows
         return whole
-    with AudioFile.open(file) as audio:
-        rate = audio.sample_rate_hz
-    info = stream_info(analyzer, file, rate, anchor)
+    info = stream_info(analyzer, file, parts[-1].rate_hz, anchor)
     files = ScanFiles(base, device)
     analyzer.sink = files
     try:
