@@ -1,4 +1,4 @@
-"""`scan` on every core, or on a Dask cluster: one task per recording.
+"""`scan` on every core, or on a Dask cluster: one task per recording, or per shard of one.
 
 Dask is the engine (the `cluster` extra): `--workers N` starts its local cluster of N worker
 processes on 127.0.0.1, `--scheduler tcp://host:8786` uses a running one (SLURM, PBS, the
@@ -37,8 +37,8 @@ def _analyzer(loaded: Loaded, batch: int) -> Analyzer:
     """This worker thread's analyzer for `loaded`: built once, reused for every task (a
     `dask worker` may run tasks on several threads; an analyzer scores one stream at a time)."""
     config = loaded.config
-    key = repr((threading.get_ident(), loaded.path, config.model, config.labels, config.events))
-    key += f"/{batch}"
+    what = (loaded.path, config.model, config.labels, config.events, batch)
+    key = repr((threading.get_ident(), *what))
     analyzer = _ANALYZERS.get(key)
     if analyzer is None:
         _, analyzer = build_analyzer(loaded, None, batch_windows=batch)
