@@ -198,3 +198,19 @@ def test_a_file_cut_short_is_scored_again_whole_as_one_process_does(
     report = shards.merge(scorer, file, merged, device="test", anchor=None, parts=parts)
     assert report.files_scored == 1
     assert read(merged) == read(one)
+
+
+def test_the_progress_bar_counts_shards_audio_and_whole_files(
+    archive: Path, tone_bundle: Path, tmp_path: Path
+) -> None:
+    """On a terminal: the long file's shards advance the audio as each finishes, the file
+    count moves when a file is done (its merge), and the two add up to the total."""
+    from tests.progress import soundwatch_stderr
+
+    args = ["scan", str(archive), "--model", str(tone_bundle), "--out", str(tmp_path / "out"),
+            "--workers", "2", "--shard-minutes", "0.5"]  # fmt: skip
+    code, drawn = soundwatch_stderr(args, tmp_path, terminal=True)
+    assert code == 0, drawn[-2000:]
+    done = [part for part in drawn.split("\r") if part.startswith("scan: 100%")]
+    assert done, drawn[-2000:]
+    assert "| 120/120 s audio" in done[-1] and done[-1].rstrip().endswith("file 2/2")
