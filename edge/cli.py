@@ -116,6 +116,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from edge.scanplan import anchors, identity, plan
 
     _logging("debug" if args.verbose else "info")
+    chosen = {"--workers": args.workers is not None, "--scheduler": bool(args.scheduler),
+              "--cluster": bool(args.cluster)}  # fmt: skip
+    engines = [flag for flag, on in chosen.items() if on]
+    if len(engines) > 1:
+        raise ConfigError(f"scan: {' and '.join(engines)}: choose one")
+    if args.shard_minutes is not None and not engines:
+        raise ConfigError("scan --shard-minutes: shards need workers: add --workers")
     recipe = load_recipe(Path(args.cluster)) if args.cluster else None  # before any output
     extra: dict[Path_, tuple[object, str]] = {}
     if args.batch is not None:

@@ -214,3 +214,22 @@ def test_the_progress_bar_counts_shards_audio_and_whole_files(
     done = [part for part in drawn.split("\r") if part.startswith("scan: 100%")]
     assert done, drawn[-2000:]
     assert "| 120/120 s audio" in done[-1] and done[-1].rstrip().endswith("file 2/2")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--shard-minutes", "5"], "scan --shard-minutes: shards need workers: add --workers"),
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
+         "scan: --workers and --scheduler: choose one"),
+        (["--shard-minutes", "-1", "--workers"],
+         "argument --shard-minutes: must be a positive number of minutes, got '-1'"),
+    ],
+)  # fmt: skip
+def test_scan_options_that_do_not_go_together(
+    flags: list[str], message: str, tmp_path: Path
+) -> None:
+    result = soundwatch("scan", str(tmp_path), "--out", str(tmp_path / "out"), *flags)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(message)
+    assert not (tmp_path / "out").exists()
