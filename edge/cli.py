@@ -32,6 +32,17 @@ def _labels(text: str) -> list[str]:
     return [label.strip() for label in text.split(",") if label.strip()]
 
 
+def _minutes(text: str) -> float:
+    """A positive number of minutes (argparse names the option when this refuses)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text!r}")
+    return value
+
+
 def _config(
     args: argparse.Namespace, extra: dict[Path_, tuple[object, str]] | None = None
 ) -> Loaded:
@@ -100,10 +111,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from edge.builders import build_analyzer
+    from edge.jobqueue import load_recipe
     from edge.scan import SCAN_BATCH_WINDOWS, ScanReport, output_bases, scan
     from edge.scanplan import anchors, identity, plan
 
     _logging("debug" if args.verbose else "info")
+    chosen = {"--workers": args.workers is not None, "--scheduler": bool(args.scheduler),
+              "--cluster": bool(args.cluster)}  # fmt: skip
+    engines = [flag for flag, on in chosen.items() if on]
+    if len(engines) > 1:
+        raise ConfigError(f"scan: {' and '.join(engines)}: choose one")
+    if args.shard_minutes is not None and not engines:
+        raise ConfigError("scan --shard-minutes: shards need workers: add --workers")
+    recipe = load_recipe(Path(args.cluster)) if args.cluster else None  # before any output
     extra: dict[Path_, tuple[object, str]] = {}
     if args.batch is not None:
         extra[("model", "batch_windows")] = (args.batch, "--batch")
@@ -133,7 +153,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     start = parse_start(args.start) if args.start is not None else None
     device = loaded.config.output.device
     starts = anchors(list(bases), start) if start is not None and todo.done else {}
-    if args.workers is not None or args.scheduler:
+    if args.workers is not None or args.scheduler or args.cluster:
         from edge.cluster import scan_on_cluster
         from edge.ops.progress import audio_bar, on_terminal
         from edge.scan import total_seconds
@@ -143,7 +163,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         done = [0]
 
         def finished(file: Path, one: ScanReport) -> None:  # files, audio and ETA, all workers
-            done[0] += 1
+            done[0] += one.files_scored + len(one.files_skipped)  # a shard: 0, its audio only
             progress.set_postfix_str(f"file {done[0]}/{len(todo.todo)}", refresh=False)
             progress.update(one.audio_seconds)
 
@@ -157,6 +177,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
             levels=levels,
             workers=args.workers or os.cpu_count(),
             scheduler=args.scheduler,
+            geometry=analyzer,
+            shard_seconds=None if args.shard_minutes is None else args.shard_minutes * 60,
+            recipe=recipe,
             on_file=finished,
         )
         progress.close()
@@ -351,6 +374,18 @@ def parser() -> argparse.ArgumentParser:
         " needs the cluster extra",
     )
     scan.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
+    scan.add_argument(
+        "--cluster",
+        metavar="RECIPE.yaml",
+        help="start the workers as batch jobs (SLURM, PBS, ...: a dask-jobqueue recipe, see"
+        " the README)",
+    )
+    scan.add_argument(
+        "--shard-minutes",
+        type=_minutes,
+        help="with --workers/--scheduler: score a longer recording in time shards of about this"
+        " length, one task each (default: the audio over 4 shards a core, at least 15)",
+    )
     scan.add_argument(
         "--levels",
         choices=["broadband", "octave", "third-octave"],

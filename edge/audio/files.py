@@ -213,6 +213,16 @@ class AudioFile:
             if len(block) < block_frames:
                 return
 
+    def seek(self, frame: int) -> None:
+        """Read on from `frame` (a shard of a long recording begins mid-file); a file that
+        cannot get there (cut short) raises AudioError."""
+        try:
+            self._file.seek(frame)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            reason = _libsndfile_reason(error)
+            raise AudioError(f"{self.path}: cannot seek to frame {frame} ({reason})") from None
+        self.frames_read = frame
+
     def close(self) -> None:
         """Close the file; idempotent."""
         self._file.close()

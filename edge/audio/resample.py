@@ -218,6 +218,19 @@ class StreamingResampler:
         """Downsampling factor M (``in_rate / gcd``); 1 for a pass-through."""
         return 1 if self.passthrough else self._d.down
 
+    @property
+    def row_input_samples(self) -> int:
+        """Input samples per row of output (1 for a pass-through). A stream begun afresh at
+        a multiple of this and fed the same blocks as one begun at 0 (each longer than
+        `reach_samples`) returns, from its second block on, the same samples, every bit: the
+        same rows from the same input, in the same matrix products."""
+        return 1 if self.passthrough else self._d.block
+
+    @property
+    def reach_samples(self) -> int:
+        """Input samples one row of output depends on (0 for a pass-through)."""
+        return 0 if self.passthrough else self._d.width
+
     def reset(self) -> None:
         """Forget all history: the next :meth:`process` starts a new stream at time zero."""
         if self.passthrough:

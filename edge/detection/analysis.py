@@ -11,7 +11,7 @@ A gap (overrun, lost device, shed load) resets the frontend: no window spans mis
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -91,11 +91,15 @@ class Analyzer:
         self.windows_scored = 0
         self._pending = 0  # windows cut into the batch but not yet scored
         self._info: StreamInfo | None = None
+        # Where each batch's (centres, scores) go instead of the rows and events: a shard of a
+        # long file (edge/shards.py), whose rows and events come from `replay` of all shards.
+        self.windows_to: Callable[[np.ndarray, np.ndarray], None] | None = None
 
     # -- stream lifecycle -------------------------------------------------------------------
 
-    def begin(self, info: StreamInfo) -> None:
-        """Start a new stream (a file, or a live stream): everything is reset."""
+    def begin(self, info: StreamInfo, position: int = 0) -> None:
+        """Start a new stream (a file, or a live stream): everything is reset. `position`:
+        the stream sample its audio starts at, when a shard of a file begins mid-stream."""
         m = self.bundle.manifest
         info = replace(
             info,
@@ -113,9 +117,22 @@ class Analyzer:
         ]
         self._order = MessageOrder([detector for _, detector in self._detectors])
         self._open_ids: list[str | None] = [None] * len(self.labels)  # open event per label
-        self._position = 0  # samples of this stream so far, gaps included
-        self._restart(0)
+        self._position = position  # samples of this stream so far, gaps included
+        self._restart(position)
         self.sink.begin(info)
+
+    def replay(
+        self, info: StreamInfo, batches: Iterable[tuple[np.ndarray, np.ndarray]], samples: int
+    ) -> None:
+        """Score a stream of `samples` samples from its windows' scores, in the batches they
+        were scored in elsewhere (the shards of a long file): the same rows and events as
+        pushing its audio, which the model already scored."""
+        self.begin(info)
+        for centres, scores in batches:
+            self.windows_scored += len(centres)
+            self._deliver(centres, scores)
+        self._position = samples
+        self.end()
 
     def _restart(self, position: int) -> None:
         """Begin a run of contiguous audio at stream sample `position` (after a start or gap)."""
@@ -215,6 +232,13 @@ class Analyzer:
         centres = self._centres[:n]
         self._pending = 0
         self.windows_scored += n
+        if self.windows_to is not None:
+            self.windows_to(centres, scores)
+        else:
+            self._deliver(centres, scores)
+
+    def _deliver(self, centres: np.ndarray, scores: np.ndarray) -> None:
+        """One batch's windows (centre offsets in s, kept scores) into rows and events."""
         self._seconds.add(centres, scores)
         times = centres.tolist()
         order = self._order
