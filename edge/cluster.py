@@ -10,10 +10,10 @@ outputs are byte-identical whatever the number of workers. Outputs go to the sha
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edge.audio.levels import LevelSettings
 from edge.builders import build_analyzer
@@ -24,6 +24,8 @@ from edge.scan import ScanReport, scan
 
 logger = logging.getLogger(__name__)
 
+F = TypeVar("F")  # a file to score: its Path, or its URL
+B = TypeVar("B")  # where its outputs go
 _ANALYZERS: dict[str, Analyzer] = {}  # per worker process: built once, reused for every file
 
 
@@ -37,15 +39,8 @@ def scan_file(
     levels: LevelSettings | None,
 ) -> ScanReport:
     """One recording, in a worker: the task Dask runs."""
-    key = repr(
-        (loaded.path, loaded.config.model, loaded.config.labels, loaded.config.events, batch)
-    )
-    analyzer = _ANALYZERS.get(key)
-    if analyzer is None:
-        _, analyzer = build_analyzer(loaded, None, batch_windows=batch)
-        _ANALYZERS[key] = analyzer
     return scan(
-        analyzer,
+        worker_analyzer(loaded, batch),
         [file],
         base.parent,
         device=device,
@@ -56,19 +51,34 @@ def scan_file(
     )
 
 
+def worker_analyzer(loaded: Loaded, batch: int) -> Analyzer:
+    """The analyzer of this worker process for `loaded`: built on its first file, then reused."""
+    key = repr(
+        (loaded.path, loaded.config.model, loaded.config.labels, loaded.config.events, batch)
+    )
+    analyzer = _ANALYZERS.get(key)
+    if analyzer is None:
+        _, analyzer = build_analyzer(loaded, None, batch_windows=batch)
+        _ANALYZERS[key] = analyzer
+    return analyzer
+
+
 def scan_on_cluster(
     loaded: Loaded,
     batch: int,
-    todo: dict[Path, Path],
+    todo: Mapping[F, B],
     *,
     device: str,
-    starts: dict[Path, datetime | None],
+    starts: Mapping[F, datetime | None],
     levels: LevelSettings | None,
     workers: int | None,
     scheduler: str | None,
-    on_file: Callable[[Path, ScanReport], object] = lambda *_: None,
+    on_file: Callable[[F, ScanReport], object] = lambda *_: None,
+    task: Callable[..., ScanReport] = scan_file,
 ) -> ScanReport:
-    """Every file of `todo` scored by a Dask cluster; `on_file` hears of each as it finishes."""
+    """Every file of `todo` scored by a Dask cluster; `on_file` hears of each as it finishes.
+    `task`: what scores one file in a worker (`scan_file`, or `edge.remote.scan_url_file` for
+    files and outputs at URLs), called as `scan_file` is."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -94,7 +104,7 @@ def scan_on_cluster(
     try:
         futures = {
             client.submit(
-                scan_file, loaded, batch, file, base, device, starts.get(file), levels, pure=False
+                task, loaded, batch, file, base, device, starts.get(file), levels, pure=False
             ): file
             for file, base in todo.items()
         }
