@@ -1,4 +1,4 @@
-"""`soundwatch`: run, scan, review, devices, check, bench.
+"""`soundwatch`: run, scan, summarize, review, devices, check, bench.
 
 User mistakes (bad config, bad bundle, missing device, unreadable file) print one clear line per
 problem and exit 2; a traceback means a bug.
@@ -311,6 +311,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from edge.review.summary import summarize, write_csvs, write_plots
+
+    _logging("debug" if args.verbose else "info")
+    folder = Path(args.folder)
+    to = Path(args.to) if args.to else folder / "summary"
+    summary = summarize(folder)
+    write_csvs(summary, to)
+    if not write_plots(summary, to):
+        logger.warning("no PNG plots: they need matplotlib (pip install 'soundwatch[plots]')")
+    if summary.untimed_files:
+        logger.warning(
+            "%d file(s) without an absolute time left out (a time in the name, or scan --start)",
+            summary.untimed_files,
+        )
+    logger.info("%d file(s) written to %s", len(summary.written), to)
+    return 0
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     import getpass
     import webbrowser
@@ -422,6 +441,14 @@ def parser() -> argparse.ArgumentParser:
         "--connect", action="store_true", help="also connect to the MQTT broker (and disconnect)"
     )
     check.set_defaults(func=cmd_check)
+
+    summarize = sub.add_parser(
+        "summarize", help="detections per hour and day, and coverage, as CSV and PNG"
+    )
+    summarize.add_argument("folder", help="a `soundwatch scan --out` folder")
+    summarize.add_argument("--to", help="where the summary goes (default: <folder>/summary)")
+    summarize.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    summarize.set_defaults(func=cmd_summarize)
 
     review = sub.add_parser("review", help="a web page to judge the detections of scan outputs")
     review.add_argument("folder", help="a `soundwatch scan --out` folder")
