@@ -9,8 +9,9 @@ and `AWS_ENDPOINT_URL` for an S3 server that is not AWS) or fsspec's configurati
 Each input file is downloaded whole to a temporary file before it is scored, and removed after.
 libsndfile seeks (headers, chunks at the end, FLAC frames), which over a network is a request
 each; a download is one stream, retried by the storage library, so a connection lost midway
-fails the file before any scoring, not halfway through it. The copy is streamed in chunks, so
-memory stays flat whatever the file's length; the disk holds one file per worker at a time.
+fails the file before any scoring, not halfway through it. The copy goes a block at a time, so
+memory stays flat whatever the file's length (`_download`); the disk holds one file per worker
+at a time.
 
 Outputs for a URL `--out` are written as for a local one, into a temporary folder (`.partial`,
 renamed when done), then uploaded: the probabilities CSV, the events, the SongExplorer CSV.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -42,6 +44,7 @@ from edge.scanplan import MANIFEST, OUTPUT_SUFFIXES, plan
 
 logger = logging.getLogger(__name__)
 
+COPY_BYTES = 8 * 2**20  # a download's memory: one ranged read of this size at a time
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -188,7 +191,7 @@ def scan_url(
             fs, path = _filesystem(source)
             local = Path(stage, fitted(PurePosixPath(path).name))
             try:
-                fs.get_file(path, str(local))
+                _download(fs, path, local)
             except _storage_errors() as exc:
                 logger.error("skipped: %s: cannot download it (%s)", source, _why(exc))
                 return failed
@@ -214,6 +217,19 @@ def scan_url(
                 logger.error("skipped: %s: cannot upload its outputs (%s)", source, _why(exc))
                 return failed
     return report
+
+
+def _download(fs: Any, path: str, local: Path) -> None:
+    """`path` copied to `local` a block at a time. Object stores are read in ranged requests
+    of COPY_BYTES: their own `get_file` (s3fs) held about twice the file in memory here (a
+    110 MiB file: 245 MiB peak). HTTP is one streamed response (flat, measured), as servers
+    need not answer ranged requests."""
+    if "http" in fs.protocol:
+        fs.get_file(path, str(local))
+        return
+    source = fs.open(path, "rb", block_size=COPY_BYTES, cache_type="none")
+    with source as src, local.open("wb") as dst:
+        shutil.copyfileobj(src, dst, COPY_BYTES)
 
 
 def scan_url_file(
