@@ -120,7 +120,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
     bundle, analyzer = build_analyzer(loaded, None, batch_windows=batch)
     inputs, out = [Path(p) for p in args.paths], Path(args.out)
     levels = _levels(loaded.config.levels, args.levels)
-    bases = {} if any(is_url(p) for p in (*args.paths, args.out)) else output_bases(inputs, out)
     settings = {
         "labels": [s.label for s in analyzer.labels],
         "rules": [repr(s.rules) for s in analyzer.labels],
@@ -129,6 +128,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     }
     if any(is_url(p) for p in (*args.paths, args.out)):
         return _scan_urls(args, loaded, analyzer, batch, levels, settings, bundle.folder)
+    bases = output_bases(inputs, out)
     todo = plan(bases, out, identity(bundle.folder, analyzer.backend.path, settings))
     if todo.done:
         logger.info("%d of %d file(s) already scored in %s: kept", todo.done, len(bases), out)

@@ -6,6 +6,7 @@ S3 must score only what is missing."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -174,17 +175,27 @@ def test_a_local_folder_to_s3(
     assert s3_outputs("results/run1") == local_outputs(local_scan)  # every byte
 
 
-@pytest.fixture(scope="module")
-def http_folder(recordings: Path) -> Iterator[str]:
-    """A real HTTP server on a free port, serving `recordings` with directory listings."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(recordings))
-    handler.log_message = lambda *_: None  # type: ignore[attr-defined]
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    """A real HTTP server on a free port, serving `folder` with directory listings."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="http-folder", daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def http_folder(recordings: Path) -> Iterator[str]:
+    with serving(recordings) as url:
+        yield url
 
 
 def test_an_http_folder_and_an_http_file(
@@ -196,6 +207,26 @@ def test_an_http_folder_and_an_http_file(
     assert result.returncode == 0, result.stderr
     expected = comparable(local_outputs(local_scan), str(recordings))
     assert comparable(local_outputs(out), http_folder) == expected  # the file is listed once
+
+
+def test_a_file_that_cannot_be_downloaded_is_skipped_alone(
+    recordings: Path, tone_bundle: Path, tmp_path: Path
+) -> None:
+    """The folder lists a file the server then cannot send (a dangling link: 404)."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / NAMES[0]).write_bytes((recordings / NAMES[0]).read_bytes())
+    (folder / "rec_20261122T120000.wav").symlink_to(tmp_path / "gone.wav")
+    out = tmp_path / "out"
+    with serving(folder) as url:
+        result = soundwatch("scan", f"{url}/", "--model", str(tone_bundle), "--out", str(out), "-q")
+    assert result.returncode == 1, result.stderr
+    assert f"skipped: {url}/rec_20261122T120000.wav: cannot download it" in result.stderr
+    assert "1 file(s) scored" in result.stderr and "1 skipped" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".soundwatch-scan.json"] + [NAMES[0] + s for s in SUFFIXES]
+    )
 
 
 @pytest.mark.parametrize(
