@@ -318,8 +318,12 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     to = Path(args.to) if args.to else folder / "summary"
     summary = summarize(folder)
-    write_csvs(summary, to)
-    if not write_plots(summary, to):
+    try:
+        write_csvs(summary, to)
+        plotted = write_plots(summary, to)
+    except OSError as exc:
+        raise SoundwatchError(f"{to}: cannot write the summary ({exc.strerror or exc})") from None
+    if not plotted:
         logger.warning("no PNG plots: they need matplotlib (pip install 'soundwatch[plots]')")
     if summary.untimed_files:
         logger.warning(

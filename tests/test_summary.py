@@ -117,3 +117,22 @@ def test_a_folder_without_scan_outputs_is_one_line(tmp_path: Path) -> None:
         done.stderr.strip()
         == f"soundwatch: error: {tmp_path}: no scan outputs (*.events.jsonl) in it"
     )
+
+
+def test_a_broken_csv_or_a_summary_that_cannot_be_written_is_one_line(
+    scanned: Path, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way of the summary folder")
+    done = soundwatch("summarize", str(scanned), "--to", str(blocked))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"soundwatch: error: {blocked}: cannot write the summary (File exists)"
+    )
+    (tmp_path / "r.wav.events.jsonl").write_text("")
+    csv_text = "time,offset_seconds,status,bird\n,x,analysed,0\n"  # "x": not a number
+    (tmp_path / "r.wav.probabilities.csv").write_text(csv_text)
+    done = soundwatch("summarize", str(tmp_path), "--to", str(tmp_path / "s"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"soundwatch: error: {tmp_path}: a *.probabilities.csv is not")
+    assert len(done.stderr.strip().splitlines()) == 1

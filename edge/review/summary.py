@@ -89,8 +89,14 @@ def summarize(folder: Path) -> Summary:
         detections[f"{start[:13]}:00Z"][event["label"]] += 1
         if event["label"] not in labels:
             labels.append(event["label"])
+    try:
+        coverage = source.coverage()
+    except (ValueError, KeyError) as exc:  # a row without its offset, a number that is not one
+        raise SoundwatchError(
+            f"{folder}: a *{SECONDS_SUFFIX} is not as scan writes it ({exc})"
+        ) from None
     seconds: dict[str, Counter[str]] = {}
-    for hour in source.coverage():
+    for hour in coverage:
         if not _HOUR.match(hour["hour"]):  # "<key> +3h": a file without an absolute time
             untimed.add(hour["hour"].rsplit(" +", 1)[0])
             continue
