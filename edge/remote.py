@@ -90,7 +90,11 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
 
 
 def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if not str(exc).strip() else str(exc).splitlines()[0]
+    """The storage library's reason, in one line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, FileNotFoundError) and " " not in text:  # its message: the path alone
+        return "not found"
+    return text or type(exc).__name__
 
 
 def output_bases(inputs: Iterable[str], out: str) -> dict[str, str]:
@@ -122,6 +126,8 @@ def _listed(given: str) -> list[tuple[str, tuple[str, ...]]]:
     root = path.rstrip("/")
     try:
         found = sorted(fs.find(root))
+        if not found:  # find is silent on a prefix that is not there, or a server that is down
+            fs.ls(root)
     except _storage_errors() as exc:
         raise ConfigError(f"{given}: cannot list it ({_why(exc)})") from None
     files = []

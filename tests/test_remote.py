@@ -125,6 +125,7 @@ def bucket(s3: dict[str, str], recordings: Path) -> str:
     fs = s3fs_here()
     fs.mkdir("field")
     fs.put(str(recordings) + "/", "field/archive/", recursive=True)
+    fs.pipe_file("field/docs/readme.txt", b"no audio here")
     return "field"
 
 
@@ -221,7 +222,9 @@ def test_a_file_that_cannot_be_downloaded_is_skipped_alone(
     with serving(folder) as url:
         result = soundwatch("scan", f"{url}/", "--model", str(tone_bundle), "--out", str(out), "-q")
     assert result.returncode == 1, result.stderr
-    assert f"skipped: {url}/rec_20261122T120000.wav: cannot download it" in result.stderr
+    assert (
+        f"skipped: {url}/rec_20261122T120000.wav: cannot download it (not found)" in result.stderr
+    )
     assert "1 file(s) scored" in result.stderr and "1 skipped" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -233,7 +236,9 @@ def test_a_file_that_cannot_be_downloaded_is_skipped_alone(
     ("args", "message"),
     [
         (["s3://no-such-bucket/x/"], "s3://no-such-bucket/x/: cannot list it"),
-        (["s3://field/empty/"], "s3://field/empty/: no audio files there"),
+        (["s3://field/empty/"], "s3://field/empty/: cannot list it (not found)"),
+        (["s3://field/docs/"], "s3://field/docs/: no audio files there"),
+        (["http://127.0.0.1:9/x/"], "http://127.0.0.1:9/x/: cannot list it (Cannot connect"),
         (["nosuch://bucket/x/"], "nosuch://bucket/x/: Protocol not known: nosuch"),
         (["--out", "s3://no-such-bucket/out"], "s3://no-such-bucket/out: cannot use it as --out"),
         (["--start", "2026-11-22T10:00:00Z"], "--start: files at URLs are placed by the times"),
@@ -243,7 +248,7 @@ def test_bad_urls_are_one_line(
     bucket: str, tone_bundle: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
     out = ["--out", str(tmp_path / "out")] if "--out" not in args else []
-    inputs = [] if args[0].startswith(("s3", "nosuch")) else ["s3://field/archive/"]
+    inputs = [] if "://" in args[0] else ["s3://field/archive/"]
     result = soundwatch("scan", *inputs, *args, *out, "--model", str(tone_bundle), "-q")
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
