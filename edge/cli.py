@@ -312,11 +312,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from edge.review.summary import summarize, write_csvs, write_plots
+    from edge.remote import is_url
 
     _logging("debug" if args.verbose else "info")
-    folder = Path(args.folder)
-    to = Path(args.to) if args.to else folder / "summary"
+    if not is_url(args.folder):
+        to = Path(args.to or Path(args.folder, "summary"))
+        written = _summarize(Path(args.folder), to)
+        logger.info("%d file(s) written to %s", written, to)
+        return 0
+    from edge.remote import local_copy, upload
+    from edge.review.scanfolder import EVENTS_SUFFIX, SECONDS_SUFFIX
+
+    # A scan --out in object storage: its outputs read from a local copy; the summary goes to
+    # --to, or next to them (<url>/summary/).
+    with local_copy(args.folder, (EVENTS_SUFFIX, SECONDS_SUFFIX)) as folder:
+        if not any(folder.rglob(f"*{EVENTS_SUFFIX}")):
+            raise ConfigError(f"{args.folder}: no scan outputs (*{EVENTS_SUFFIX}) in it")
+        to = Path(args.to) if args.to else folder / ".summary"
+        written = _summarize(folder, to)
+        where = str(to)
+        if not args.to:
+            where = args.folder.rstrip("/") + "/summary"
+            upload(sorted(to.iterdir()), to, where)
+    logger.info("%d file(s) written to %s", written, where)
+    return 0
+
+
+def _summarize(folder: Path, to: Path) -> int:
+    """The summary of the scan outputs in `folder`, written into `to`: how many files."""
+    from edge.review.summary import summarize, write_csvs, write_plots
+
     summary = summarize(folder)
     try:
         write_csvs(summary, to)
@@ -330,8 +355,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
             "%d file(s) without an absolute time left out (a time in the name, or scan --start)",
             summary.untimed_files,
         )
-    logger.info("%d file(s) written to %s", len(summary.written), to)
-    return 0
+    return len(summary.written)
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -449,7 +473,7 @@ def parser() -> argparse.ArgumentParser:
     summarize = sub.add_parser(
         "summarize", help="detections per hour and day, and coverage, as CSV and PNG"
     )
-    summarize.add_argument("folder", help="a `soundwatch scan --out` folder")
+    summarize.add_argument("folder", help="a `soundwatch scan --out` folder (or its URL)")
     summarize.add_argument("--to", help="where the summary goes (default: <folder>/summary)")
     summarize.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     summarize.set_defaults(func=cmd_summarize)

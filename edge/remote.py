@@ -22,13 +22,14 @@ there too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -236,6 +237,34 @@ def _download(fs: Any, path: str, local: Path) -> None:
     source = fs.open(path, "rb", block_size=COPY_BYTES, cache_type="none")
     with source as src, local.open("wb") as dst:
         shutil.copyfileobj(src, dst, COPY_BYTES)
+
+
+@contextlib.contextmanager
+def local_copy(url: str, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """The files under `url` whose names end in `suffixes`, copied into a temporary folder
+    (same layout) for as long as the block runs: `summarize` of an S3 `--out`."""
+    fs, root = _filesystem(url)
+    root = root.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="soundwatch-") as stage:
+        try:
+            for name in fs.find(root):
+                if name.endswith(suffixes):
+                    local = Path(stage, name[len(root) :].lstrip("/"))
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    _download(fs, name, local)
+        except _storage_errors() as exc:
+            raise ConfigError(f"{url}: cannot read it ({_why(exc)})") from None
+        yield Path(stage)
+
+
+def upload(files: list[Path], folder: Path, url: str) -> None:
+    """`files` (below `folder`) to the same names below `url`."""
+    fs, root = _filesystem(url)
+    try:
+        for file in files:
+            fs.put_file(str(file), f"{root.rstrip('/')}/{file.relative_to(folder).as_posix()}")
+    except _storage_errors() as exc:
+        raise ConfigError(f"{url}: cannot write there ({_why(exc)})") from None
 
 
 def scan_url_file(

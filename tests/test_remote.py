@@ -154,6 +154,22 @@ def test_s3_to_s3_gives_the_local_outputs_and_resumes_what_is_missing(
     assert comparable(s3_outputs("field/out"), "s3://field/archive") == expected
 
 
+def test_summarize_an_s3_out_as_a_local_one(
+    bucket: str, tone_bundle: Path, local_scan: Path, tmp_path: Path
+) -> None:
+    result = soundwatch("scan", "s3://field/archive/", "--model", str(tone_bundle),
+                        "--out", "s3://field/summarized/", "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    here = soundwatch("summarize", str(local_scan), "--to", str(tmp_path / "local"))
+    there = soundwatch("summarize", "s3://field/summarized/")
+    assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
+    assert "6 file(s) written to s3://field/summarized/summary" in there.stderr
+    uploaded = s3_outputs("field/summarized/summary")
+    for name in ("detections_per_hour.csv", "detections_per_day.csv", "coverage_per_day.csv"):
+        assert uploaded[name] == (tmp_path / "local" / name).read_bytes()
+    assert sorted(uploaded) == sorted(p.name for p in (tmp_path / "local").iterdir())
+
+
 def test_s3_to_a_local_folder_on_two_dask_workers(
     bucket: str, tone_bundle: Path, local_scan: Path, recordings: Path, tmp_path: Path
 ) -> None:
