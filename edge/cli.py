@@ -1,4 +1,4 @@
-"""`soundwatch`: run, scan, review, devices, check, bench.
+"""`soundwatch`: run, scan, summarize, review, devices, check, bench.
 
 User mistakes (bad config, bad bundle, missing device, unreadable file) print one clear line per
 problem and exit 2; a traceback means a bug.
@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from edge import __version__, schema
 from edge.audio.levels import LevelSettings
@@ -24,6 +24,10 @@ from edge.config import DEFAULT_CONFIG, Loaded, load_config
 from edge.errors import ConfigError, SoundwatchError
 from edge.model.bundle import ModelFile
 from edge.schema import Path_
+
+if TYPE_CHECKING:
+    from edge.detection.analysis import Analyzer
+    from edge.scan import ScanReport
 
 logger = logging.getLogger("soundwatch")
 
@@ -112,7 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from edge.builders import build_analyzer
     from edge.jobqueue import load_recipe
-    from edge.scan import SCAN_BATCH_WINDOWS, ScanReport, output_bases, scan
+    from edge.remote import is_url
+    from edge.scan import SCAN_BATCH_WINDOWS, output_bases, scan
     from edge.scanplan import anchors, identity, plan
 
     _logging("debug" if args.verbose else "info")
@@ -135,13 +140,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     bundle, analyzer = build_analyzer(loaded, None, batch_windows=batch)
     inputs, out = [Path(p) for p in args.paths], Path(args.out)
     levels = _levels(loaded.config.levels, args.levels)
-    bases = output_bases(inputs, out)
     settings = {
         "labels": [s.label for s in analyzer.labels],
         "rules": [repr(s.rules) for s in analyzer.labels],
         "levels": repr(levels) if levels.enabled else None,
         "start": args.start,
     }
+    if any(is_url(p) for p in (*args.paths, args.out)):
+        return _scan_urls(args, loaded, analyzer, batch, levels, settings, bundle.folder)
+    bases = output_bases(inputs, out)
     todo = plan(bases, out, identity(bundle.folder, analyzer.backend.path, settings))
     if todo.done:
         logger.info("%d of %d file(s) already scored in %s: kept", todo.done, len(bases), out)
@@ -197,6 +204,53 @@ def cmd_scan(args: argparse.Namespace) -> int:
             bases=todo.todo,
             anchors=starts or None,  # resumed with --start: as in an uninterrupted run
         )
+    return _reported(report, stop)
+
+
+def _scan_urls(
+    args: argparse.Namespace,
+    loaded: Loaded,
+    analyzer: Analyzer,
+    batch: int,
+    levels: LevelSettings,
+    settings: dict[str, object],
+    bundle_folder: Path,
+) -> int:
+    """`scan` when an input or `--out` is a URL (edge/remote.py)."""
+    from functools import partial
+
+    from edge.ops.progress import on_terminal
+    from edge.remote import output_bases, plan_urls, scan_urls
+    from edge.scanplan import identity
+
+    if args.start is not None:
+        raise ConfigError("--start: files at URLs are placed by the times in their names")
+    bases = output_bases(args.paths, args.out)
+    scan_identity = identity(bundle_folder, analyzer.backend.path, settings)
+    todo, done = plan_urls(bases, args.out, scan_identity)
+    if done:
+        logger.info("%d of %d file(s) already scored in %s: kept", done, len(bases), args.out)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    device = loaded.config.output.device
+    on_cluster = None
+    if args.workers is not None or args.scheduler:
+        from edge.cluster import scan_on_cluster
+
+        workers = args.workers or os.cpu_count()
+        on_cluster = partial(scan_on_cluster, loaded, batch, device=device, levels=levels,
+                             workers=workers, scheduler=args.scheduler,
+                             geometry=analyzer)  # fmt: skip
+    began = time.perf_counter()
+    report = scan_urls(analyzer, todo, device=device, levels=levels, stop=stop,
+                       show=on_terminal() and not args.quiet, on_cluster=on_cluster)  # fmt: skip
+    report.wall_seconds = time.perf_counter() - began
+    return _reported(report, stop)
+
+
+def _reported(report: ScanReport, stop: threading.Event) -> int:
+    """scan's last line, and its exit status."""
     if stop.is_set():
         logger.error("interrupted: %d file(s) finished keep their outputs", report.files_scored)
         return 130
@@ -279,6 +333,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from edge.remote import is_url
+
+    _logging("debug" if args.verbose else "info")
+    if not is_url(args.folder):
+        to = Path(args.to or Path(args.folder, "summary"))
+        written = _summarize(Path(args.folder), to)
+        logger.info("%d file(s) written to %s", written, to)
+        return 0
+    from edge.remote import local_copy, upload
+    from edge.review.scanfolder import EVENTS_SUFFIX, SECONDS_SUFFIX
+
+    # A scan --out in object storage: its outputs read from a local copy; the summary goes to
+    # --to, or next to them (<url>/summary/).
+    with local_copy(args.folder, (EVENTS_SUFFIX, SECONDS_SUFFIX)) as folder:
+        if not any(folder.rglob(f"*{EVENTS_SUFFIX}")):
+            raise ConfigError(f"{args.folder}: no scan outputs (*{EVENTS_SUFFIX}) in it")
+        to = Path(args.to) if args.to else folder / ".summary"
+        written = _summarize(folder, to)
+        where = str(to)
+        if not args.to:
+            where = args.folder.rstrip("/") + "/summary"
+            upload(sorted(to.iterdir()), to, where)
+    logger.info("%d file(s) written to %s", written, where)
+    return 0
+
+
+def _summarize(folder: Path, to: Path) -> int:
+    """The summary of the scan outputs in `folder`, written into `to`: how many files."""
+    from edge.review.summary import summarize, write_csvs, write_plots
+
+    summary = summarize(folder)
+    try:
+        write_csvs(summary, to)
+        plotted = write_plots(summary, to)
+    except OSError as exc:
+        raise SoundwatchError(f"{to}: cannot write the summary ({exc.strerror or exc})") from None
+    if not plotted:
+        logger.warning("no PNG plots: they need matplotlib (pip install 'soundwatch[plots]')")
+    if summary.untimed_files:
+        logger.warning(
+            "%d file(s) without an absolute time left out (a time in the name, or scan --start)",
+            summary.untimed_files,
+        )
+    return len(summary.written)
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -404,6 +505,14 @@ def parser() -> argparse.ArgumentParser:
         "--connect", action="store_true", help="also connect to the MQTT broker (and disconnect)"
     )
     check.set_defaults(func=cmd_check)
+
+    summarize = sub.add_parser(
+        "summarize", help="detections per hour and day, and coverage, as CSV and PNG"
+    )
+    summarize.add_argument("folder", help="a `soundwatch scan --out` folder (or its URL)")
+    summarize.add_argument("--to", help="where the summary goes (default: <folder>/summary)")
+    summarize.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    summarize.set_defaults(func=cmd_summarize)
 
     review = sub.add_parser("review", help="a web page to judge the detections of scan outputs")
     review.add_argument("folder", help="a `soundwatch scan --out` folder")

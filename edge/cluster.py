@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edge.audio.levels import LevelSettings
 from edge.builders import build_analyzer
@@ -30,10 +30,13 @@ from edge.shards import score as score_shard
 
 logger = logging.getLogger(__name__)
 
+F = TypeVar("F")  # a file to score: its Path, or its URL
+B = TypeVar("B")  # where its outputs go
+
 _ANALYZERS: dict[str, Analyzer] = {}  # per worker thread: built once, reused for every task
 
 
-def _analyzer(loaded: Loaded, batch: int) -> Analyzer:
+def worker_analyzer(loaded: Loaded, batch: int) -> Analyzer:
     """This worker thread's analyzer for `loaded`: built once, reused for every task (a
     `dask worker` may run tasks on several threads; an analyzer scores one stream at a time)."""
     config = loaded.config
@@ -57,7 +60,7 @@ def scan_file(
 ) -> ScanReport:
     """One recording, in a worker: the task Dask runs."""
     return scan(
-        _analyzer(loaded, batch),
+        worker_analyzer(loaded, batch),
         [file],
         base.parent,
         device=device,
@@ -70,7 +73,7 @@ def scan_file(
 
 def scan_shard(loaded: Loaded, batch: int, shard: Shard, start: datetime | None) -> ShardResult:
     """One shard of a long recording, in a worker."""
-    return score_shard(_analyzer(loaded, batch), shard, start)
+    return score_shard(worker_analyzer(loaded, batch), shard, start)
 
 
 def merge_shards(
@@ -83,30 +86,34 @@ def merge_shards(
     parts: list[ShardResult],
 ) -> ScanReport:
     """A long recording's outputs from its shards, in a worker."""
-    return merge(_analyzer(loaded, batch), file, base, device=device, anchor=start, parts=parts)
+    analyzer = worker_analyzer(loaded, batch)
+    return merge(analyzer, file, base, device=device, anchor=start, parts=parts)
 
 
 def scan_on_cluster(
     loaded: Loaded,
     batch: int,
-    todo: dict[Path, Path],
+    todo: Mapping[F, B],
     *,
     device: str,
-    starts: dict[Path, datetime | None],
+    starts: Mapping[F, datetime | None],
     levels: LevelSettings | None,
     workers: int | None,
     scheduler: str | None,
     geometry: Analyzer,
     shard_seconds: float | None = None,
     recipe: Recipe | None = None,
-    on_file: Callable[[Path, ScanReport], object] = lambda *_: None,
+    on_file: Callable[[F, ScanReport], object] = lambda *_: None,
+    task: Callable[..., ScanReport] = scan_file,
 ) -> ScanReport:
     """Every file of `todo` scored by a Dask cluster. `on_file` hears of each file and each
     shard as it finishes (a shard's report has its audio, and no file). `geometry`: an
     analyzer of the model (its rate and hop place the shards); `shard_seconds`: their length,
     None for the audio spread over SHARDS_PER_CORE shards a core, at least MIN_SHARD_SECONDS;
     with sound levels on, files are scored whole. `recipe`: batch jobs to run the workers in
-    (`--cluster`, edge/jobqueue.py), scaled to its jobs here."""
+    (`--cluster`, edge/jobqueue.py), scaled to its jobs here. `task`: what scores one whole
+    file in a worker (`scan_file`, or `edge.remote.scan_url_file` for files and outputs at
+    URLs, which are never sharded), called as `scan_file` is."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -134,29 +141,30 @@ def scan_on_cluster(
         client = Client(cluster)
     report = ScanReport()
     try:
-        if shard_seconds is None:
+        local = task is scan_file and not (levels is not None and levels.enabled)
+        if local and shard_seconds is None:
             cores = sum(client.nthreads().values()) or (recipe.cores if recipe else 0) or 1
-            shard_seconds = total_seconds(list(todo)) / (cores * SHARDS_PER_CORE)
+            shard_seconds = total_seconds([Path(str(f)) for f in todo]) / (cores * SHARDS_PER_CORE)
             shard_seconds = max(MIN_SHARD_SECONDS, shard_seconds)
         # future -> (file, what it is: "file", "merge", or a shard's seconds of audio)
-        futures: dict[Any, tuple[Path, str | float]] = {}
+        futures: dict[Any, tuple[Any, str | float]] = {}
         for file, base in todo.items():
             start = starts.get(file)
             shards = (
-                [] if levels is not None and levels.enabled else plan(file, geometry, shard_seconds)
+                plan(Path(str(file)), geometry, shard_seconds) if local and shard_seconds else []
             )
             if not shards:
-                task = client.submit(
-                    scan_file, loaded, batch, file, base, device, start, levels, pure=False
+                whole = client.submit(
+                    task, loaded, batch, file, base, device, start, levels, pure=False
                 )
-                futures[task] = (file, "file")
+                futures[whole] = (file, "file")
                 continue
             parts = [client.submit(scan_shard, loaded, batch, s, start, pure=False) for s in shards]
             futures.update({part: (file, s.seconds) for part, s in zip(parts, shards, strict=True)})
-            task = client.submit(
+            merged = client.submit(
                 merge_shards, loaded, batch, file, base, device, start, parts, pure=False
             )
-            futures[task] = (file, "merge")
+            futures[merged] = (file, "merge")
         for future in as_completed(futures):
             file, kind = futures.pop(future)  # a shard's scores stay only until its merge
             if isinstance(kind, float):

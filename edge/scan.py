@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -89,13 +89,13 @@ def fitted(name: str) -> str:
 
 
 class _PerFile(Sink):
-    """Routes each stream to its own ScanFiles, chosen by the stream's source path.
+    """Routes each stream to its own ScanFiles, chosen by the stream's name.
 
     A file whose outputs cannot be written (a name or a path the file system refuses, a full
     disk) is failed alone: its partial outputs go, `failed` says why, and the next file is
     scored as usual."""
 
-    def __init__(self, bases: dict[Path, Path], device: str, stop: threading.Event) -> None:
+    def __init__(self, bases: dict[str, Path], device: str, stop: threading.Event) -> None:
         self.bases, self.device = bases, device
         self.stop = stop  # set when interrupted: the file in progress is discarded, not kept
         self.current: ScanFiles | None = None
@@ -103,7 +103,7 @@ class _PerFile(Sink):
 
     def begin(self, info: StreamInfo) -> None:
         self.failed = None
-        base = self.bases[Path(info.source)]
+        base = self.bases[info.source]
         self.current = ScanFiles(base, self.device)
         self._guard(lambda files: files.begin(info))
 
@@ -149,16 +149,19 @@ def scan(
     levels: LevelSettings | None = None,
     bases: dict[Path, Path] | None = None,
     anchors: dict[Path, datetime | None] | None = None,
+    names: Mapping[Path, str] | None = None,
 ) -> ScanReport:
     """Score every audio file under `inputs` into `out`; with `levels` enabled, each second's
     sound levels go into the probabilities CSV too. `bases`: the files to score and where
     their outputs go, when the caller chose them (`output_bases` of `inputs` otherwise);
     `anchors`: each file's start, when worked out over more files than these
-    (`edge.scanplan.anchors`)."""
+    (`edge.scanplan.anchors`); `names`: what a file is called in its outputs (events' `source`
+    and ids, SongExplorer's `wav`) when not its path: the URL a downloaded copy came from."""
     stop = stop or threading.Event()
     bases = output_bases(inputs, out) if bases is None else bases
     files = list(bases)
-    per_file = _PerFile(bases, device, stop)
+    names = names or {}
+    per_file = _PerFile({names.get(p, str(p)): b for p, b in bases.items()}, device, stop)
     evidence = None
     if levels is not None and levels.enabled:
         evidence = Evidence(per_file, levels, None)
@@ -168,8 +171,9 @@ def scan(
     labels = [s.label for s in analyzer.labels]
 
     def skipped(path: Path, error: AudioError) -> None:
-        report.files_skipped.append(str(path))
-        logger.error("skipped: %s", error)
+        report.files_skipped.append(names.get(path, str(path)))
+        copy_of = f" (a copy of {names[path]})" if path in names else ""
+        logger.error("skipped: %s%s", error, copy_of)
 
     began = time.perf_counter()
     streams = file_streams(
@@ -182,14 +186,16 @@ def scan(
         anchors=anchors,
     )
     bar = audio_bar(total_seconds(files) if show else 0.0, "scan", show)
-    number = {path: i for i, path in enumerate(files, 1)}  # "file 3/10", skipped ones counted
+    # "file 3/10", skipped ones counted
+    number = {names.get(path, str(path)): i for i, path in enumerate(files, 1)}
     try:
         with logs_above(bar):
             for stream in streams:
+                stream.name = names.get(Path(stream.name), stream.name)
                 info = StreamInfo(stream.name, labels, stream.anchor, stream.rate_hz)
                 windows_before = analyzer.windows_scored
                 if not bar.disable:
-                    file = number.get(Path(stream.name), 0)
+                    file = number.get(stream.name, 0)
                     bar.set_postfix_str(f"file {file}/{len(files)}", refresh=False)
                     stream.blocks = _counted(stream.blocks, stream.rate_hz, bar)
                 try:

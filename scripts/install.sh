@@ -43,7 +43,7 @@ if [ "$extras" = dev ]; then
   # (where a CPU wheel of this version is on the index, pip takes that one). It stays pinned
   # in the install of the extras: left free there, pip once backtracked to an older torch
   # (with CUDA) and a litert-torch that fails to import with it.
-  spec=".[tflite,dev,trainer,cluster]"
+  spec=".[tflite,dev,trainer,cluster,remote]"
   pins=("torch==2.13.0")
   .venv/bin/python -m pip install -q "torch==2.13.0" || die "pip install torch==2.13.0 failed"
 fi
