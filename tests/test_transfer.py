@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -122,20 +124,27 @@ def _fit_args(made: Path, out: Path, cache: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_fit_export_scan_with_a_backbone(made: Path, tmp_path: Path) -> None:
-    """fit --backbone, export, then the edge's own scan finds the tones in a new recording."""
-    stderr, stdout = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
-        code = cli.main(_fit_args(made, tmp_path / "run", tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def bundle(made: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fit --backbone then export, as a user types them."""
+    folder = tmp_path_factory.mktemp("fitted")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(_fit_args(made, folder / "run", folder / "cache"))
     assert code == 0, stderr.getvalue()
     assert "backbone tiny: embedded 3 recording(s), 0 from the cache" in stderr.getvalue()
-    bundle = tmp_path / "bundle"
     exported = subprocess.run(
-        [sys.executable, "-m", "trainer.cli", "export", str(tmp_path / "run"), "--bundle",
-         str(bundle), "--min-positives", "1000"],
+        [sys.executable, "-m", "trainer.cli", "export", str(folder / "run"), "--bundle",
+         str(folder / "bundle"), "--min-positives", "1000"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
+    return folder / "bundle"
+
+
+def test_fit_export_scan_with_a_backbone(bundle: Path, tmp_path: Path) -> None:
+    """The two-stage bundle names its backbone; the edge's own scan finds the tones in a new
+    recording with it."""
     loaded = load_bundle(bundle)
     assert loaded.manifest.backbone is not None
     assert loaded.manifest.backbone.licence == "CC0-1.0"
@@ -228,3 +237,43 @@ def test_an_embedding_that_is_no_output_is_refused_by_name(tmp_path: Path) -> No
     (folder / "backbone.yaml").write_text(text.replace("embedding: embedding", "embedding: emb"))
     with pytest.raises(BundleError, match=r"backbone tiny: .*'emb' is not an output"):
         load_backbone(folder).open((WINDOW,))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda text: text.replace("  size: 16", "  size: 0"),
+            r"manifest\.yaml:\d+: backbone\.size",
+        ),
+        (lambda text: text.replace("  licence: CC0-1.0\n", ""), r"manifest\.yaml:\d+: backbone: missing required key 'licence'"),
+        (lambda text: _drop_line(text, "  sha256:", after="backbone:"), "required in a bundle"),
+    ],
+)
+def test_bad_backbone_block_in_a_bundle_is_refused_in_one_line(
+    bundle: Path, tmp_path: Path, change: Callable[[str], str], expected: str
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = copy / "manifest.yaml"
+    manifest.write_text(change(manifest.read_text()))
+    with pytest.raises(BundleError, match=expected) as err:
+        load_bundle(copy)
+    assert "\n" not in str(err.value)
+
+
+def test_a_changed_backbone_file_is_refused_by_its_hash(bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    write_backbone(tmp_path / "other", seed=3)
+    shutil.copyfile(tmp_path / "other" / "tiny.onnx", copy / "backbone.onnx")
+    with pytest.raises(BundleError, match=r"manifest\.yaml:\d+: backbone\.sha256: backbone\.onnx"):
+        load_bundle(copy)
+
+
+def _drop_line(text: str, start: str, *, after: str) -> str:
+    """`text` without the first line starting with `start` after the line `after`."""
+    lines = text.splitlines(keepends=True)
+    begin = lines.index(after + "\n")
+    drop = next(i for i in range(begin, len(lines)) if lines[i].startswith(start))
+    return "".join(lines[:drop] + lines[drop + 1 :])
