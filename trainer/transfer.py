@@ -3,8 +3,10 @@
 Reads top to bottom like `trainer.train.fit`: the same annotations, labels, dense background
 and validation splits, but windows are the backbone's, on a fixed grid per recording, and
 their embeddings come from `trainer.embeddings` (computed once, cached on disk). A grid window
-takes an annotation's target when its centre lies within the annotation widened by a quarter
-window each side (so a point, or a sound shorter than the window, gets the windows around it).
+takes an annotation's target when its centre lies within the annotation (at least half the
+window in it; `--dense` background keeps half a window from every sound, so its windows hold
+none of one) or, for a point or a sound shorter than half a window, within a quarter window of
+its middle.
 The head (trainer.head) trains in seconds on those rows; the epoch with the best validation
 macro F1 is kept and thresholds are chosen on its validation rows, as for the CNN.
 
@@ -41,8 +43,7 @@ from trainer.splits import splits
 from trainer.train import _check_split, _f, with_gaps
 
 _BATCH = 256
-_MIN_STEPS_PER_EPOCH = 5
-_LEARNING_RATE = 1e-3
+_MIN_STEPS_PER_EPOCH = 20
 
 
 @dataclass
@@ -109,11 +110,13 @@ def fit_transfer(
     v, t = config.validation, config.training
     folds = splits(examples, v.split, v.share, v.folds, t.seed, v.block_seconds)
     results = []
+    head_began = time.perf_counter()
     for fold, (train_idx, val_idx) in enumerate(folds):
         _check_split(examples, train_idx, val_idx, config.labels, fold, len(folds), say)
         train_rows = np.flatnonzero(np.isin(example_of, train_idx))
         val_rows = np.flatnonzero(np.isin(example_of, val_idx))
         results.append(_train(config, x, y, train_rows, val_rows, examples, example_of, head, fold))
+    head_seconds = time.perf_counter() - head_began
     kept = int(np.argmax([r["macro"] for r in results]))
     chosen = results[kept]
     ratio = v.precision_recall_ratio
@@ -129,6 +132,7 @@ def fit_transfer(
         "threshold_rule": {"precision_recall_ratio": ratio},
         "best_epoch": chosen["epoch"],
         "train_seconds": round(seconds, 1),
+        "head_train_seconds": round(head_seconds, 2),
         "device": "cpu",
         "parameters": count_parameters(model),
         "backbone": {
@@ -164,7 +168,10 @@ def fit_transfer(
         history=[row for r in results for row in r["history"]],
     )
     line = ", ".join(f"{k} F1 {_f(s['f1'])}" for k, s in scored["per_label"].items())
-    say(f"validation: {line}; macro F1 {_f(scored['macro_f1'])} ({seconds:.1f} s)")
+    say(
+        f"validation: {line}; macro F1 {_f(scored['macro_f1'])} ({seconds:.1f} s, of which"
+        f" {head_seconds:.1f} s training the head)"
+    )
     run = TransferRun(trained, backbone_manifest.resolve(), backbone.sha256)
     if run_dir is not None:
         save_transfer_run(run_dir, run)
@@ -192,9 +199,12 @@ def _rows(
         a = example.annotation
         n = len(embedded[a.recording])
         centres = np.arange(n) * hop_s + window_s / 2
-        hit = np.flatnonzero(
-            (centres >= a.start_seconds - window_s / 4) & (centres <= a.end_seconds + window_s / 4)
-        )
+        if a.duration_seconds >= window_s / 2:  # windows at least half inside it
+            inside = (centres >= a.start_seconds) & (centres <= a.end_seconds)
+        else:  # a point or a short sound: the windows centred near its middle
+            middle = (a.start_seconds + a.end_seconds) / 2
+            inside = np.abs(centres - middle) <= window_s / 4
+        hit = np.flatnonzero(inside)
         if not len(hit):  # a sound at the very end: its nearest window
             hit = np.array([int(np.argmin(np.abs(centres - a.start_seconds)))])
         rows += [(a.recording, int(i)) for i in hit]
@@ -219,7 +229,7 @@ def _train(
     rng = np.random.default_rng([t.seed, fold])
     model = EmbeddingHead(x.shape[1], len(config.labels), config.task, kind)
     model.standardise_on(x[train_rows])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=_LEARNING_RATE, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=1e-2)
     loss_fn = loss_for(config.task)
     # Balanced draws: each group (label, negative label) equally often, as the CNN's windows.
     group_of = np.array([examples.items[e].group for e in example_of[train_rows]])
@@ -253,7 +263,7 @@ def _train(
                 "train_loss": total / steps,
                 "validation_loss": val_loss,
                 "validation_macro_f1": macro,
-                "learning_rate": _LEARNING_RATE,
+                "learning_rate": t.learning_rate,
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
