@@ -169,8 +169,8 @@ def flysong(args: argparse.Namespace, work: Path, backbone: Path) -> None:
     train = [sys.executable, "-m", "trainer.cli", "fit", "--data", str(args.songexplorer)]
     common = ["--validation", "blocks", "-q", "--overwrite"]
     for name, extra in (
-        ("scratch", []),
         ("yamnet", ["--backbone", str(backbone), "--cache", str(work / "cache")]),
+        ("scratch", []),
     ):
         out = work / f"fly-{name}"
         seconds = run([*train, "--out", str(out), *common, *extra])

@@ -94,6 +94,8 @@ def fit_transfer(
     for label, count in sorted(examples.ignored.items()):
         say(f"not used: {count} annotations labelled {label!r} ({config.mode} mode)")
 
+    # Small matrices: more threads only contend (training.threads overrides).
+    torch.set_num_threads(config.training.threads or 1)
     embedder = EmbeddingCache(backbone, cache, hop, config.training.threads or 1)
     try:
         recordings = sorted({e.annotation.recording for e in examples.items})
