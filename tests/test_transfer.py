@@ -152,6 +152,13 @@ def test_fit_export_scan_with_a_backbone(bundle: Path, tmp_path: Path) -> None:
     assert loaded.feature_shape == (WINDOW,)
     card = (bundle / "README.md").read_text()
     assert "**Backbone:** tiny" in card and "licence **CC0-1.0**" in card
+    checked = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "check", "--model", str(bundle)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert "onnx: model.int8.onnx" in checked.stdout  # the head, behind the backbone
+    assert "background: background, scored every second, no events" in checked.stdout
 
     samples, rows = _scene(seed=99)
     write_wav(tmp_path / "fresh.wav", samples, RATE_HZ)
