@@ -379,7 +379,8 @@ def test_all_manifest_problems_are_reported_together(tone_bundle: Path, tmp_path
         " digits, got 'abc'",
         f"{manifest}:{_line(folder, 'colour:')}: colour: unknown key (known keys: format, name,"
         " version, labels, task, sample_rate, window_seconds, hop_seconds, frontend, output,"
-        " thresholds, files, threshold_rule, events, background, metrics, provenance)",
+        " thresholds, files, threshold_rule, events, background, metrics, backbone,"
+        " provenance)",
     ]
 
 

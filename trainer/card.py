@@ -92,7 +92,9 @@ def model_card(
         "",
         f"Labels ({m['task']}, output order): {', '.join(f'`{x}`' for x in labels)}. "
         f"Audio at {m['sample_rate']} Hz, windows of {window_ms:g} ms every {hop_ms:g} ms, "
-        f"{f['n_mels']}-band log-mel input. Trained and exported with `soundwatch-train`.",
+        + ("raw waveform input" if f["kind"] == "waveform" else f"{f['n_mels']}-band log-mel input")
+        + ". Trained and exported with `soundwatch-train`.",
+        *_backbone_lines(m.get("backbone")),
         "",
         "## Data",
         "",
@@ -102,11 +104,7 @@ def model_card(
         "",
         "## Settings",
         "",
-        f"- frontend: n_fft {f['n_fft']}, win_length {f['win_length']}, hop_length "
-        f"{f['hop_length']} samples, {f['window']} window, {f['n_mels']} mels "
-        f"{f['fmin']:g}-{'Nyquist' if f['fmax'] is None else format(f['fmax'], 'g')} Hz"
-        f" ({f['mel_scale']}),"
-        f" power {f['power']:g}, ln(mel + {f['log_offset']:g})",
+        _frontend_line(f),
         "- thresholds: " + ", ".join(f"`{k}` {v:.3f}" for k, v in m["thresholds"].items()),
         f"- threshold rule: {_inline(m['threshold_rule'])}",
         f"- event defaults: {_inline(m['events'])}",
@@ -153,6 +151,30 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _frontend_line(f: dict[str, Any]) -> str:
+    if f["kind"] == "waveform":
+        return "- frontend: raw waveform"
+    return (
+        f"- frontend: n_fft {f['n_fft']}, win_length {f['win_length']}, hop_length "
+        f"{f['hop_length']} samples, {f['window']} window, {f['n_mels']} mels "
+        f"{f['fmin']:g}-{'Nyquist' if f['fmax'] is None else format(f['fmax'], 'g')} Hz"
+        f" ({f['mel_scale']}), power {f['power']:g}, ln(mel + {f['log_offset']:g})"
+    )
+
+
+def _backbone_lines(block: dict[str, Any] | None) -> list[str]:
+    """For a two-stage bundle: what the backbone is, whose it is and under which licence."""
+    if not block:
+        return []
+    return [
+        "",
+        f"**Backbone:** {block['name']} (`{block['path']}`, embedding `{block['embedding']}`,"
+        f" {block['size']} values), licence **{block['licence']}**, from {block['source']}."
+        " The head in this bundle classifies the backbone's embedding of each window; the"
+        " backbone's licence applies to that file.",
+    ]
 
 
 def _row(cells: Iterable[str]) -> str:

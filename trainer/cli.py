@@ -14,6 +14,7 @@ from edge.errors import SoundwatchError
 
 if TYPE_CHECKING:
     from trainer.annotations import AnnotationSet
+    from trainer.config import TrainConfig
 
 
 def cmd_tone_bundle(args: argparse.Namespace) -> int:
@@ -53,9 +54,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if (out / "checkpoint.pt").exists() and not args.overwrite:
         raise TrainError(f"{out}: already holds a run; choose another --out or pass --overwrite")
     data = _annotations(args)
-    fit(config, data, out, command=args.command_line, progress=False if args.quiet else None)
+    if args.backbone:
+        _fit_transfer(args, config, data, out)
+    else:
+        fit(config, data, out, command=args.command_line, progress=False if args.quiet else None)
     print(f"wrote {out} (report: {out / 'report' / 'summary.md'})")
     return 0
+
+
+def _fit_transfer(
+    args: argparse.Namespace, config: TrainConfig, data: AnnotationSet, out: Path
+) -> None:
+    from edge.model.backbone import load_backbone
+    from trainer.embeddings import default_cache
+    from trainer.transfer import fit_transfer
+
+    backbone = load_backbone(args.backbone)
+    manifest = Path(args.backbone)
+    manifest = manifest / "backbone.yaml" if manifest.is_dir() else manifest
+    cache = Path(args.cache) if args.cache else default_cache()
+    fit_transfer(
+        config, data, backbone, manifest, cache, out, head=args.head, command=args.command_line
+    )
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -104,23 +124,49 @@ def _annotation_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from trainer.export import MIN_GATE_POSITIVES, export_bundle
+    from trainer.export import DEFAULT_FORMATS, MIN_GATE_POSITIVES, export_bundle
     from trainer.run import load_run
+    from trainer.transfer import is_transfer_run
 
-    run = load_run(Path(args.run_dir))
     bundle = Path(args.bundle)
+    if is_transfer_run(Path(args.run_dir)):
+        return _export_transfer(args, bundle)
+    run = load_run(Path(args.run_dir))
     report = export_bundle(
         run,
         bundle,
         name=args.name or bundle.name,
         version=args.version or datetime.now(timezone.utc).strftime("%Y.%m.%d"),
         command=args.command_line,
-        formats=tuple(args.formats.split(",")),
+        formats=tuple(args.formats.split(",")) if args.formats else DEFAULT_FORMATS,
         max_f1_drop=args.max_f1_drop,
         min_positives=MIN_GATE_POSITIVES if args.min_positives is None else args.min_positives,
         licence=args.licence,
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
+    )
+    print(report.table())
+    print(f"wrote {bundle} in {report.seconds:.1f} s")
+    return 0
+
+
+def _export_transfer(args: argparse.Namespace, bundle: Path) -> int:
+    from trainer.export import MIN_GATE_POSITIVES
+    from trainer.transfer import load_transfer_run
+    from trainer.transfer_export import HEAD_FORMATS, export_transfer
+
+    formats = args.formats.split(",") if args.formats else list(HEAD_FORMATS)
+    report = export_transfer(
+        load_transfer_run(Path(args.run_dir)),
+        bundle,
+        name=args.name or bundle.name,
+        version=args.version or datetime.now(timezone.utc).strftime("%Y.%m.%d"),
+        command=args.command_line,
+        formats=tuple(formats),
+        max_f1_drop=args.max_f1_drop,
+        min_positives=MIN_GATE_POSITIVES if args.min_positives is None else args.min_positives,
+        licence=args.licence,
+        overwrite=args.overwrite,
     )
     print(report.table())
     print(f"wrote {bundle} in {report.seconds:.1f} s")
@@ -196,6 +242,22 @@ def parser() -> argparse.ArgumentParser:
         help="the annotations are dense (all recordings, or those whose path or name matches a"
         " PATTERN): unannotated audio becomes background",
     )
+    f.add_argument(
+        "--backbone",
+        help="train a small head on this pretrained backbone's embeddings (a backbone.yaml or"
+        " its folder; README, Transfer learning)",
+    )
+    f.add_argument(
+        "--head",
+        choices=["linear", "mlp"],
+        default="linear",
+        help="with --backbone (default: linear)",
+    )
+    f.add_argument(
+        "--cache",
+        help="with --backbone: folder for cached embeddings"
+        " (default: ~/.cache/soundwatch/embeddings)",
+    )
     f.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)
@@ -207,8 +269,8 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--version", help="bundle version (default: today, YYYY.MM.DD UTC)")
     export.add_argument(
         "--formats",
-        default="onnx-int8,tflite-int8,onnx-fp32",
-        help="comma-separated model files to write (default: %(default)s)",
+        help="comma-separated model files to write (default: onnx-int8,tflite-int8,onnx-fp32;"
+        " a --backbone run: onnx-int8,onnx-fp32)",
     )
     export.add_argument(
         "--max-f1-drop",

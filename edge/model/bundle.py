@@ -112,6 +112,31 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class BackboneBlock:
+    """The manifest's `backbone` block: a two-stage bundle runs this pretrained model on each
+    window first and its `files` (the head) on the embedding it gives (README, "Transfer
+    learning"). Also the core of a backbone's own `backbone.yaml` (edge.model.backbone)."""
+
+    name: str = field(help="backbone name, e.g. yamnet")
+    licence: str = field(help="the backbone's licence, e.g. Apache-2.0")
+    source: str = field(help="where the backbone comes from (URL)")
+    path: str = field(help="backbone model file (.onnx or .tflite), relative to the folder")
+    embedding: str = field(help="the output or intermediate tensor that holds the embedding")
+    size: int = field(gt=0, help="values in one embedding")
+    sha256: str | None = field(None, help="hex SHA-256 of the file (required in a bundle)")
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = FileEntry(self.path, self.sha256 or "0" * 64).problems()
+        if Path(self.path).suffix not in BACKBONE_FILE_KEYS:
+            out.append(("path", f"{self.path!r} must end in .onnx or .tflite"))
+        return out
+
+
+# Backbone file suffix -> the files key whose runtime runs it (the precision part is unused).
+BACKBONE_FILE_KEYS: dict[str, FileKey] = {".onnx": "onnx-fp32", ".tflite": "tflite-fp32"}
+
+
+@dataclass(frozen=True)
 class Manifest:
     format: str = field(help=f"always {FORMAT}")
     name: str = field(help="bundle name")
@@ -132,6 +157,9 @@ class Manifest:
         help="labels that mean 'none of the others' (e.g. ambient): scored, but no events",
     )
     metrics: dict[str, Any] = field(factory=dict, help="validation figures from the trainer")
+    backbone: BackboneBlock | None = field(
+        None, help="pretrained model run before `files` (which then take its embedding)"
+    )
     provenance: dict[str, Any] = field(factory=dict, help="data, trainer, commit, date")
 
     def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
@@ -155,6 +183,8 @@ class Manifest:
         for key in self.files:
             if key not in FILE_KEYS:
                 out.append((("files", key), f"unknown kind (known: {', '.join(PREFERENCE)})"))
+        if self.backbone is not None and self.backbone.sha256 is None:
+            out.append((("backbone", "sha256"), "required in a bundle"))
         return out
 
 
@@ -219,6 +249,10 @@ class Bundle:
 
         key = self.choose_file(wanted)
         entry = self.manifest.files[key]
+        if self.manifest.backbone is not None:
+            from edge.model.backbone import open_two_stage
+
+            return open_two_stage(self, key, threads)
         return open_backend(
             key,
             self.folder / entry.path,
@@ -307,9 +341,15 @@ def load_bundle(folder: Path | str) -> Bundle:
     if not math.isclose(window / manifest.sample_rate, manifest.window_seconds, abs_tol=1e-6):
         logger.debug("window_seconds %s rounds to %d samples", manifest.window_seconds, window)
 
-    for key, entry in manifest.files.items():
+    entries: list[tuple[tuple[str, ...], FileEntry]] = [
+        (("files", key), entry) for key, entry in manifest.files.items()
+    ]
+    if manifest.backbone is not None:
+        b = manifest.backbone
+        entries.append((("backbone",), FileEntry(b.path, b.sha256 or "")))
+    for at, entry in entries:
         path = folder / entry.path
-        where = lines.where(("files", key, "path"))
+        where = lines.where((*at, "path"))
         try:
             if not path.is_file():
                 raise BundleError(f"{where}: file {entry.path} not found in {folder}")
@@ -319,7 +359,7 @@ def load_bundle(folder: Path | str) -> Bundle:
             raise BundleError(f"{where}: cannot read {entry.path} ({reason})") from None
         if actual != entry.sha256.lower():
             raise BundleError(
-                f"{lines.where(('files', key, 'sha256'))}: {entry.path} has sha256 {actual},"
+                f"{lines.where((*at, 'sha256'))}: {entry.path} has sha256 {actual},"
                 f" not the manifest's {entry.sha256} (file changed or corrupt)"
             )
     return Bundle(folder, manifest, logmel, window, hop)

@@ -2,10 +2,15 @@
 
 Integer (int8, uint8, int16) input and output tensors are quantized and dequantized here with
 the tensor's scale and zero point, so callers always see float windows and float scores.
+
+An output name that is not a model output but an intermediate tensor (a backbone's embedding
+layer, edge.model.backbone) is read after each call from an interpreter that keeps all its
+tensors; that interpreter runs without the XNNPACK delegate, so it is slower.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -56,8 +61,9 @@ class LiteRTBackend(Backend):
     """A ``.tflite`` model run by the LiteRT interpreter (XNNPACK on the CPU).
 
     threads: interpreter threads. output_name: the output tensor's name as the interpreter
-    reports it; the first output when None. A fixed batch of 1 is resized to the batch at hand
-    when the model still gives the same scores that way; otherwise windows go one per call.
+    reports it (or an intermediate tensor's); the first output when None. A fixed batch of 1
+    is resized to the batch at hand when the model still gives the same scores that way;
+    otherwise windows go one per call.
     """
 
     key = "litert"
@@ -83,7 +89,11 @@ class LiteRTBackend(Backend):
         self._input_quant = self._quantization(where, model_input)
 
         outputs = self._interpreter.get_output_details()
-        chosen = outputs[pick_output(path, [d["name"] for d in outputs], output_name)]
+        output_names = [d["name"] for d in outputs]
+        if output_name is not None and output_name not in output_names:
+            chosen = self._intermediate(interpreter_class, output_name, output_names)
+        else:
+            chosen = outputs[pick_output(path, output_names, output_name)]
         self.output_name = chosen["name"]
         self._output_index: int = chosen["index"]
         self._output_quant = self._quantization(f"{path}: output '{chosen['name']}'", chosen)
@@ -96,6 +106,24 @@ class LiteRTBackend(Backend):
         self._scores = np.empty(0, np.float32)
         layout = plan_input(where, dims, self.feature_shape)
         self._open(layout, try_batching=layout.fixed_batch == 1)
+
+    def _intermediate(self, interpreter_class: Any, name: str, outputs: list[str]) -> Any:
+        """Reload keeping every tensor; the details of tensor `name` (BundleError if none)."""
+        with warnings.catch_warnings():  # LiteRT warns that this is meant for debugging
+            warnings.simplefilter("ignore")
+            self._interpreter = interpreter_class(
+                model_path=str(self.path),
+                num_threads=self.threads,
+                experimental_preserve_all_tensors=True,
+            )
+        self._interpreter.allocate_tensors()
+        for details in self._interpreter.get_tensor_details():
+            if details["name"] == name:
+                return details
+        raise BundleError(
+            f"{self.path}: '{name}' is neither an output nor a tensor of the model; its outputs"
+            f" are: {', '.join(outputs)}"
+        )
 
     @staticmethod
     def _quantization(where: str, details: dict[str, Any]) -> _Quantization | None:
