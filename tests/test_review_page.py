@@ -150,10 +150,10 @@ def test_detections_show_spectrogram_and_audio_and_triage_survives_a_restart(
         wait_for(driver, f"document.querySelectorAll('#events tbody tr').length === {len(TRUTH)}")
         assert verdict_cells(driver) == ["right", "wrong", "", "", "", ""]
         driver.find_elements(By.CSS_SELECTOR, "#events tbody tr td:nth-child(3)")[2].click()
-        driver.find_element(By.TAG_NAME, "body").send_keys("r")  # asks for the new label
-        alert = driver.switch_to.alert
-        alert.send_keys("bird")
-        alert.accept()
+        driver.find_element(By.TAG_NAME, "body").send_keys("r")  # opens the relabel box
+        box = driver.find_element(By.CSS_SELECTOR, "#relabel input[name=label]")
+        assert driver.switch_to.active_element == box
+        box.send_keys("bird\n")
         wait_for(driver, "document.querySelectorAll('#events td.verdict')[2].textContent !== ''")
         assert verdict_cells(driver) == ["right", "wrong", "relabel → bird", "", "", ""]
         driver.find_element(By.CSS_SELECTOR, "select[name=verdict] option[value=wrong]").click()
