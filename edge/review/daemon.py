@@ -114,10 +114,11 @@ class WebServer:
     def start(self) -> bool:
         """Bind and serve; False (logged once, counted) when the address cannot be had."""
         try:
-            server = make_server(self.review, self.host, self.port)
+            where = "web.host {host}, web.port {port}"
+            server = make_server(self.review, self.host, self.port, where)
         except SoundwatchError as exc:
             self.problem = f"web page down: {exc}"
-            logger.error("web.host, web.port: %s; going on without the page", exc)
+            logger.error("%s; going on without the review page", exc)
             self.failed("bind")
             return False
         host, port = str(server.server_address[0]), server.server_address[1]

@@ -333,14 +333,17 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, path.read_bytes(), _TYPES.get(path.suffix, "application/octet-stream"))
 
 
-def make_server(review: Review, host: str, port: int) -> ThreadingHTTPServer:
-    """A server (not started) answering for `review` on host:port (0: a free port)."""
+def make_server(
+    review: Review, host: str, port: int, where: str = "--host {host} --port {port}"
+) -> ThreadingHTTPServer:
+    """A server (not started) answering for `review` on host:port (0: a free port); `where`
+    names the settings in the error when the address cannot be had."""
     handler = type("ReviewHandler", (Handler,), {"review": review})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
         raise SoundwatchError(
-            f"--host {host} --port {port}: cannot listen ({exc.strerror})"
+            f"{where.format(host=host, port=port)}: cannot listen ({exc.strerror})"
         ) from None
     server.daemon_threads = True
     return server
