@@ -1,7 +1,8 @@
 """The review page in a real headless Chromium (Debian's, through its chromedriver), served by
 `soundwatch review` as a subprocess over a real scan of a recording with known events.
 
-One browser for the module. Screenshots go to the pytest tmp folder.
+One browser for the module (the `browser` fixture, tests/conftest.py). Screenshots go to the
+pytest tmp folder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,25 +22,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.scenes import TRUTH
 from trainer.annotations import load_songexplorer
-
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL = "apt-get install -y chromium chromium-driver (scripts/install.sh dev)"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    assert CHROMEDRIVER.exists(), f"no {CHROMEDRIVER}: {INSTALL}"
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--mute-audio"):
-        options.add_argument(flag)
-    # The Debian driver, named: Selenium Manager would try to download one and fail offline.
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_window_size(1400, 1000)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")
