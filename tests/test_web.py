@@ -133,6 +133,13 @@ def test_the_daemon_source_plays_the_clip_and_never_a_path_outside_the_clips(
     (day / "events.jsonl").write_text("".join(json.dumps(m) + "\n" for m in messages))
     source = DaemonFolder(out / "box", clips, pre_roll_seconds=1.0)
     assert [e["id"] for e in source.events()] == ["a", "b", "c"]  # d has not ended yet
+    # An event whose clip is still due (written its post-roll after the end) waits for it.
+    later = clips / "2026-12-05" / "20261205T100009.000Z_tone-1k.wav"
+    with (day / "events.jsonl").open("a") as f:
+        f.write(json.dumps({**_event("e", later), "start_offset": 9.0}) + "\n")
+    assert [e["id"] for e in source.events()] == ["a", "b", "c"]
+    sf.write(later, np.zeros(1600, np.float32), 16000)
+    assert [e["id"] for e in source.events()] == ["a", "b", "c", "e"]
     cut = source.excerpt("a")
     assert (len(cut.samples), cut.rate_hz, cut.start_seconds) == (48000, 16000, 1.0)
     for event_id in ("b", "c"):

@@ -54,8 +54,23 @@ class DaemonFolder(OutputFolder):
         }
 
     def events(self) -> list[Event]:
-        """Ended events only: a started one has no clip yet, and may still be split or merged."""
-        return [e for e in super().events() if e.get("type") == "end"]
+        """Ended events, each once its clip is on disk.
+
+        A clip is written its post-roll after the event's end, so the newest events wait for
+        theirs; an older event whose clip is missing while a later one's is there lost it
+        (retention, a full disk) and is shown without audio. Started events are not shown:
+        they may still be split or merged."""
+        ended = [e for e in super().events() if e.get("type") == "end"]
+        if self.clips is None:
+            return ended
+        shown: list[Event] = []
+        later_on_disk = False
+        for event in reversed(ended):  # only the newest few are ever looked up on disk
+            clip = event.get("clip")
+            later_on_disk = later_on_disk or (bool(clip) and Path(str(clip)).is_file())
+            if later_on_disk or not clip:
+                shown.append(event)
+        return shown[::-1]
 
     def clip(self, event: Event) -> Path:
         """The event's clip file, inside the clips folder; SoundwatchError naming why not."""
