@@ -279,7 +279,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         loaded = load_config(None)
         model = {at: (_model_path(args.model), "--model")}
         loaded = replace(loaded, config=schema.override(loaded.config, model, loaded.where))
-        review.scorer = Scorer(loaded, int(loaded.config.web.max_upload_mb * 2**20))
+        review.scorer = Scorer(lambda: loaded, int(loaded.config.web.max_upload_mb * 2**20))
         review.scorer.load()
     if args.export:
         events, verdicts = review.source.events(), review.store.all()

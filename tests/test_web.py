@@ -168,6 +168,7 @@ def _start(
             return proc
         assert proc.poll() is None, log.read_text()
         time.sleep(0.1)
+    proc.kill()
     raise AssertionError(f"no {ready!r} in 60 s: {log.read_text()}")
 
 

@@ -42,21 +42,13 @@ def start(config: Path, log: Path, env: dict[str, str] | None = None) -> subproc
             return proc
         assert proc.poll() is None, log.read_text()
         time.sleep(0.1)
+    proc.kill()
     raise AssertionError(f"the page did not come up in 60 s: {log.read_text()}")
 
 
 def stop(proc: subprocess.Popen[str], log: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0, log.read_text()
-
-
-def verdict_of(driver: WebDriver, event_id: str) -> str:
-    return str(
-        driver.execute_script(
-            f"return document.querySelector('#events tr[data-id=\"{event_id}\"] td.verdict')"
-            "?.textContent"
-        )
-    )
 
 
 def test_the_daemon_page_from_detection_to_verdict_across_a_restart(
@@ -111,7 +103,12 @@ def test_the_daemon_page_from_detection_to_verdict_across_a_restart(
         assert driver.execute_script("return fetch('/api/events').then(r => r.status)") == 401
         driver.get(f"{base}/?token={TOKEN}#detections")  # sets the cookie, then the page
         wait_for(driver, f"document.querySelector('#events tr[data-id=\"{ids[1]}\"]')")
-        assert [verdict_of(driver, i) for i in ids] == ["right", "wrong"]
+        cells = driver.execute_script(
+            "return arguments[0].map(id => document.querySelector("
+            "`#events tr[data-id='${id}'] td.verdict`).textContent)",
+            ids,
+        )
+        assert cells == ["right", "wrong"]
         for path in ("/files/%2e%2e/%2e%2e/etc/passwd", "/files/..%2f..%2fconfig.yaml",
                      "/api/clips/..%2f..%2fetc%2fpasswd", "/media/..%2fclips.wav"):  # fmt: skip
             status = driver.execute_script(f"return fetch('{path}').then(r => r.status)")

@@ -37,8 +37,11 @@ logger = logging.getLogger(__name__)
 JOIN_SECONDS = 5.0
 
 
-def daemon_review(loaded: Loaded, status: Callable[[], dict[str, Any]]) -> Review:
-    """The review of the daemon that `loaded` configures; `status`: its state, as JSON."""
+def daemon_review(
+    loaded: Loaded, current: Callable[[], Loaded], status: Callable[[], dict[str, Any]]
+) -> Review:
+    """The review of the daemon that `loaded` configures; `current`: its config now (after
+    reloads), for the bundle POST /api/infer scores with; `status`: its state, as JSON."""
     config = loaded.config
     out = loaded.resolve(config.output.dir).absolute()
     clips = clips_folder(loaded) if config.clips.enabled else None
@@ -49,7 +52,7 @@ def daemon_review(loaded: Loaded, status: Callable[[], dict[str, Any]]) -> Revie
                     out / config.output.device, config.web.reviewer, token)  # fmt: skip
     review.now = Now(source.root)
     review.status = status
-    review.scorer = Scorer(loaded, int(config.web.max_upload_mb * 2**20))
+    review.scorer = Scorer(current, int(config.web.max_upload_mb * 2**20))
     return review
 
 
@@ -57,7 +60,7 @@ def start_web(app: App) -> WebServer:
     """The daemon's page, started (or down, logged and counted, when it cannot bind)."""
     web = app.loaded.config.web
     failures = app.metrics.web_failures
-    review = daemon_review(app.loaded, lambda: daemon_status(app))
+    review = daemon_review(app.loaded, lambda: app.loaded, lambda: daemon_status(app))
     server = WebServer(review, web.host, web.port, lambda kind: failures.labels(kind).inc())
     app.metrics.web_up.set(1 if server.start() else 0)
     return server

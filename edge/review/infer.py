@@ -3,7 +3,8 @@
 The body is checked (size, then readable audio) before anything is written, then scored by
 `edge.scan.scan` into a temporary folder and read back by `ScanFolder`: the answer is exactly
 what `soundwatch scan` would write for that file. The analyzer is a second one, built on the
-first request from the same config: the live analyzer's state is never touched. One request
+first request from the daemon's config (again after a SIGHUP reload took over): the live
+analyzer's state is never touched. One request
 is scored at a time; others wait for it (the server answers each on its own thread).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +27,25 @@ POSTED = "posted.wav"
 
 
 class Scorer:
-    """Scores posted WAVs with the bundle and rules of `loaded`; at most `max_bytes` a body."""
+    """Scores posted WAVs with the bundle and rules of the config `current()` gives (the one
+    running now); at most `max_bytes` a body."""
 
-    def __init__(self, loaded: Loaded, max_bytes: int) -> None:
-        self.loaded = loaded
+    def __init__(self, current: Callable[[], Loaded], max_bytes: int) -> None:
+        self.current = current
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._analyzer: Any = None
+        self._built_for: Loaded | None = None
 
     def load(self) -> None:
         """Build the analyzer now (else the first request does): a bad bundle is one line."""
         with self._lock:
-            if self._analyzer is None:
+            loaded = self.current()
+            if self._analyzer is None or loaded is not self._built_for:
                 from edge.builders import build_analyzer
 
-                self._analyzer = build_analyzer(self.loaded)[1]
+                self._analyzer = build_analyzer(loaded)[1]
+                self._built_for = loaded
 
     def check(self, length: int) -> None:
         """Refuse a body before reading it."""
