@@ -24,8 +24,11 @@ from edge.config import load_config
 from edge.errors import ConfigError, SoundwatchError
 from edge.preflight import preflight
 from edge.review.daemonfolder import DaemonFolder
+from edge.review.export import export
 from edge.review.now import NO_ROW, PENDING, WINDOW_SECONDS, Now
+from edge.review.store import Verdict
 from tests.scenes import TRUTH, Found, check_against_truth, write_scene
+from trainer.annotations import load_songexplorer
 
 T0 = datetime(2026, 12, 5, 10, 0, 0, tzinfo=timezone.utc)
 
@@ -145,6 +148,12 @@ def test_the_daemon_source_plays_the_clip_and_never_a_path_outside_the_clips(
     for event_id in ("b", "c"):
         with pytest.raises(SoundwatchError, match="outside the clips folder"):
             source.excerpt(event_id)
+    # A verdict exports against the clip, with times from the clip's start; the trainer reads it.
+    verdicts = {"a": Verdict("a", "wrong", None, "tester", "2026-12-05T10:01:00.000Z")}
+    export(source.events(), verdicts, tmp_path / "export")
+    (annotation,) = load_songexplorer(tmp_path / "export").annotations
+    assert (annotation.label, annotation.start_seconds, annotation.end_seconds) == (
+        "not_tone-1k", 1.0, 2.0)  # fmt: skip
     no_clips = DaemonFolder(out / "box", None, 1.0)
     with pytest.raises(SoundwatchError, match="clips are off"):
         no_clips.excerpt("a")

@@ -69,8 +69,14 @@ class DaemonFolder(OutputFolder):
             clip = event.get("clip")
             later_on_disk = later_on_disk or (bool(clip) and Path(str(clip)).is_file())
             if later_on_disk or not clip:
-                shown.append(event)
+                shown.append(self._in_clip(event) if clip else event)
         return shown[::-1]
+
+    def _in_clip(self, event: Event) -> Event:
+        """The event with the audio file its verdicts export against: its clip, which starts
+        `recording_start` seconds into the stream (edge/review/export.py)."""
+        start = max(0.0, float(event["start_offset"]) - self.pre_roll_seconds)
+        return {**event, "recording": event["clip"], "recording_start": start}
 
     def clip(self, event: Event) -> Path:
         """The event's clip file, inside the clips folder; SoundwatchError naming why not."""
@@ -96,6 +102,5 @@ class DaemonFolder(OutputFolder):
             block, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError, OSError):
             raise SoundwatchError(f"{path.name}: clip not readable") from None
-        first = max(0.0, float(event["start_offset"]) - self.pre_roll_seconds)
         mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
-        return Excerpt(mono, int(rate), first)
+        return Excerpt(mono, int(rate), float(event["recording_start"]))

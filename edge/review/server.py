@@ -305,11 +305,12 @@ class Handler(BaseHTTPRequestHandler):
         scorer = self.review.scorer
         if scorer is None:
             raise KeyError("/api/infer (no model here: start `soundwatch review` with --model)")
+        length = int(self.headers.get("Content-Length") or 0)
+        scorer.check(length)  # too large: refused unread
+        body = self.rfile.read(length)  # read before any other refusal, so the client hears it
         kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if kind not in WAV_TYPES:
             raise SoundwatchError(f"Content-Type {kind or 'missing'}: send audio/wav")
-        scorer.check(int(self.headers.get("Content-Length") or 0))
-        body = self.rfile.read(int(self.headers["Content-Length"]))
         self.send_json(scorer.score(body))
 
     def _body(self) -> dict[str, Any]:
