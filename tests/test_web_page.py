@@ -25,6 +25,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from edge.review.store import VerdictStore
 from tests.scenes import TRUTH, Found, check_against_truth, write_scene
 from tests.test_review_page import free_port, wait_for
+from trainer.annotations import load_songexplorer
 
 TOKEN = "letmein"
 
@@ -109,6 +110,8 @@ def test_the_daemon_page_from_detection_to_verdict_across_a_restart(
             ids,
         )
         assert cells == ["right", "wrong"]
+        driver.find_element(By.ID, "export").click()
+        wait_for(driver, "document.getElementById('status').textContent.startsWith('exported')")
         for path in ("/files/%2e%2e/%2e%2e/etc/passwd", "/files/..%2f..%2fconfig.yaml",
                      "/api/clips/..%2f..%2fetc%2fpasswd", "/media/..%2fclips.wav"):  # fmt: skip
             status = driver.execute_script(f"return fetch('{path}').then(r => r.status)")
@@ -154,3 +157,10 @@ def test_the_daemon_page_from_detection_to_verdict_across_a_restart(
         ("right", "tester"),
         ("wrong", "tester"),
     ]
+    # The export references each clip, the event 1 s (the pre-roll) into it.
+    exported = load_songexplorer(out / "review-export").annotations
+    labels = {e["id"]: e["label"] for e in events}
+    assert sorted((a.label, a.start_seconds) for a in exported) == sorted(
+        [(labels[ids[0]], pytest.approx(1.0, abs=1e-3)),
+         (f"not_{labels[ids[1]]}", pytest.approx(1.0, abs=1e-3))]
+    )  # fmt: skip
