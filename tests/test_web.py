@@ -5,6 +5,7 @@ already taken (the daemon listens on, the failure counted)."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -265,3 +267,42 @@ def test_a_taken_port_is_one_line_a_count_and_the_daemon_listens_on(
     assert "soundwatch_audio_seconds_total 0.0" not in text  # it went on listening
     rows = next((tmp_path / "out").rglob("*T*.csv")).read_text().splitlines()
     assert len(rows) > 2 and rows[1].split(",")[1] in ("analysed", "edge")
+
+
+# -- a request that fails -------------------------------------------------------------------------
+
+
+def test_a_failing_request_is_one_line_and_counted_and_the_server_serves_on(
+    tmp_path: Path,
+) -> None:
+    from edge.review.daemon import WebServer, daemon_review
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"output: {{dir: {tmp_path / 'out'}, device_id: box}}\nclips: {{enabled: true}}\n"
+        "web: {enabled: true, port: 0}\n"
+    )
+    loaded = load_config(config)
+    clip = tmp_path / "out" / "clips" / "2026-12-05" / "a.wav"
+    clip.parent.mkdir(parents=True)
+    sf.write(clip, np.zeros(16000, np.float32), 16000)
+    day = tmp_path / "out" / "box" / "2026-12-05"
+    day.mkdir(parents=True)
+    (day / "events.jsonl").write_text(json.dumps(_event("a", clip)) + "\n")
+    # The spectrogram cache holds a folder where the PNG should go: drawing it fails.
+    (tmp_path / "out" / ".review-cache" / "a.png").mkdir(parents=True)
+    failures: list[str] = []
+    server = WebServer(daemon_review(loaded, lambda: loaded, dict), "127.0.0.1", 0, failures.append)
+    assert server.start()
+    try:
+        with urllib.request.urlopen(server.url + "api/events") as answer:
+            assert [e["id"] for e in json.loads(answer.read())] == ["a"]
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(server.url + "media/a.png")
+        assert caught.value.code == 500
+        assert json.loads(caught.value.read()) == {"error": "internal error (logged by the server)"}
+        assert failures == ["request"]
+        with urllib.request.urlopen(server.url + "media/a.wav") as answer:  # serves on
+            assert sf.info(io.BytesIO(answer.read())).duration == 1.0
+    finally:
+        server.close()
