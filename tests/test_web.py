@@ -113,6 +113,21 @@ def test_now_shades_every_second_of_the_hour_by_what_happened(tmp_path: Path) ->
     assert now.snapshot(T0 + timedelta(minutes=5))["scores"] == {"tone-1k": None}
 
 
+def test_now_with_a_detector_per_channel_shows_the_best_of_them(tmp_path: Path) -> None:
+    day = tmp_path / "box" / "2026-12-05"
+    _hour_csv(day, [(T0 + timedelta(seconds=i), "analysed", "0.2000") for i in range(4)])
+    (day / "20261205T10.csv").rename(day / "20261205T10_ch0.csv")
+    ch1 = [(T0, "gap:device", ""), *((T0 + timedelta(seconds=i), "analysed", "0.7000")
+                                     for i in range(1, 4))]  # fmt: skip
+    _hour_csv(day, ch1)
+    (day / "20261205T10.csv").rename(day / "20261205T10_ch1.csv")
+    snap = Now(tmp_path / "box").snapshot(T0 + timedelta(seconds=5))
+    assert snap["segments"][-2:] == [[WINDOW_SECONDS - 5, WINDOW_SECONDS - 1, "analysed"],
+                                     [WINDOW_SECONDS - 1, WINDOW_SECONDS, PENDING]]  # fmt: skip
+    assert snap["peak"][-5:] == [0.2, 0.7, 0.7, 0.7, None]
+    assert snap["scores"] == {"tone-1k": 0.7}
+
+
 def _event(event_id: str, clip: Path | str | None, kind: str = "end") -> dict[str, object]:
     return {"id": event_id, "type": kind, "label": "tone-1k", "start": "2026-12-05T10:00:02.000Z",
             "end": "2026-12-05T10:00:03.000Z", "start_offset": 2.0, "end_offset": 3.0,

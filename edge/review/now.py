@@ -5,6 +5,9 @@ lines only, edge/outputs/lines.py). Reading those back costs the processing thre
 lock, no copy, no call on the hot path. Each file is read on from where the last poll stopped,
 so a poll parses only the seconds written since.
 
+With a detector per channel (`..._ch<n>.csv`), a second's status is the best of its channels
+and its scores and levels the highest, as the Prometheus gauges show them.
+
 A second with no row at all is shaded as `gap:not running` (the daemon was stopped, or not
 writing), or `pending` in the last few seconds: the page shows every second of the hour as
 analysed, at an edge, or a gap by reason.
@@ -30,6 +33,10 @@ CURRENT_SECONDS = 10
 """A row older than this is no longer "now": the scores show as none."""
 TOP = 3
 
+Values = dict[str, float | None]
+Row = tuple[int, str, Values, Values]
+"""(unix second, status, score by label, level by column) of one CSV line."""
+
 
 class HourTail:
     """One growing hour CSV: its header and its rows, each line parsed once."""
@@ -38,9 +45,9 @@ class HourTail:
         self.path = path
         self.offset = 0  # bytes read so far (whole lines)
         self.header: list[str] = []
-        self.rows: list[tuple[int, str, list[str]]] = []  # (unix second, status, cells)
+        self.rows: list[Row] = []
 
-    def read(self) -> list[tuple[int, str, list[str]]]:
+    def read(self) -> list[Row]:
         try:
             size = self.path.stat().st_size
         except OSError:  # removed: nothing more
@@ -63,7 +70,11 @@ class HourTail:
                 when = datetime.fromisoformat(cells[0].replace("Z", "+00:00"))
             except ValueError:
                 continue  # not a row of ours; the file stays readable after it
-            self.rows.append((int(when.timestamp()), cells[1], cells[2:]))
+            scores: Values = {}
+            levels: Values = {}
+            for column, cell in zip(self.header[2:], cells[2:], strict=False):
+                (levels if _is_level(column) else scores)[column] = _number(cell)
+            self.rows.append((int(when.timestamp()), cells[1], scores, levels))
         return self.rows
 
 
@@ -102,11 +113,11 @@ class Now:
         begin = datetime.fromtimestamp(start, timezone.utc)
         files = self._files(begin, datetime.fromtimestamp(end, timezone.utc))
         self._tails = {p: self._tails.get(p) or HourTail(p) for p in files}
-        by_second: dict[int, tuple[str, list[str], list[str]]] = {}
-        for tail in self._tails.values():  # oldest file first: a newer one's row wins
-            for second, status, cells in tail.read():
+        by_second: dict[int, tuple[str, Values, Values]] = {}
+        for tail in self._tails.values():
+            for second, status, scores, levels in tail.read():
                 if start <= second < end:
-                    by_second[second] = (status, tail.header[2:], cells)
+                    by_second[second] = _merged(by_second.get(second), (status, scores, levels))
         segments: list[list[Any]] = []
         peak: list[float | None] = []
         totals: Counter[str] = Counter()
@@ -114,16 +125,13 @@ class Now:
         for offset in range(WINDOW_SECONDS):
             second = start + offset
             missing = PENDING if newest < second and end - second <= CURRENT_SECONDS else NO_ROW
-            status, columns, cells = by_second.get(second, (missing, [], []))
+            status, scores, _ = by_second.get(second, (missing, {}, {}))
             totals[status] += 1
             if segments and segments[-1][2] == status:
                 segments[-1][1] = offset + 1
             else:
                 segments.append([offset, offset + 1, status])
-            scores = [
-                _number(c) for col, c in zip(columns, cells, strict=False) if not _is_level(col)
-            ]
-            known = [s for s in scores if s is not None]
+            known = [v for v in scores.values() if v is not None]
             peak.append(round(max(known), 3) if known else None)
         return {
             "start": _iso(start),
@@ -135,18 +143,12 @@ class Now:
             **self._latest(by_second, end),
         }
 
-    def _latest(
-        self, by_second: dict[int, tuple[str, list[str], list[str]]], end: int
-    ) -> dict[str, Any]:
-        """The newest row's time; its scores and levels if it is recent and analysed."""
+    def _latest(self, by_second: dict[int, tuple[str, Values, Values]], end: int) -> dict[str, Any]:
+        """The newest second's time and status; its scores (if recent) and levels."""
         if not by_second:
             return {"latest": None, "scores": {}, "top": [], "levels": None}
         second = max(by_second)
-        status, columns, cells = by_second[second]
-        scores: dict[str, float | None] = {}
-        levels: dict[str, float | None] = {}
-        for column, cell in zip(columns, cells, strict=False):
-            (levels if _is_level(column) else scores)[column] = _number(cell)
+        status, scores, levels = by_second[second]
         if end - second > CURRENT_SECONDS:
             scores = dict.fromkeys(scores)
         ranked = sorted(((v, k) for k, v in scores.items() if v is not None), reverse=True)
@@ -157,6 +159,26 @@ class Now:
             "top": [[k, v] for v, k in ranked[:TOP]],
             "levels": levels or None,
         }
+
+
+_RANK = {"analysed": 0, "edge": 1}  # then every gap
+
+
+def _merged(
+    old: tuple[str, Values, Values] | None, new: tuple[str, Values, Values]
+) -> tuple[str, Values, Values]:
+    """One second from several files (a detector per channel; a model change within the
+    hour): the best status, and the highest score and level of each, as the metrics show."""
+    if old is None:
+        return new
+
+    def highest(a: Values, b: Values) -> Values:
+        both = {**a, **b}
+        return {k: max((v for v in (a.get(k), b.get(k)) if v is not None), default=None)
+                for k in both}  # fmt: skip
+
+    status = min(old[0], new[0], key=lambda s: _RANK.get(s, 2))
+    return status, highest(old[1], new[1]), highest(old[2], new[2])
 
 
 def _iso(second: int) -> str:
