@@ -277,7 +277,7 @@ def test_a_taken_port_is_one_line_a_count_and_the_daemon_listens_on(
     assert (
         len(errors) == 1 and f"web.host 127.0.0.1, web.port {port}: cannot listen" in errors[0]
     ), errors
-    assert 'soundwatch_web_failures_total{kind="bind"} 1.0' in text
+    assert 'soundwatch_web_failures_total{kind="start"} 1.0' in text
     assert "soundwatch_web_up 0.0" in text
     assert "soundwatch_audio_seconds_total 0.0" not in text  # it went on listening
     rows = next((tmp_path / "out").rglob("*T*.csv")).read_text().splitlines()

@@ -83,7 +83,7 @@ INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 GAP_REASONS = ("overrun", "device", "overload")
 CLIP_RESULTS = ("written", "failed", "skipped")
 OUTPUT_KINDS = ("rows", "events")  # what the output files may fail to write
-WEB_FAILURES = ("bind", "request")  # the review page: its address taken, a request's error
+WEB_FAILURES = ("start", "request")  # the review page could not start; a request failed
 MQTT_EVENT_RESULTS = ("published", "rejected", "dropped", "unstored")
 MQTT_SECOND_RESULTS = ("published", "dropped")
 # The supervised threads (edge/threads.py), when in use: the publisher, and paho's network
@@ -236,7 +236,7 @@ def create_metrics() -> Metrics:
         ),
         web_failures=Counter(
             p + "web_failures",
-            "Review page failures: bind (address taken), request (a handler's error)",
+            "Review page failures: start (address taken, store unreadable), request (handler)",
             ["kind"],
             registry=r,
         ),

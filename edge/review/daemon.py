@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.config import Loaded
 from edge.errors import SoundwatchError
+from edge.ops.metrics import WEB_FAILURES
 from edge.preflight import clips_folder
 from edge.review.daemonfolder import DaemonFolder
 from edge.review.infer import Scorer
@@ -56,11 +57,18 @@ def daemon_review(
     return review
 
 
-def start_web(app: App) -> WebServer:
-    """The daemon's page, started (or down, logged and counted, when it cannot bind)."""
+def start_web(app: App) -> WebServer | None:
+    """The daemon's page, started; down (logged once and counted) when it cannot bind, None
+    when it cannot even be made."""
     web = app.loaded.config.web
     failures = app.metrics.web_failures
-    review = daemon_review(app.loaded, lambda: app.loaded, lambda: daemon_status(app))
+    try:
+        review = daemon_review(app.loaded, lambda: app.loaded, lambda: daemon_status(app))
+    except SoundwatchError as exc:  # e.g. review.sqlite is not a verdict store
+        logger.error("%s; going on without the review page", exc)
+        failures.labels("start").inc()
+        app.metrics.web_up.set(0)
+        return None
     server = WebServer(review, web.host, web.port, lambda kind: failures.labels(kind).inc())
     app.metrics.web_up.set(1 if server.start() else 0)
     return server
@@ -94,14 +102,13 @@ def daemon_status(app: App) -> dict[str, Any]:
         "output_failing": value("soundwatch_output_failing") == 1,
         "down": [f"{t.name} ({t.down})" for t in app.threads if t.down],
         "web_failures": {
-            kind: value("soundwatch_web_failures_total", {"kind": kind})
-            for kind in ("bind", "request")
+            kind: value("soundwatch_web_failures_total", {"kind": kind}) for kind in WEB_FAILURES
         },
     }
 
 
 class WebServer:
-    """The page's server on a thread named `web`; `failed(kind)` counts a failure (`bind`,
+    """The page's server on a thread named `web`; `failed(kind)` counts a failure (`start`,
     `request`) in the metrics."""
 
     def __init__(self, review: Review, host: str, port: int, failed: Callable[[str], None]) -> None:
@@ -122,7 +129,7 @@ class WebServer:
         except SoundwatchError as exc:
             self.problem = f"web page down: {exc}"
             logger.error("%s; going on without the review page", exc)
-            self.failed("bind")
+            self.failed("start")
             return False
         host, port = str(server.server_address[0]), server.server_address[1]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
