@@ -62,8 +62,9 @@ from edge.records import Sink, StreamInfo
 from edge.reload import Pending, Reload, Reloader
 from edge.threads import Guarded, Supervised
 
-if TYPE_CHECKING:  # imported when used: it needs PortAudio
+if TYPE_CHECKING:  # imported when used: it needs PortAudio; the page only with `web:` on
     from edge.audio.live import LiveSource
+    from edge.review.daemon import WebServer
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ class App:
         self._pending: Pending | None = None  # a reload being prepared on its own thread
         self._reloading: Reload | None = None  # prepared, until `feed` switches to it
         self._active_lanes = 1
+        self.web: WebServer | None = None
+        self.started = time.monotonic()  # s, for the uptime
 
     @property
     def analyzer(self) -> Analyzer:
@@ -246,6 +249,10 @@ class App:
                     logger.error("%s; going on without metrics", exc)
             if self.mqtt is not None:
                 self.mqtt.start()  # connects in the background; events wait in its outbox
+            if config.web.enabled:  # on threads of its own; a port taken is logged, counted
+                from edge.review.daemon import start_web
+
+                self.web = start_web(self)
             for stream in self.streams():
                 self._stream = stream
                 logger.info("listening to %s at %d Hz", stream.name, stream.rate_hz)
@@ -276,6 +283,8 @@ class App:
             self.fanout.close()
             if self._server is not None:
                 self._server.close()
+            if self.web is not None:
+                self.web.close()
             self.heartbeat.close()
         return 1 if self.files_failed else 0
 
@@ -313,6 +322,8 @@ class App:
         m = self.bundle.manifest
         events = self.metrics_sink.events_within(3600)
         down = [f"{t.name} down ({t.down})" for t in self.threads if t.down]
+        if self.web is not None and self.web.problem:
+            down.append(self.web.problem)
         return self._status_line.text(self.live, where, f"{m.name} {m.version}", events, down)
 
     # -- SIGHUP --------------------------------------------------------------------------------

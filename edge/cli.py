@@ -396,6 +396,15 @@ def cmd_review(args: argparse.Namespace) -> int:
         except (OSError, KeyError):  # no user name in a bare container
             reviewer = "reviewer"
     review = review_folder(Path(args.folder), review_token(args.host), reviewer)
+    if args.model:  # POST /api/infer scores with it; without, that route answers 404
+        from edge.review.infer import Scorer
+
+        at: Path_ = ("model", "path")
+        loaded = load_config(None)
+        model = {at: (_model_path(args.model), "--model")}
+        loaded = replace(loaded, config=schema.override(loaded.config, model, loaded.where))
+        review.scorer = Scorer(lambda: loaded, int(loaded.config.web.max_upload_mb * 2**20))
+        review.scorer.load()
     if args.export:
         events, verdicts = review.source.events(), review.store.all()
         from edge.review.export import export
@@ -523,6 +532,9 @@ def parser() -> argparse.ArgumentParser:
     )
     review.add_argument("--port", type=int, default=8088, help="port (default: 8088; 0: any free)")
     review.add_argument("--open", action="store_true", help="open the page in a browser")
+    review.add_argument(
+        "--model", help="bundle folder or bundled model name that POST /api/infer scores with"
+    )
     review.add_argument("--export", metavar="DIR", help="write the verdicts as annotations, exit")
     review.add_argument(
         "--reviewer", help="name stored with each verdict (default: the user running it)"

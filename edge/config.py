@@ -250,6 +250,27 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The review page and JSON API served by the daemon (edge/review/)."""
+
+    enabled: bool = field(
+        False,
+        help="serve the page (Now, Detections, Coverage, Model) and the API; off by default: a"
+        " Pi in the field saves the thread and its memory until someone wants to look",
+    )
+    host: str = field(
+        "127.0.0.1",
+        help="address to listen on; any but 127.0.0.1, ::1 or localhost needs a token from"
+        " SOUNDWATCH_REVIEW_TOKEN or the systemd credential soundwatch-review-token",
+    )
+    port: int = field(8088, ge=0, le=65535, zero="any free port (logged)", help="TCP port")
+    max_upload_mb: float = field(
+        20.0, gt=0, le=1024, help="largest WAV that POST /api/infer takes, MiB"
+    )
+    reviewer: str = field("reviewer", help="name stored with each verdict given on the page")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(factory=ModelConfig, help="the model bundle")
     source: SourceConfig = field(factory=SourceConfig, help="where audio comes from")
@@ -260,6 +281,7 @@ class Config:
     metrics: MetricsConfig = field(factory=MetricsConfig, help="Prometheus metrics")
     levels: LevelSettings = field(factory=LevelSettings, help="per-second sound levels")
     clips: ClipSettings = field(factory=ClipSettings, help="a WAV clip of each event")
+    web: WebConfig = field(factory=WebConfig, help="the review page and HTTP API")
     log_level: Literal["debug", "info", "warning", "error"] = field("info", help="log level")
 
     def problems(self) -> list[tuple[str | tuple[str | int, ...], str]]:

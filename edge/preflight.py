@@ -53,6 +53,13 @@ def preflight(loaded: Loaded) -> list[str]:
         except SoundwatchError as exc:
             problems.append(str(exc))
         problems += _writable("mqtt.outbox", outbox_path(loaded).parent)
+    if config.web.enabled:
+        from edge.review.server import review_token
+
+        try:  # off loopback, the page needs its token now, not at the first request
+            review_token(config.web.host, "web.host:")
+        except SoundwatchError as exc:
+            problems.append(str(exc))
     return problems
 
 

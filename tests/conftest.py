@@ -5,6 +5,7 @@ Fixtures here (keep each in its own clearly named function):
   tested against a real PortAudio device without sound hardware.
 - `scanned_scene` (session): `soundwatch scan --out` of the tone scene (tests/scenes.py), for
   the review page's tests; copy it before writing verdicts into it.
+- `browser` (module): Debian's headless Chromium through Selenium, for the page tests.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.mqtt_broker import Mosquitto
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 # --- PulseAudio -------------------------------------------------------------------------------
 
@@ -521,3 +526,26 @@ def run_to_end(config: Path, timeout_seconds: float = 60.0) -> subprocess.Comple
     )
     assert result.returncode == 0, result.stderr
     return result
+
+
+# --- A real browser ----------------------------------------------------------------------------
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+INSTALL = "apt-get install -y chromium chromium-driver (scripts/install.sh dev)"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    """Debian's headless Chromium through its chromedriver, one per test module."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert CHROMEDRIVER.exists(), f"no {CHROMEDRIVER}: {INSTALL}"
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--mute-audio"):
+        options.add_argument(flag)
+    # The Debian driver, named: Selenium Manager would try to download one and fail offline.
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_window_size(1400, 1000)
+    yield driver
+    driver.quit()

@@ -112,7 +112,10 @@ def test_unit_sets_what_a_months_long_service_needs() -> None:
     assert u["Service.SupplementaryGroups"] == ["audio"]
     assert u["Service.StateDirectory"] == ["soundwatch"]
     assert u["Service.ConfigurationDirectory"] == ["soundwatch"]
-    assert u["Service.LoadCredential"] == ["mqtt-password:/etc/soundwatch/mqtt-password"]
+    assert u["Service.LoadCredential"] == [
+        "mqtt-password:/etc/soundwatch/mqtt-password",
+        "soundwatch-review-token:/etc/soundwatch/review-token",
+    ]
     for key in ("ProtectSystem", "ProtectHome", "NoNewPrivileges", "PrivateTmp"):
         assert u[f"Service.{key}"] in (["strict"], ["yes"]), key
     assert u["Service.RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]

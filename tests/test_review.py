@@ -5,6 +5,7 @@ real scan of a recording with known events and a real HTTP server on a free port
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import shutil
 import struct
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from edge.errors import SoundwatchError
 from edge.review.export import export
@@ -215,6 +217,20 @@ def test_a_wrong_or_missing_token_is_refused(served: tuple[str, int, str]) -> No
     assert status == 401 and json.loads(body) == {"error": "token missing or wrong"}
     status, body = ask(served, "GET", "/api/events", {"Authorization": "Bearer s3cret"})
     assert status == 200 and len(json.loads(body)) == len(TRUTH)
+
+
+def test_events_by_day_and_a_clip_by_id(served: tuple[str, int, str]) -> None:
+    auth = {"Authorization": "Bearer s3cret"}
+    events = json.loads(ask(served, "GET", "/api/events?day=2026-11-22", auth)[1])
+    assert len(events) == len(TRUTH)
+    assert json.loads(ask(served, "GET", "/api/events?day=2026-11-23", auth)[1]) == []
+    status, wav = ask(served, "GET", f"/api/clips/{events[0]['id']}", auth)
+    seconds = events[0]["end_offset"] - events[0]["start_offset"] + 2.0  # 1 s roll each side
+    assert status == 200 and sf.info(io.BytesIO(wav)).duration == pytest.approx(seconds, abs=0.01)
+    status, body = ask(served, "GET", "/api/clips/..%2f..%2fetc%2fpasswd", auth)
+    assert status == 404 and json.loads(body)["error"].startswith("not found")
+    status, body = ask(served, "GET", "/api/now", auth)  # a scan folder has no Now
+    assert status == 404 and "only the daemon" in json.loads(body)["error"]
 
 
 def test_verdict_posts_need_the_csrf_token_and_the_same_origin(

@@ -1,7 +1,8 @@
 """The review page in a real headless Chromium (Debian's, through its chromedriver), served by
 `soundwatch review` as a subprocess over a real scan of a recording with known events.
 
-One browser for the module. Screenshots go to the pytest tmp folder.
+One browser for the module (the `browser` fixture, tests/conftest.py). Screenshots go to the
+pytest tmp folder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,25 +22,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.scenes import TRUTH
 from trainer.annotations import load_songexplorer
-
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL = "apt-get install -y chromium chromium-driver (scripts/install.sh dev)"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    assert CHROMEDRIVER.exists(), f"no {CHROMEDRIVER}: {INSTALL}"
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--mute-audio"):
-        options.add_argument(flag)
-    # The Debian driver, named: Selenium Manager would try to download one and fail offline.
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_window_size(1400, 1000)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +131,10 @@ def test_detections_show_spectrogram_and_audio_and_triage_survives_a_restart(
         wait_for(driver, f"document.querySelectorAll('#events tbody tr').length === {len(TRUTH)}")
         assert verdict_cells(driver) == ["right", "wrong", "", "", "", ""]
         driver.find_elements(By.CSS_SELECTOR, "#events tbody tr td:nth-child(3)")[2].click()
-        driver.find_element(By.TAG_NAME, "body").send_keys("r")  # asks for the new label
-        alert = driver.switch_to.alert
-        alert.send_keys("bird")
-        alert.accept()
+        driver.find_element(By.TAG_NAME, "body").send_keys("r")  # opens the relabel box
+        box = driver.find_element(By.CSS_SELECTOR, "#relabel input[name=label]")
+        assert driver.switch_to.active_element == box
+        box.send_keys("bird\n")
         wait_for(driver, "document.querySelectorAll('#events td.verdict')[2].textContent !== ''")
         assert verdict_cells(driver) == ["right", "wrong", "relabel → bird", "", "", ""]
         driver.find_element(By.CSS_SELECTOR, "select[name=verdict] option[value=wrong]").click()

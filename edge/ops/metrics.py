@@ -83,6 +83,7 @@ INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 GAP_REASONS = ("overrun", "device", "overload")
 CLIP_RESULTS = ("written", "failed", "skipped")
 OUTPUT_KINDS = ("rows", "events")  # what the output files may fail to write
+WEB_FAILURES = ("start", "request")  # the review page could not start; a request failed
 MQTT_EVENT_RESULTS = ("published", "rejected", "dropped", "unstored")
 MQTT_SECOND_RESULTS = ("published", "dropped")
 # The supervised threads (edge/threads.py), when in use: the publisher, and paho's network
@@ -123,6 +124,8 @@ class Metrics:
     clips_paused: Gauge
     output_failures: Counter
     output_failing: Gauge
+    web_failures: Counter
+    web_up: Gauge
 
     def set_model(self, name: str, version: str, backend: str) -> None:
         """The model now running (after a start or a reload)."""
@@ -231,6 +234,13 @@ def create_metrics() -> Metrics:
         output_failing=Gauge(
             p + "output_failing", "1 while the output files cannot be written", registry=r
         ),
+        web_failures=Counter(
+            p + "web_failures",
+            "Review page failures: start (address taken, store unreadable), request (handler)",
+            ["kind"],
+            registry=r,
+        ),
+        web_up=Gauge(p + "web_up", "1 while the review page serves (web: enabled)", registry=r),
     )
     for reason in GAP_REASONS:  # present from the start, so rate() works on the first gap
         metrics.gap_seconds.labels(reason)
@@ -238,6 +248,8 @@ def create_metrics() -> Metrics:
         metrics.clips.labels(result)
     for kind in OUTPUT_KINDS:
         metrics.output_failures.labels(kind)
+    for kind in WEB_FAILURES:
+        metrics.web_failures.labels(kind)
     for result in MQTT_EVENT_RESULTS:
         metrics.mqtt_events.labels(result)
     for result in MQTT_SECOND_RESULTS:

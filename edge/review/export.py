@@ -6,7 +6,9 @@ For each recording, one SongExplorer CSV (`<wav>-annotated-<reviewer>.csv`, rows
 `right` keeps the event's label, `relabel` gives the new one, and `wrong` becomes
 `not_<label>`: a negative example of that label, which the trainer's dataset code understands.
 Audio is referenced, not copied: the `wav` column and Raven's `Begin File` point at the
-original recording, relative to the exported file.
+original recording, relative to the exported file; for the daemon's events, which have no
+recording, at the event's clip (`recording`, with times from the clip's start,
+`recording_start` seconds into the stream).
 """
 
 from __future__ import annotations
@@ -54,18 +56,24 @@ def exported_label(event: Event, verdict: Verdict) -> str:
     return str(event["label"])
 
 
+def audio_of(event: Event) -> str:
+    """The audio file an event is in: its clip (daemon) or its source recording (scan)."""
+    return str(event.get("recording") or event.get("source") or "")
+
+
 def rows(events: list[Event], verdicts: dict[str, Verdict]) -> list[Row]:
     """One row per judged event with a recording and an end, in recording and time order."""
     found = []
     for event in events:
         verdict = verdicts.get(event["id"])
-        if verdict is None or not event.get("source") or event.get("end_offset") is None:
+        if verdict is None or not audio_of(event) or event.get("end_offset") is None:
             continue
+        shift = float(event.get("recording_start") or 0.0)
         found.append(
             Row(
-                Path(event["source"]),
-                float(event["start_offset"]),
-                float(event["end_offset"]),
+                Path(audio_of(event)),
+                float(event["start_offset"]) - shift,
+                float(event["end_offset"]) - shift,
                 exported_label(event, verdict),
                 verdict,
             )
@@ -79,7 +87,7 @@ def export(events: list[Event], verdicts: dict[str, Verdict], folder: Path) -> l
     by_recording: dict[Path, list[Row]] = defaultdict(list)
     for row in rows(events, verdicts):
         by_recording[row.recording].append(row)
-    keys = {Path(e["source"]): e["key"] for e in events if e.get("source")}
+    keys = {Path(audio_of(e)): e["key"] for e in events if audio_of(e)}
     written: list[Path] = []
     for recording, judged in by_recording.items():
         try:

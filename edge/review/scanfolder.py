@@ -5,8 +5,9 @@ Reads each `<file>.events.jsonl` (start and end messages paired by id) and
 post-roll, out of the original recording named in the event's `source`. Files are re-read when
 they change, so a folder still being scanned shows new results on the next request.
 
-The server only needs the methods of `Source`; the daemon's live source will be another class
-with the same methods.
+The server only needs the methods of `Source`. `OutputFolder` holds what the scan folder and
+the daemon's live outputs (edge/review/daemonfolder.py) share: reading and pairing events,
+per-second rows and the coverage counts.
 """
 
 from __future__ import annotations
@@ -54,34 +55,39 @@ class Excerpt:
     """Offset of the first sample in the recording."""
 
 
-class ScanFolder:
-    """Detections and per-second rows from the scan outputs under `root`."""
+class OutputFolder:
+    """Events and per-second rows read from files under `root`, re-read when they change.
+
+    A subclass says where the files are (`_event_files`, `_second_files`: key -> path) and
+    how to cut an event's audio (`excerpt`); reading, pairing and counting are shared."""
+
+    KEY = "file"
+    """What a key of `seconds` names, for the error when there is none."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        if not self.root.is_dir():
-            raise SoundwatchError(f"{root}: no such folder (expected a `soundwatch scan --out`)")
         self._cache: dict[Path, tuple[int, list[Event]]] = {}
         self._counts: dict[Path, tuple[int, dict[str, Counter[str]]]] = {}
 
-    def keys(self) -> list[str]:
-        """Each scanned file, as its output path relative to the root without the suffix."""
-        return sorted(
-            str(p.relative_to(self.root))[: -len(EVENTS_SUFFIX)]
-            for p in self.root.rglob(f"*{EVENTS_SUFFIX}")
-        )
+    def _event_files(self) -> dict[str, Path]:
+        raise NotImplementedError
+
+    def _second_files(self) -> dict[str, Path]:
+        raise NotImplementedError
+
+    def excerpt(self, event_id: str) -> Excerpt:
+        raise NotImplementedError
 
     def events(self) -> list[Event]:
         found: list[Event] = []
-        for key in self.keys():
-            found += self._events_of(key)
+        for key, path in sorted(self._event_files().items()):
+            found += self._events_of(key, path)
         return sorted(found, key=lambda e: (e["start"] or "", e["key"], e["start_offset"]))
 
     def event(self, event_id: str) -> Event | None:
         return next((e for e in self.events() if e["id"] == event_id), None)
 
-    def _events_of(self, key: str) -> list[Event]:
-        path = self.root / f"{key}{EVENTS_SUFFIX}"
+    def _events_of(self, key: str, path: Path) -> list[Event]:
         mtime = path.stat().st_mtime_ns
         cached = self._cache.get(path)
         if cached and cached[0] == mtime:
@@ -105,9 +111,9 @@ class ScanFolder:
         return events
 
     def seconds(self, key: str) -> list[dict[str, str]]:
-        if key not in self.keys():
-            raise KeyError(f"no scanned file {key!r}")
-        path = self.root / f"{key}{SECONDS_SUFFIX}"
+        path = self._second_files().get(key)
+        if path is None:
+            raise KeyError(f"no {self.KEY} {key!r}")
         if not path.is_file():
             return []
         with path.open(newline="") as f:
@@ -117,8 +123,8 @@ class ScanFolder:
         """Per UTC hour (or per file and hour of offset when the file has no absolute time):
         seconds analysed, seconds at a stream's edge, and seconds of gap by reason."""
         hours: dict[str, Counter[str]] = defaultdict(Counter)
-        for key in self.keys():
-            for hour, counts in self._counts_of(key).items():
+        for key, path in sorted(self._second_files().items()):
+            for hour, counts in self._counts_of(key, path).items():
                 hours[hour].update(counts)
         return [
             {
@@ -130,9 +136,8 @@ class ScanFolder:
             for hour, counts in sorted(hours.items())
         ]
 
-    def _counts_of(self, key: str) -> dict[str, Counter[str]]:
+    def _counts_of(self, key: str, path: Path) -> dict[str, Counter[str]]:
         """Seconds by status per hour of one file, counted again only when the file changes."""
-        path = self.root / f"{key}{SECONDS_SUFFIX}"
         mtime = path.stat().st_mtime_ns if path.is_file() else 0
         cached = self._counts.get(path)
         if cached and cached[0] == mtime:
@@ -140,7 +145,7 @@ class ScanFolder:
         hours: dict[str, Counter[str]] = defaultdict(Counter)
         for row in self.seconds(key):
             time = row.get("time") or ""
-            offset_hours = int(float(row["offset_seconds"]) // 3600)
+            offset_hours = int(float(row.get("offset_seconds") or 0) // 3600)
             hour = f"{time[:13]}:00Z" if time else f"{key} +{offset_hours}h"
             status = row.get("status") or "gap:unknown"
             hours[hour][status] += 1
@@ -156,6 +161,30 @@ class ScanFolder:
             seen = labels.setdefault(e["label"], {"threshold": e.get("threshold"), "events": 0})
             seen["events"] += 1
         return {"models": list(models.values())}
+
+
+class ScanFolder(OutputFolder):
+    """Detections and per-second rows from the scan outputs under `root`."""
+
+    KEY = "scanned file"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        if not self.root.is_dir():
+            raise SoundwatchError(f"{root}: no such folder (expected a `soundwatch scan --out`)")
+
+    def keys(self) -> list[str]:
+        """Each scanned file, as its output path relative to the root without the suffix."""
+        return sorted(
+            str(p.relative_to(self.root))[: -len(EVENTS_SUFFIX)]
+            for p in self.root.rglob(f"*{EVENTS_SUFFIX}")
+        )
+
+    def _event_files(self) -> dict[str, Path]:
+        return {key: self.root / f"{key}{EVENTS_SUFFIX}" for key in self.keys()}
+
+    def _second_files(self) -> dict[str, Path]:
+        return {key: self.root / f"{key}{SECONDS_SUFFIX}" for key in self.keys()}
 
     def excerpt(self, event_id: str) -> Excerpt:
         """The event's audio with ROLL_SECONDS either side, clamped to the recording."""

@@ -20,6 +20,8 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ import soundfile as sf
 
 from edge.errors import SoundwatchError
 from edge.review import export, spectrogram
+from edge.review.infer import Scorer
+from edge.review.now import Now
 from edge.review.scanfolder import SAFE_ID, Source
 from edge.review.store import VerdictStore
 
@@ -39,18 +43,20 @@ TOKEN_ENV = "SOUNDWATCH_REVIEW_TOKEN"
 TOKEN_CREDENTIAL = "soundwatch-review-token"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 COOKIE = "soundwatch_review"
+WAV_TYPES = ("audio/wav", "audio/x-wav", "audio/wave")
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
 
-def review_token(host: str) -> str | None:
-    """The token from the environment or a systemd credential; required off loopback."""
+def review_token(host: str, key: str = "--host") -> str | None:
+    """The token from the environment or a systemd credential; required off loopback.
+    `key`: where the host was given, for the error (`--host`, `web.host`)."""
     token = os.environ.get(TOKEN_ENV, "").strip()
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if not token and credentials and (Path(credentials) / TOKEN_CREDENTIAL).is_file():
         token = (Path(credentials) / TOKEN_CREDENTIAL).read_text().strip()
     if not token and host not in LOOPBACK:
         raise SoundwatchError(
-            f"--host {host}: not a loopback address, so a token is required: set {TOKEN_ENV} "
+            f"{key} {host}: not a loopback address, so a token is required: set {TOKEN_ENV} "
             f"or the systemd credential {TOKEN_CREDENTIAL} (never in the YAML)"
         )
     return token or None
@@ -64,7 +70,12 @@ def inside(root: Path, relative: str) -> Path | None:
 
 
 class Review:
-    """What the handler serves: a source, the verdict store and the folders it may write."""
+    """What the handler serves: a source, the verdict store and the folders it may write.
+
+    The daemon adds what only a running daemon has, each optional (None: its routes answer
+    404 with the reason): `now` (the Now page's last hour), `status` (the daemon's state),
+    `scorer` (POST /api/infer) and `failed` (called when a request fails, for the metrics).
+    A shadow model's disagreements would be one more of these, with its own route."""
 
     def __init__(self, source: Source, store: VerdictStore, cache: Path, export_dir: Path,
                  files: Path | None, reviewer: str, token: str | None) -> None:  # fmt: skip
@@ -77,6 +88,10 @@ class Review:
         self.token = token
         self.csrf = secrets.token_urlsafe(24)
         self._png_lock = threading.Lock()
+        self.now: Now | None = None
+        self.status: Callable[[], dict[str, Any]] | None = None
+        self.scorer: Scorer | None = None
+        self.failed: Callable[[], None] | None = None
 
     def events(self, query: dict[str, str]) -> list[dict[str, Any]]:
         verdicts = self.store.all()
@@ -93,6 +108,8 @@ class Review:
             if channel and str(e.get("channel")) != channel:
                 continue
             if wanted and (v.verdict if v else "none") != wanted:
+                continue
+            if query.get("day") and not str(e.get("start") or "").startswith(query["day"]):
                 continue
             found.append({**e, "verdict": v.as_json() if v else None})
         return found
@@ -187,6 +204,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(400, str(exc).splitlines()[0])
         except Exception:
             logger.exception("review: %s %s failed", self.command, url.path)
+            if self.review.failed is not None:
+                self.review.failed()
             self.send_error(500, "internal error (logged by the server)")
 
     def _allowed(self, path: str, query: dict[str, str]) -> bool:
@@ -228,6 +247,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(r.source.model())
         elif path == "/api/verdicts":
             self.send_json([v.as_json() for v in r.store.all().values()])
+        elif path == "/api/now":
+            if r.now is None:
+                raise KeyError("/api/now (only the daemon's page has a Now)")
+            self.send_json(r.now.snapshot(datetime.now(timezone.utc)))
+        elif path == "/api/status":
+            if r.status is None:
+                raise KeyError("/api/status (only the daemon's page has a status)")
+            self.send_json(r.status())
+        elif path.startswith("/api/clips/"):
+            event_id = path.removeprefix("/api/clips/")
+            if not SAFE_ID.match(event_id) or r.source.event(event_id) is None:
+                raise KeyError(event_id)
+            self.send(200, r.wav(event_id), "audio/wav")
         elif path.startswith("/media/"):
             name = path.removeprefix("/media/")
             event_id, _, kind = name.rpartition(".")
@@ -243,6 +275,9 @@ class Handler(BaseHTTPRequestHandler):
             raise KeyError(path)
 
     def _post(self, path: str, query: dict[str, str]) -> None:
+        if path == "/api/infer":
+            self._infer()
+            return
         if not self._same_origin():
             return
         if path == "/api/verdicts":
@@ -263,6 +298,20 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(403, "X-CSRF-Token header missing or wrong (reload the page)")
             return False
         return True
+
+    def _infer(self) -> None:
+        """Not CSRF-guarded like verdicts: it changes nothing, and a cross-site form cannot
+        send the audio Content-Type it needs (a fetch that could must pass CORS first)."""
+        scorer = self.review.scorer
+        if scorer is None:
+            raise KeyError("/api/infer (no model here: start `soundwatch review` with --model)")
+        length = int(self.headers.get("Content-Length") or 0)
+        scorer.check(length)  # too large: refused unread
+        body = self.rfile.read(length)  # read before any other refusal, so the client hears it
+        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind not in WAV_TYPES:
+            raise SoundwatchError(f"Content-Type {kind or 'missing'}: send audio/wav")
+        self.send_json(scorer.score(body))
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -285,14 +334,17 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, path.read_bytes(), _TYPES.get(path.suffix, "application/octet-stream"))
 
 
-def make_server(review: Review, host: str, port: int) -> ThreadingHTTPServer:
-    """A server (not started) answering for `review` on host:port (0: a free port)."""
+def make_server(
+    review: Review, host: str, port: int, where: str = "--host {host} --port {port}"
+) -> ThreadingHTTPServer:
+    """A server (not started) answering for `review` on host:port (0: a free port); `where`
+    names the settings in the error when the address cannot be had."""
     handler = type("ReviewHandler", (Handler,), {"review": review})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
         raise SoundwatchError(
-            f"--host {host} --port {port}: cannot listen ({exc.strerror})"
+            f"{where.format(host=host, port=port)}: cannot listen ({exc.strerror})"
         ) from None
     server.daemon_threads = True
     return server

@@ -3,6 +3,7 @@
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 let events = [];
 let selected = 0;
+let loaded = false;
 
 function status(text) { document.getElementById("status").textContent = text; }
 
@@ -36,7 +37,13 @@ function verdictText(v) {
 
 async function loadEvents() {
   const query = new URLSearchParams(new FormData(document.getElementById("filters")));
-  events = await getJSON("/api/events?" + query);
+  const found = await getJSON("/api/events?" + query);
+  const ids = (list) => list.map((e) => e.id + (e.verdict ? e.verdict.at : "")).join();
+  if (loaded && ids(found) === ids(events)) return; // nothing new: keep the page as it is
+  const current = events[selected] && events[selected].id;
+  events = found;
+  loaded = true;
+  addDays(events);
   const body = document.querySelector("#events tbody");
   body.replaceChildren();
   for (const e of events) {
@@ -55,8 +62,17 @@ async function loadEvents() {
     v.className = "verdict " + (e.verdict ? e.verdict.verdict : "");
     row.addEventListener("click", () => select(events.indexOf(e)));
   }
-  select(Math.min(selected, events.length - 1));
+  const again = events.findIndex((e) => e.id === current);
+  select(again >= 0 ? again : Math.min(selected, events.length - 1));
   status(events.length + " detections");
+}
+
+function addDays(list) {
+  const choice = document.querySelector('#filters select[name="day"]');
+  const have = new Set([...choice.options].map((o) => o.value));
+  for (const day of new Set(list.map((e) => (e.start || "").slice(0, 10)).filter(Boolean))) {
+    if (!have.has(day)) choice.add(new Option(day, day));
+  }
 }
 
 function select(index) {
@@ -81,16 +97,35 @@ async function judge(verdict, label) {
   } catch (err) { status("not saved: " + err.message); }
 }
 
+const relabel = document.getElementById("relabel");
+
+function askLabel() {
+  if (!events[selected]) return;
+  relabel.hidden = false;
+  relabel.elements.label.value = "";
+  relabel.elements.label.focus();
+}
+
+relabel.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const label = relabel.elements.label.value.trim();
+  relabel.hidden = true;
+  if (label) judge("relabel", label);
+});
+relabel.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape") { relabel.hidden = true; ev.preventDefault(); }
+});
+
+function page() { return location.hash.replace("#", "") || "detections"; }
+
 document.addEventListener("keydown", (ev) => {
-  if (ev.target.closest("form") || location.hash.replace("#", "") !== "detections" && location.hash) return;
+  if (ev.target.closest("form") || page() !== "detections") return;
   const key = ev.key;
   if (key === "y") judge("right");
   else if (key === "n") judge("wrong");
   else if (key === "u") judge("none");
-  else if (key === "r") {
-    const label = prompt("relabel to:");
-    if (label) judge("relabel", label);
-  } else if (key === "j" || key === "ArrowDown") select(selected + 1);
+  else if (key === "r") askLabel();
+  else if (key === "j" || key === "ArrowDown") select(selected + 1);
   else if (key === "k" || key === "ArrowUp") select(selected - 1);
   else if (key === "p") {
     const audio = document.querySelectorAll("#events tbody tr")[selected]?.querySelector("audio");
@@ -131,15 +166,99 @@ async function loadModel() {
     }
   }
   const choice = document.querySelector('#filters select[name="label"]');
-  for (const label of [...labels].sort()) choice.add(new Option(label, label));
+  const known = document.getElementById("known-labels");
+  for (const label of [...labels].sort()) {
+    choice.add(new Option(label, label));
+    known.appendChild(new Option(label, label));
+  }
 }
+
+// -- Now (the daemon's page only: /api/now answers 404 elsewhere) ----------------------------
+
+function fill(table, rows) {
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  for (const [name, value] of rows) {
+    const row = body.insertRow();
+    cell(row, name); cell(row, value === null ? "–" : Number(value).toFixed(2));
+  }
+}
+
+function drawTimeline(now) {
+  const line = document.getElementById("timeline");
+  line.replaceChildren();
+  for (const [from, to, what] of now.segments) {
+    const part = document.createElement("span");
+    const kind = what.startsWith("gap:") ? "gap " + what.replace(":", "-").replace(/ /g, "-") : what;
+    part.className = kind;
+    part.dataset.status = what;
+    part.style.left = (100 * from / now.seconds) + "%";
+    part.style.width = (100 * (to - from) / now.seconds) + "%";
+    part.title = what + ": " + (to - from) + " s";
+    line.appendChild(part);
+  }
+  const canvas = document.getElementById("peak");
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.fillStyle = "#36c";
+  const w = canvas.width / now.peak.length;
+  now.peak.forEach((p, i) => {
+    if (p !== null) g.fillRect(i * w, canvas.height * (1 - p), Math.max(w, 1), canvas.height * p);
+  });
+  document.getElementById("t-start").textContent = now.start;
+  document.getElementById("t-end").textContent = now.end;
+  document.getElementById("legend").textContent = Object.entries(now.totals)
+    .map(([what, s]) => what + " " + s + " s").join(" · ");
+}
+
+function describe(s) {
+  const parts = [s.model + " " + s.model_version, "up " + Math.round(s.uptime_seconds) + " s",
+    "listening to " + (s.source || "nothing yet"), "lag " + s.lag_seconds.toFixed(1) + " s"];
+  if (s.device_connected === false) parts.push("input device lost");
+  parts.push(s.mqtt === null ? "MQTT off" : (s.mqtt.connected ? "MQTT connected" : "MQTT disconnected")
+    + ", outbox " + (s.mqtt.outbox_pending ?? "?"));
+  if (s.output_failing) parts.push("output files failing");
+  for (const d of s.down) parts.push(d + " down");
+  return parts.join(" · ");
+}
+
+async function loadNow() {
+  const [now, daemon] = await Promise.all([getJSON("/api/now"), getJSON("/api/status")]);
+  document.getElementById("daemon").textContent = describe(daemon);
+  const top = document.getElementById("top");
+  top.replaceChildren(...now.top.map(([label, p]) => {
+    const li = document.createElement("li");
+    li.textContent = label + " " + p.toFixed(2);
+    return li;
+  }));
+  fill(document.getElementById("scores"), Object.entries(now.scores));
+  fill(document.getElementById("levels"), Object.entries(now.levels || {}));
+  drawTimeline(now);
+}
+
+let hasNow = false;
 
 function show() {
-  const page = location.hash.replace("#", "") || "detections";
-  for (const s of document.querySelectorAll("section")) s.hidden = s.id !== page;
+  for (const s of document.querySelectorAll("section")) s.hidden = s.id !== page();
+  if (page() === "now" && hasNow) loadNow().catch((e) => status(e.message));
 }
 
-document.getElementById("filters").addEventListener("change", () => loadEvents().catch((e) => status(e.message)));
+// The page keeps itself current: the daemon's new detections and the Now page, polled.
+setInterval(() => {
+  if (document.hidden) return;
+  if (page() === "now" && hasNow) loadNow().catch((e) => status(e.message));
+  else if (page() === "detections" && relabel.hidden) loadEvents().catch((e) => status(e.message));
+}, 2000);
+getJSON("/api/status").then(() => {
+  hasNow = true;
+  document.getElementById("tab-now").hidden = false;
+  show();
+}, () => {});
+
+document.getElementById("filters").addEventListener("change", () => {
+  loaded = false;
+  loadEvents().catch((e) => status(e.message));
+});
 document.getElementById("export").addEventListener("click", async () => {
   try { status("exported " + (await post("/api/export", {})).written.length + " files"); }
   catch (err) { status("export failed: " + err.message); }
