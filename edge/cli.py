@@ -1,4 +1,4 @@
-"""`soundwatch`: run, scan, review, devices, check, bench.
+"""`soundwatch`: run, scan, review, devices, check, bench, promote, rollback, shadow-diff.
 
 User mistakes (bad config, bad bundle, missing device, unreadable file) print one clear line per
 problem and exit 2; a traceback means a bug.
@@ -300,6 +300,40 @@ def _logging(level: str) -> None:
     setup_logging(level)
 
 
+def _config_file(args: argparse.Namespace) -> Path:
+    """The config file to change: -c, else the system one."""
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    if path is None:
+        raise ConfigError(f"no config file: name it with -c (no {DEFAULT_CONFIG} here)")
+    return Path(path)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from edge.promote import promote, rollback
+
+    config = _config_file(args)
+    if args.command == "promote":
+        previous, new = promote(config, _model_path(args.bundle))
+    else:
+        previous, new = rollback(config)
+    print(f"{config}: model.path {previous} -> {new} (the previous is kept for rollback)")
+    if args.pid:
+        os.kill(args.pid, signal.SIGHUP)
+        print(f"sent SIGHUP to {args.pid}: the daemon switches at the next whole second")
+    else:
+        print("reload the daemon to use it: sudo systemctl reload soundwatch (or kill -HUP <pid>)")
+    return 0
+
+
+def cmd_shadow_diff(args: argparse.Namespace) -> int:
+    from edge.disagree import report
+
+    loaded = _config(args)
+    out, device = loaded.resolve(loaded.config.output.dir), loaded.config.output.device
+    print(report(out / device, out / "shadow" / device))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="soundwatch", description="Real-time sound event detection on small devices."
@@ -408,6 +442,24 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_bench)
+
+    for name, text in (
+        ("promote", "make a bundle the deployed model (model.path), the previous kept"),
+        ("rollback", "put back the model the last promote or rollback replaced"),
+    ):
+        q = sub.add_parser(name, help=text)
+        if name == "promote":
+            q.add_argument("bundle", help="bundle folder, or the name of a bundled model")
+        q.add_argument(
+            "-c", "--config", type=Path, help=f"config file (default: {DEFAULT_CONFIG} if present)"
+        )
+        q.add_argument("--pid", type=int, help="the daemon's process id: send it SIGHUP")
+        q.set_defaults(func=cmd_promote)
+    diff = sub.add_parser(
+        "shadow-diff", help="list where the deployed model and its shadow disagree"
+    )
+    common(diff)
+    diff.set_defaults(func=cmd_shadow_diff)
     return p
 
 

@@ -123,6 +123,8 @@ class Metrics:
     clips_paused: Gauge
     output_failures: Counter
     output_failing: Gauge
+    shadow_skipped_seconds: Counter
+    shadow_lag_seconds: Gauge
 
     def set_model(self, name: str, version: str, backend: str) -> None:
         """The model now running (after a start or a reload)."""
@@ -230,6 +232,14 @@ def create_metrics() -> Metrics:
         ),
         output_failing=Gauge(
             p + "output_failing", "1 while the output files cannot be written", registry=r
+        ),
+        shadow_skipped_seconds=Counter(
+            p + "shadow_skipped_seconds",
+            "Audio the shadow model skipped because it fell behind (or failed), s",
+            registry=r,
+        ),
+        shadow_lag_seconds=Gauge(
+            p + "shadow_lag_seconds", "Audio waiting for the shadow model, s", registry=r
         ),
     )
     for reason in GAP_REASONS:  # present from the start, so rate() works on the first gap
