@@ -10,7 +10,8 @@ The candidate keeps the init's features, window, rate and network (so its weight
 labels in their order, and adds any new label found in the data (a relabelled detection) with
 a fresh row in the classifier. A wrong detection (`not_<label>`, edge/review/export.py) is a
 negative of its label: in overlapped mode the trainer reads it so already; in exclusive mode
-it trains as `background` when the model has that label ("nothing of interest here").
+it trains as the model's background label (`background` or `ambient`: "nothing of interest
+here"), when it has one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from trainer.annotations import AnnotationSet
-from trainer.config import TrainConfig, load_config
+from trainer.config import BACKGROUND_NAMES, TrainConfig, load_config
 from trainer.model import SoundCNN, load_checkpoint
 from trainer.run import TrainError
 
@@ -73,14 +74,15 @@ def wrong_as_background(
     wrong = sum(a.label in negatives for a in data.annotations)
     if not wrong:
         return data
-    if "background" not in config.labels:
+    names = config.background or [x for x in config.labels if x in BACKGROUND_NAMES]
+    if not names:
         say(
             f"warning: {wrong} wrong detections ({prefix}<label>) not used: an exclusive model"
-            " needs a `background` label to learn them as (train it with --dense)"
+            " needs a background label to learn them as (train it with --dense)"
         )
         return data
-    say(f"{wrong} wrong detections ({prefix}<label>) train as background")
-    rows = [replace(a, label="background") if a.label in negatives else a for a in data.annotations]
+    say(f"{wrong} wrong detections ({prefix}<label>) train as {names[0]}")
+    rows = [replace(a, label=names[0]) if a.label in negatives else a for a in data.annotations]
     return AnnotationSet(rows, data.problems)
 
 
