@@ -162,7 +162,7 @@ def _review(bundle: Path, recording: Path, truth: list[Row], wrong: int, work: P
     return work / "verdicts"
 
 
-def flysong(data: Path, work: Path, epochs: int) -> list[dict[str, object]]:
+def flysong(data: Path, work: Path, first_epochs: int, epochs: int) -> list[dict[str, object]]:
     from trainer import cli
     from trainer.export import export_bundle
     from trainer.run import load_run
@@ -182,7 +182,7 @@ def flysong(data: Path, work: Path, epochs: int) -> list[dict[str, object]]:
         return bundle
 
     began = time.perf_counter()
-    deployed = fit(["--data", str(original)], "first")
+    deployed = fit(["--data", str(original), "--epochs", str(first_epochs)], "first")
     print(f"first model: {time.perf_counter() - began:.0f} s", flush=True)
     fresh_wav, fresh_rows = blocks["fresh"]
     rows: list[dict[str, object]] = [
@@ -210,7 +210,8 @@ def main() -> int:
     p.add_argument("world", choices=["generated", "flysong"])
     p.add_argument("--data", type=Path, help="flysong: the SongExplorer data folder")
     p.add_argument("--work", type=Path, help="folder for runs and bundles (default: a temp one)")
-    p.add_argument("--epochs", type=int, default=10, help="flysong: fine-tuning epochs")
+    p.add_argument("--first-epochs", type=int, default=12, help="flysong: first model's epochs")
+    p.add_argument("--epochs", type=int, default=5, help="flysong: fine-tuning epochs")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -220,7 +221,7 @@ def main() -> int:
         else:
             if args.data is None:
                 p.error("flysong needs --data")
-            rows = flysong(args.data, work, args.epochs)
+            rows = flysong(args.data, work, args.first_epochs, args.epochs)
     print(json.dumps(rows, indent=1, default=lambda x: float(np.round(x, 4))))
     return 0
 

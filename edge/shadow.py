@@ -149,13 +149,14 @@ class ShadowTap:
     # -- the Tap, on the processing thread -----------------------------------------------------
 
     def audio(self, mono: np.ndarray) -> None:
-        if self.wait_for_room:
-            while self.ring.capacity - self.ring.available_frames < len(mono):
-                if self.stop.is_set():
-                    return  # a failed shadow holds nothing up
-                self._read.wait(0.05)
-                self._read.clear()
-        self.ring.write(mono[:, None])
+        ring = self.ring
+        # A stopped (failed) shadow holds nothing up: its audio overwrites, counted as skipped.
+        while self.wait_for_room and not self.stop.is_set():
+            if ring.capacity - ring.available_frames >= len(mono):
+                break
+            self._read.wait(0.05)
+            self._read.clear()
+        ring.write(mono[:, None])
 
     def missing(self, frames: int) -> None:
         self._marks.append((self.ring.written_frames_total, frames, None))
