@@ -152,7 +152,7 @@ class ShadowTap:
         ring = self.ring
         # A stopped (failed) shadow holds nothing up: its audio overwrites, counted as skipped.
         while self.wait_for_room and not self.stop.is_set():
-            if ring.capacity - ring.available_frames >= len(mono):
+            if ring.capacity - ring.available_frames >= min(len(mono), ring.capacity):
                 break
             self._read.wait(0.05)
             self._read.clear()

@@ -126,6 +126,12 @@ def test_a_shadow_that_falls_behind_skips_audio_and_says_how_much() -> None:
     assert (800, "device") in gaps
     assert audio[0] == 10100 - 4096 and audio[-1] == 7.0 and len(audio) == 4096
     assert tap.ring.dropped_frames_total == 10100 - 4096
+    # On files the daemon waits for room, unless the shadow stopped (failed): then it goes on
+    # and what the shadow cannot take counts as skipped.
+    stopped = ShadowTap(RingBuffer(4096), 16000, wait_for_room=True)
+    stopped.stop.set()
+    stopped.audio(np.zeros(10000, dtype=np.float32))
+    assert stopped.ring.dropped_frames_total == 10000 - 4096
 
 
 def test_a_shadow_bundle_that_does_not_load_leaves_listening_alone(
