@@ -37,7 +37,8 @@ from edge.review.export import export
 from edge.review.scanfolder import ScanFolder
 from edge.review.store import VerdictStore
 from tests import loop
-from trainer.evaluate import Scanner, read_events
+from trainer.evaluate import read_events
+from trainer.scanner import Scanner
 
 COUNTS = (0, 10, 20, 50)
 

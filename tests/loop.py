@@ -26,9 +26,10 @@ from edge.review.store import VerdictStore
 from tests.audio import tone_events, write_wav
 from trainer import cli
 from trainer.annotations import load_any
-from trainer.evaluate import Scanner, evaluate
+from trainer.evaluate import evaluate
 from trainer.export import export_bundle
 from trainer.run import load_run
+from trainer.scanner import Scanner
 
 RATE_HZ = 4000
 LOW_HZ = 500.0

@@ -23,13 +23,12 @@ import csv
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from edge.errors import SoundwatchError
 from trainer.measures import (
     Counts,
     PointCounts,
@@ -39,15 +38,11 @@ from trainer.measures import (
     segment_counts,
     true_seconds,
 )
+from trainer.scanner import EvaluateError, FileChoice, Scanner
 from trainer.scoring import pr_curve
 
-FileChoice = Literal["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"]
 SEGMENT_SECONDS = 1.0  # the edge's per-second rows
 DEFAULT_ONSET_TOLERANCE_SECONDS = 0.2
-
-
-class EvaluateError(SoundwatchError):
-    """Evaluation cannot run (no annotations for the bundle's labels, unreadable recording)."""
 
 
 class Annotated(Protocol):
@@ -370,40 +365,3 @@ def evaluate(
                 score_recording(report, mine, probabilities_csv, events_jsonl)
                 report.recordings += 1
     return report
-
-
-class Scanner:
-    """A bundle opened as `soundwatch scan` opens it (default config, scan batches), to scan
-    recordings one at a time into folders; a context manager that closes the model."""
-
-    def __init__(self, bundle: Path, model_file: FileChoice = "auto") -> None:
-        from edge.builders import build_analyzer
-        from edge.config import load_config
-        from edge.scan import SCAN_BATCH_WINDOWS
-
-        loaded = load_config(None)
-        c = loaded.config
-        model = replace(c.model, path=str(Path(bundle).resolve()), file=model_file)
-        loaded = replace(loaded, config=replace(c, model=model))
-        self.bundle, self.analyzer = build_analyzer(loaded, batch_windows=SCAN_BATCH_WINDOWS)
-        m = self.bundle.manifest
-        self.model = f"{m.name} {m.version} ({self.analyzer.backend.path.name})"
-
-    def scan(self, recording: Path, out: Path) -> tuple[Path, Path]:
-        """Scan `recording` into `out`: its `.probabilities.csv` and `.events.jsonl`."""
-        from edge.scan import output_bases, scan
-
-        result = scan(self.analyzer, [recording], out, device="evaluate", progress=False)
-        if result.files_skipped or result.files_scored != 1:
-            raise EvaluateError(f"{recording}: could not be scanned (see the log above)")
-        base = output_bases([recording], out)[recording]
-        return (
-            base.with_name(base.name + ".probabilities.csv"),
-            base.with_name(base.name + ".events.jsonl"),
-        )
-
-    def __enter__(self) -> Scanner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.analyzer.backend.close()

@@ -233,10 +233,10 @@ def export_bundle(
             "provenance": provenance(run.data_description),
         }
         # The float model and its config, for `fit --init` (trainer/finetune.py); the edge
-        # does not read them.
-        assert isinstance(run.model, SoundCNN)
-        save_checkpoint(staging / "checkpoint.pt", run.model)
-        (staging / "train.yaml").write_text(dump(run.config))
+        # does not read them. (Only the trainer's own network has a checkpoint format.)
+        if isinstance(run.model, SoundCNN):
+            save_checkpoint(staging / "checkpoint.pt", run.model)
+            (staging / "train.yaml").write_text(dump(run.config))
         (staging / "manifest.yaml").write_text(
             yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True), encoding="utf-8"
         )

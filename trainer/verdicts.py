@@ -4,7 +4,7 @@ Verdicts come back as annotations (`soundwatch review --export`, edge/review/exp
 detection judged right keeps its label, a relabelled one carries its new label, and a wrong
 one is `not_<label>`. Each is one reviewed event: a true sound of its label, or not.
 
-- `compare`: each bundle scans the reviewed recordings as the edge would (trainer.evaluate's
+- `compare`: each bundle scans the reviewed recordings as the edge would (trainer.scanner's
   Scanner); a reviewed event is detected when an event of its label overlaps it. Right events
   detected are true positives, right events missed false negatives, wrong events detected false
   positives. Sounds nobody reviewed do not count: these figures rest on the reviewed events
@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from trainer.calibrate import write_thresholds
-from trainer.evaluate import Annotated, EvaluateError, Scanner, read_events, read_seconds
+from trainer.evaluate import Annotated, read_events, read_seconds
 from trainer.measures import Counts
+from trainer.scanner import EvaluateError, Scanner
 from trainer.scoring import threshold_for_precision
 
 MIN_VERDICTS = 20
