@@ -226,6 +226,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  {s.label}: background, scored every second, no events (events.background)")
             continue
         print(f"  {s.label}: threshold {r.threshold:g}, off {r.effective_off_threshold:g}")
+    if loaded.config.shadow.bundle:
+        _check_shadow(loaded)
     mqtt = loaded.config.mqtt
     if mqtt.host and args.connect:
         from edge.outputs.mqtt.broker import probe
@@ -236,6 +238,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif args.connect:
         raise SoundwatchError(f"{loaded.path or 'built-in defaults'}: --connect: no mqtt.host set")
     return 0
+
+
+def _check_shadow(loaded: Loaded) -> None:
+    """The shadow bundle loads (the daemon would run without it, with one log line)."""
+    from edge.builders import build_analyzer
+    from edge.shadow import shadow_loaded
+
+    try:
+        bundle, analyzer = build_analyzer(shadow_loaded(loaded))
+    except SoundwatchError as exc:
+        raise ConfigError(f"{loaded.where.where(('shadow', 'bundle'))}: {exc}") from None
+    m, backend = bundle.manifest, analyzer.backend
+    print(f"shadow {m.name} {m.version} ({bundle.folder}), {backend.key}: {backend.path.name}")
+    backend.close()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -50,11 +50,8 @@ class Shadow:
 
     def __init__(self, loaded: Loaded, metrics: Metrics) -> None:
         config = loaded.config
-        assert config.shadow.bundle is not None
-        model = replace(config.model, path=config.shadow.bundle)
-        own = replace(config, model=model, labels=None, events=EventsConfig())
         self.files = DaemonFiles(loaded.resolve(config.output.dir) / "shadow", config.output.device)
-        self.bundle, self.analyzer = build_analyzer(replace(loaded, config=own), self.files)
+        self.bundle, self.analyzer = build_analyzer(shadow_loaded(loaded), self.files)
         self.buffer_seconds = config.shadow.buffer_seconds
         self.metrics = metrics
         self.tap: ShadowTap | None = None
@@ -132,6 +129,14 @@ class Shadow:
         self.end()
         self.analyzer.backend.close()
         self.files.close()
+
+
+def shadow_loaded(loaded: Loaded) -> Loaded:
+    """The config the shadow runs with: its bundle, with its own labels and event rules."""
+    config = loaded.config
+    assert config.shadow.bundle is not None
+    model = replace(config.model, path=config.shadow.bundle)
+    return replace(loaded, config=replace(config, model=model, labels=None, events=EventsConfig()))
 
 
 class ShadowTap:

@@ -147,6 +147,18 @@ def test_a_shadow_bundle_that_does_not_load_leaves_listening_alone(
     assert list((tmp_path / "out" / "dev").glob("*/events.jsonl"))
 
 
+def test_check_names_a_shadow_bundle_that_does_not_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = config(tmp_path, shadow_bundle(tmp_path), "{kind: demo}")
+    assert main(["check", "-c", str(path)]) == 0
+    assert f"shadow tone b ({tmp_path / 'tone-b'})" in capsys.readouterr().out
+    path = config(tmp_path, tmp_path / "missing", "{kind: demo}")
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"soundwatch: error: {path}:6: shadow.bundle: "), err
+
+
 def _wait_for(log: Path, text: str, count: int = 1, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
