@@ -64,10 +64,10 @@ def scene(
     return low, other
 
 
-def annotations_csv(path: Path, recording: Path, low: list[Span]) -> Path:
+def annotations_csv(path: Path, recording: Path, low: list[Span], label: str = "low") -> Path:
     """Plain CSV annotations of the low tones (dense: nothing else of interest is there)."""
     lines = ["file,start_seconds,end_seconds,label"]
-    lines += [f"{recording},{a:.4f},{b:.4f},low" for a, b in low]
+    lines += [f"{recording},{a:.4f},{b:.4f},{label}" for a, b in low]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -100,10 +100,17 @@ def first_model(folder: Path) -> Path:
     return fit_and_export(folder, ["--data", str(data), "--dense", "--labels", "low"], "first")
 
 
-def review(bundle: Path, recording: Path, low: list[Span], wrong: int, folder: Path) -> Path:
+def review(
+    bundle: Path,
+    recording: Path,
+    low: list[Span],
+    wrong: int,
+    folder: Path,
+    relabel: str | None = None,
+) -> Path:
     """Scan `recording` with `bundle`, judge its detections in time order until `wrong` of them
-    are marked wrong (each is right when it overlaps a true low tone), export the verdicts;
-    returns the export folder."""
+    are marked wrong (each is right when it overlaps a true low tone), or relabelled as
+    `relabel` when given; export the verdicts; returns the export folder."""
     scan_out = folder / "scan"
     with Scanner(bundle) as scanner:
         scanner.scan(recording, scan_out)
@@ -115,7 +122,10 @@ def review(bundle: Path, recording: Path, low: list[Span], wrong: int, folder: P
             break
         start, end = float(event["start_offset"]), float(event["end_offset"])
         right = any(a < end and b > start for a, b in low)
-        store.put(event["id"], "right" if right else "wrong", "simulated")
+        if right or relabel is None:
+            store.put(event["id"], "right" if right else "wrong", "simulated")
+        else:
+            store.put(event["id"], "relabel", "simulated", label=relabel)
         given += not right
     verdicts = store.all()
     store.close()
@@ -135,9 +145,12 @@ def fine_tune(
     return fit_and_export(folder, args, name)
 
 
-def measure(bundle: Path, recording: Path, low: list[Span], folder: Path) -> tuple[float, float]:
-    """Event precision and recall of `low` on `recording` (onsets within 0.2 s)."""
-    truth = annotations_csv(folder / f"truth-{recording.stem}.csv", recording, low)
+def measure(
+    bundle: Path, recording: Path, low: list[Span], folder: Path, label: str = "low"
+) -> tuple[float, float]:
+    """Event precision and recall of `label` (whose true spans are `low`) on `recording`
+    (onsets within 0.2 s)."""
+    truth = annotations_csv(folder / f"truth-{label}-{recording.stem}.csv", recording, low, label)
     report = evaluate(bundle, load_any(truth).annotations)
-    counts = next(s.event for s in report.labels if s.label == "low")
+    counts = next(s.event for s in report.labels if s.label == label)
     return counts.precision or 0.0, counts.recall or 0.0

@@ -32,11 +32,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """The deployed bundle, a recording it was deployed on, a fresh one and a held-out one."""
     folder = tmp_path_factory.mktemp("loop")
     deployed = loop.first_model(folder)
-    recordings = {}
+    low, buzz = {}, {}
     for name, seed, seconds in (("deployed", 2, 60.0), ("fresh", 3, 40.0), ("held", 4, 40.0)):
-        low, _ = loop.scene(folder / f"{name}.wav", seconds, seed=seed, distractors=True)
-        recordings[name] = low
-    return {"folder": folder, "deployed": deployed, "low": recordings}
+        low[name], buzz[name] = loop.scene(folder / f"{name}.wav", seconds, seed, True)
+    return {"folder": folder, "deployed": deployed, "low": low, "buzz": buzz}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +85,25 @@ def test_twenty_wrong_verdicts_raise_precision_on_a_fresh_recording(
         "background",
     ]
     assert load_init(candidate).labels == ["low", "background"]
+
+
+def test_relabelled_detections_extend_the_labels(world: dict[str, object]) -> None:
+    """The reviewer calls the buzzes `buzz`: the candidate keeps `low` and `background` first,
+    adds `buzz`, and finds the buzzes of the fresh recording as buzz, not low."""
+    folder, deployed, low = world["folder"], world["deployed"], world["low"]
+    assert isinstance(folder, Path) and isinstance(deployed, Path) and isinstance(low, dict)
+    sub = folder / "buzz"
+    sub.mkdir()
+    verdicts = loop.review(deployed, folder / "deployed.wav", low["deployed"], 20, sub, "buzz")
+    candidate = loop.fine_tune(deployed, folder / "original.csv", verdicts, sub, "buzz")
+    manifest = yaml.safe_load((candidate / "manifest.yaml").read_text())
+    assert manifest["labels"] == ["low", "background", "buzz"]
+    buzzes = world["buzz"]
+    assert isinstance(buzzes, dict)
+    low_p, low_r = loop.measure(candidate, folder / "fresh.wav", low["fresh"], sub)
+    buzz_p, buzz_r = loop.measure(candidate, folder / "fresh.wav", buzzes["fresh"], sub, "buzz")
+    assert low_p >= 0.9 and low_r >= 0.9, (low_p, low_r)
+    assert buzz_p >= 0.9 and buzz_r >= 0.8, (buzz_p, buzz_r)
 
 
 def test_compare_counts_both_models_on_the_same_held_out_verdicts(
