@@ -60,6 +60,7 @@ from edge.pipeline import Lane, feed_lanes
 from edge.preflight import clips_folder, outbox_path, preflight
 from edge.records import Sink, StreamInfo
 from edge.reload import Pending, Reload, Reloader
+from edge.shadow import Shadow, Taps
 from edge.threads import Guarded, Supervised
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio; the page only with `web:` on
@@ -143,6 +144,8 @@ class App:
         self._active_lanes = 1
         self.web: WebServer | None = None
         self.started = time.monotonic()  # s, for the uptime
+        # A candidate model scoring beside the deployed one (edge/shadow.py), or None.
+        self.shadow = Shadow.build(loaded, self.metrics)
 
     @property
     def analyzer(self) -> Analyzer:
@@ -175,13 +178,18 @@ class App:
         reload left fewer analyzers than evidences."""
         channel = self.loaded.config.source.channel
         if channel != "each":
-            return [Lane(self.analyzer, channel, info, self.evidences[0])]
-        while len(self.analyzers) < stream.channels:
-            self._add_lane(self.loaded)
-        return [
-            Lane(self.analyzers[c], c, replace(info, channel=c), self.evidences[c])
-            for c in range(stream.channels)
-        ]
+            lanes = [Lane(self.analyzer, channel, info, self.evidences[0])]
+        else:
+            while len(self.analyzers) < stream.channels:
+                self._add_lane(self.loaded)
+            lanes = [
+                Lane(self.analyzers[c], c, replace(info, channel=c), self.evidences[c])
+                for c in range(stream.channels)
+            ]
+        if self.shadow is not None:  # files wait for it: nothing live to lose
+            shadow = self.shadow.start(stream, wait_for_room=stream.duration_seconds is not None)
+            lanes[0].tap = Taps(self.evidences[0], shadow)
+        return lanes
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -267,6 +275,8 @@ class App:
                     self.files_failed += 1
                     continue
                 finally:
+                    if self.shadow is not None:
+                        self.shadow.end()
                     close = getattr(stream.blocks, "close", None)
                     if close is not None:  # a generator: release its device or file now
                         close()
@@ -277,6 +287,8 @@ class App:
                     break
         finally:
             self.heartbeat.stopping()
+            if self.shadow is not None:
+                self.shadow.close()
             for evidence in self.evidences:
                 if evidence.clips is not None:
                     evidence.clips.close()
@@ -292,6 +304,8 @@ class App:
         """Between blocks, on the processing thread (see FeedHooks): cheap unless it is time
         for a status line or a reload."""
         self._update_metrics(conditioner)
+        if self.shadow is not None:
+            self.shadow.update_metrics()
         live = self.live
         waiting = live is not None and not live.connected
         self.heartbeat.beat(time.monotonic(), conditioner.counts.audio_seconds > 0 or waiting)

@@ -1,4 +1,5 @@
-"""`soundwatch`: run, scan, summarize, review, devices, check, bench.
+"""`soundwatch`: run, scan, summarize, review, devices, check, bench, promote, rollback,
+shadow-diff.
 
 User mistakes (bad config, bad bundle, missing device, unreadable file) print one clear line per
 problem and exit 2; a traceback means a bug.
@@ -303,6 +304,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  {s.label}: background, scored every second, no events (events.background)")
             continue
         print(f"  {s.label}: threshold {r.threshold:g}, off {r.effective_off_threshold:g}")
+    if loaded.config.shadow.bundle:
+        _check_shadow(loaded)
     mqtt = loaded.config.mqtt
     if mqtt.host and args.connect:
         from edge.outputs.mqtt.broker import probe
@@ -313,6 +316,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif args.connect:
         raise SoundwatchError(f"{loaded.path or 'built-in defaults'}: --connect: no mqtt.host set")
     return 0
+
+
+def _check_shadow(loaded: Loaded) -> None:
+    """The shadow bundle loads (the daemon would run without it, with one log line)."""
+    from edge.builders import build_analyzer
+    from edge.shadow import shadow_loaded
+
+    try:
+        bundle, analyzer = build_analyzer(shadow_loaded(loaded))
+    except SoundwatchError as exc:
+        raise ConfigError(f"{loaded.where.where(('shadow', 'bundle'))}: {exc}") from None
+    m, backend = bundle.manifest, analyzer.backend
+    print(f"shadow {m.name} {m.version} ({bundle.folder}), {backend.key}: {backend.path.name}")
+    backend.close()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -431,6 +448,40 @@ def _logging(level: str) -> None:
     from edge.ops.logs import setup_logging
 
     setup_logging(level)
+
+
+def _config_file(args: argparse.Namespace) -> Path:
+    """The config file to change: -c, else the system one."""
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    if path is None:
+        raise ConfigError(f"no config file: name it with -c (no {DEFAULT_CONFIG} here)")
+    return Path(path)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from edge.promote import promote, rollback
+
+    config = _config_file(args)
+    if args.command == "promote":
+        previous, new = promote(config, _model_path(args.bundle))
+    else:
+        previous, new = rollback(config)
+    print(f"{config}: model.path {previous} -> {new} (the previous is kept for rollback)")
+    if args.pid:
+        os.kill(args.pid, signal.SIGHUP)
+        print(f"sent SIGHUP to {args.pid}: the daemon switches at the next whole second")
+    else:
+        print("reload the daemon to use it: sudo systemctl reload soundwatch (or kill -HUP <pid>)")
+    return 0
+
+
+def cmd_shadow_diff(args: argparse.Namespace) -> int:
+    from edge.disagree import report
+
+    loaded = _config(args)
+    out, device = loaded.resolve(loaded.config.output.dir), loaded.config.output.device
+    print(report(out / device, out / "shadow" / device))
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -564,6 +615,24 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_bench)
+
+    for name, text in (
+        ("promote", "make a bundle the deployed model (model.path), the previous kept"),
+        ("rollback", "put back the model the last promote or rollback replaced"),
+    ):
+        q = sub.add_parser(name, help=text)
+        if name == "promote":
+            q.add_argument("bundle", help="bundle folder, or the name of a bundled model")
+        q.add_argument(
+            "-c", "--config", type=Path, help=f"config file (default: {DEFAULT_CONFIG} if present)"
+        )
+        q.add_argument("--pid", type=int, help="the daemon's process id: send it SIGHUP")
+        q.set_defaults(func=cmd_promote)
+    diff = sub.add_parser(
+        "shadow-diff", help="list where the deployed model and its shadow disagree"
+    )
+    common(diff)
+    diff.set_defaults(func=cmd_shadow_diff)
     return p
 
 

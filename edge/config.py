@@ -271,6 +271,24 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class ShadowConfig:
+    """A candidate bundle scoring the same audio beside the model (edge/shadow.py)."""
+
+    bundle: str | None = field(
+        None,
+        help="bundle folder, or the name of a bundled model, scored beside the model on its own"
+        " thread; rows and events go to <output.dir>/shadow/, never to MQTT (null: off)",
+    )
+    buffer_seconds: float = field(
+        30.0,
+        gt=0,
+        le=3600,
+        help="audio held for the shadow while it is behind, s; older audio is skipped, counted"
+        " in soundwatch_shadow_skipped_seconds",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(factory=ModelConfig, help="the model bundle")
     source: SourceConfig = field(factory=SourceConfig, help="where audio comes from")
@@ -282,6 +300,9 @@ class Config:
     levels: LevelSettings = field(factory=LevelSettings, help="per-second sound levels")
     clips: ClipSettings = field(factory=ClipSettings, help="a WAV clip of each event")
     web: WebConfig = field(factory=WebConfig, help="the review page and HTTP API")
+    shadow: ShadowConfig = field(
+        factory=ShadowConfig, help="a candidate model in shadow, to compare before promoting"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = field("info", help="log level")
 
     def problems(self) -> list[tuple[str | tuple[str | int, ...], str]]:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 RELOAD_LIMIT_SECONDS = 60.0
 
 # Config sections a reload does not apply: they shape the stream and the outputs, which live on.
-LATER = ("source", "output", "mqtt", "metrics", "web", "log_level")
+LATER = ("source", "output", "mqtt", "metrics", "web", "log_level", "shadow")
 
 Build = Callable[[Loaded, Sink], tuple[Bundle, Analyzer]]
 """Bundle and Analyzer for a config, feeding a sink; raises SoundwatchError on problems."""

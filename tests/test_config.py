@@ -22,6 +22,7 @@ from edge.config import (
     MetricsConfig,
     ModelConfig,
     OutputConfig,
+    ShadowConfig,
     SourceConfig,
     WebConfig,
     load_config,
@@ -38,7 +39,9 @@ SOURCE_KEYS = (
     " buffer_seconds, paths, speed, start, device_timeout_seconds, reconnect_min_seconds,"
     " reconnect_max_seconds, max_lag_seconds"
 )
-TOP_KEYS = "model, source, labels, events, output, mqtt, metrics, levels, clips, web, log_level"
+TOP_KEYS = (
+    "model, source, labels, events, output, mqtt, metrics, levels, clips, web, shadow, log_level"
+)
 
 
 @pytest.fixture(scope="session")
@@ -615,6 +618,7 @@ def test_describe_gives_every_key_a_help_text() -> None:
         ("levels", LevelSettings),
         ("clips", ClipSettings),
         ("web", WebConfig),
+        ("shadow", ShadowConfig),
     ):
         expected |= {f"{section}.{name}" for name in cls.__dataclass_fields__}
     expected |= {"labels", "log_level"}

@@ -80,11 +80,7 @@ def calibrate(
     changed = [c for c in choices if not c.kept and c.after != c.before]
     if not write or not changed:
         return choices, first
-    manifest_path = Path(bundle) / "manifest.yaml"
-    manifest: dict[str, Any] = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
-    for c in changed:
-        manifest["thresholds"][c.label] = round(float(c.after), 6)
-    manifest["threshold_rule"] = {
+    rule = {
         "precision_recall_ratio": ratio,
         "chosen_on": "per-second rows of the edge's scan over held-out, densely annotated"
         " recordings",
@@ -93,6 +89,17 @@ def calibrate(
             for c in choices
         },
     }
+    write_thresholds(bundle, {c.label: c.after for c in changed}, rule)
+    return choices, evaluate(bundle, annotations)
+
+
+def write_thresholds(bundle: Path, thresholds: dict[str, float], rule: dict[str, Any]) -> None:
+    """Put `thresholds` and the rule that chose them into the bundle's manifest, and check that
+    the edge loads it (raises otherwise)."""
+    manifest_path = Path(bundle) / "manifest.yaml"
+    manifest: dict[str, Any] = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    for label, value in thresholds.items():
+        manifest["thresholds"][label] = round(float(value), 6)
+    manifest["threshold_rule"] = rule
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     load_bundle(bundle)  # the edge reads it back, or this raises
-    return choices, evaluate(bundle, annotations)

@@ -27,8 +27,13 @@ def cmd_tone_bundle(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from trainer.config import load_config
+    from trainer.finetune import load_init
     from trainer.run import TrainError
     from trainer.train import fit
+
+    if args.init and args.backbone:
+        raise TrainError("--init and --backbone: a backbone's head cannot start from a bundle yet")
+    init = load_init(Path(args.init)) if args.init else None
 
     overrides = {
         key: value
@@ -49,7 +54,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    config = load_config(Path(args.config) if args.config else None, overrides)
+    if init is not None:
+        # The init's settings (features, window, network); its labels come first in fit, then
+        # new ones found. Its `dense` patterns do not carry over: reviewed recordings are not
+        # densely annotated, so only --dense names the ones that are.
+        overrides = {"labels": [], "dense": [], **overrides}
+    config_file = Path(args.config) if args.config else None
+    if init is not None and config_file is None:
+        config_file = init.folder / "train.yaml"
+    config = load_config(config_file, overrides)
     out = Path(args.out)
     if (out / "checkpoint.pt").exists() and not args.overwrite:
         raise TrainError(f"{out}: already holds a run; choose another --out or pass --overwrite")
@@ -57,7 +70,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.backbone:
         _fit_transfer(args, config, data, out)
     else:
-        fit(config, data, out, command=args.command_line, progress=False if args.quiet else None)
+        fit(
+            config,
+            data,
+            out,
+            command=args.command_line,
+            progress=False if args.quiet else None,
+            init=init,
+        )
     print(f"wrote {out} (report: {out / 'report' / 'summary.md'})")
     return 0
 
@@ -80,7 +100,12 @@ def _fit_transfer(
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from trainer.calibrate import calibrate
+    from trainer.run import TrainError
 
+    if (args.data is None) == (args.verdicts is None):
+        raise TrainError("calibrate: give --data (dense annotations) or --verdicts, not both")
+    if args.verdicts is not None:
+        return _recalibrate(args)
     data = _annotations(args, dedup=True)
     choices, report = calibrate(
         Path(args.model), data.annotations, args.ratio, write=not args.dry_run
@@ -102,12 +127,50 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recalibrate(args: argparse.Namespace) -> int:
+    from trainer.run import TrainError
+    from trainer.verdicts import recalibrate, reviewed
+
+    if args.precision is None:
+        raise TrainError("calibrate --verdicts: name the precision to reach, e.g. --precision 0.9")
+    args.data = args.verdicts
+    events = reviewed(_annotations(args, dedup=True).annotations)
+    choices = recalibrate(Path(args.model), events, args.precision, write=not args.dry_run)
+    for choice in choices:
+        print(choice.line())
+    if any(c.kept for c in choices):
+        print(
+            "WARNING: some thresholds were KEPT (see above): too few verdicts to choose on",
+            file=sys.stderr,
+        )
+    changed = any(not c.kept and c.after != c.before for c in choices)
+    if args.dry_run or not changed:
+        print("(not written: --dry-run)" if args.dry_run else "(nothing changed)")
+    else:
+        print(f"wrote {Path(args.model) / 'manifest.yaml'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from trainer.verdicts import comparison_table, reviewed, score
+
+    events = reviewed(_annotations(args, dedup=True).annotations)
+    deployed = score(Path(args.model), events)
+    candidate = score(Path(args.candidate), events)
+    print(comparison_table(events, deployed, candidate))
+    return 0
+
+
 def _annotations(args: argparse.Namespace, *, dedup: bool = False) -> AnnotationSet:
     """`--data` loaded, its bad rows reported; with `dedup`, identical rows counted once (two
     annotators marking one sound make one true event; `fit` drops them itself, and says so)."""
-    from trainer.annotations import load_any
+    from trainer.annotations import AnnotationSet, load_any
 
-    data = load_any(Path(args.data), **_annotation_options(args))
+    paths = args.data if isinstance(args.data, list) else [args.data]
+    data = AnnotationSet()
+    for path in paths:
+        loaded = load_any(Path(path), **_annotation_options(args))
+        data = AnnotationSet(data.annotations + loaded.annotations, data.problems + loaded.problems)
     for problem in data.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     if dedup:
@@ -209,7 +272,19 @@ def parser() -> argparse.ArgumentParser:
     tone.set_defaults(func=cmd_tone_bundle)
 
     f = sub.add_parser("fit", help="train a model on annotated recordings into a run folder")
-    f.add_argument("--data", required=True, help="annotations (SongExplorer, Raven, CSV, folders)")
+    f.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="annotations (SongExplorer, Raven, CSV, folders); repeat to train on several, e.g."
+        " the original data and exported verdicts",
+    )
+    f.add_argument(
+        "--init",
+        metavar="BUNDLE",
+        help="fine-tune from a bundle (or run folder): its weights, settings and labels first;"
+        " wrong verdicts (not_<label>) train as background in exclusive mode",
+    )
     f.add_argument("--out", required=True, help="run folder to write, e.g. runs/flysong")
     f.add_argument("-c", "--config", help="train.yaml with settings (default: built-in defaults)")
     f.add_argument("--labels", help="comma-separated labels in output order (default: all found)")
@@ -318,7 +393,17 @@ def parser() -> argparse.ArgumentParser:
         help="choose a bundle's thresholds by scanning held-out, densely annotated recordings",
     )
     cal.add_argument("--model", required=True, help="bundle folder (its manifest is updated)")
-    cal.add_argument("--data", required=True, help="dense annotations of recordings not trained on")
+    cal.add_argument("--data", help="dense annotations of recordings not trained on")
+    cal.add_argument(
+        "--verdicts",
+        help="instead of --data: exported verdicts (soundwatch review --export) not trained on;"
+        " needs --precision",
+    )
+    cal.add_argument(
+        "--precision",
+        type=float,
+        help="with --verdicts: the precision each label's threshold must reach on them, e.g. 0.9",
+    )
     cal.add_argument(
         "--ratio",
         type=float,
@@ -329,6 +414,18 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--label-column", help=LABEL_COLUMN_HELP)
     cal.add_argument("--dry-run", action="store_true", help="print the choice, change nothing")
     cal.set_defaults(func=cmd_calibrate)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="precision and recall of a deployed and a candidate bundle on held-out verdicts",
+    )
+    cmp_.add_argument("--model", required=True, help="the deployed bundle")
+    cmp_.add_argument("--candidate", required=True, help="the candidate bundle")
+    cmp_.add_argument(
+        "--data", required=True, help="exported verdicts (soundwatch review --export) held out"
+    )
+    cmp_.add_argument("--label-column", help=LABEL_COLUMN_HELP)
+    cmp_.set_defaults(func=cmd_compare)
     return p
 
 

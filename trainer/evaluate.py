@@ -23,13 +23,12 @@ import csv
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from edge.errors import SoundwatchError
 from trainer.measures import (
     Counts,
     PointCounts,
@@ -39,15 +38,11 @@ from trainer.measures import (
     segment_counts,
     true_seconds,
 )
+from trainer.scanner import EvaluateError, FileChoice, Scanner
 from trainer.scoring import pr_curve
 
-FileChoice = Literal["auto", "onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"]
 SEGMENT_SECONDS = 1.0  # the edge's per-second rows
 DEFAULT_ONSET_TOLERANCE_SECONDS = 0.2
-
-
-class EvaluateError(SoundwatchError):
-    """Evaluation cannot run (no annotations for the bundle's labels, unreadable recording)."""
 
 
 class Annotated(Protocol):
@@ -339,30 +334,24 @@ def evaluate(
     model_file: which of the bundle's files to run (auto: as the edge picks). scan_dir: keep
     the scan's outputs there (one numbered folder per recording); a temporary folder otherwise.
     """
-    from edge.builders import build_analyzer
-    from edge.config import load_config
-    from edge.scan import SCAN_BATCH_WINDOWS, output_bases, scan
-
     if not onset_tolerance_seconds >= 0:
         raise EvaluateError(f"onset tolerance {onset_tolerance_seconds}: must be 0 s or more")
-    loaded = load_config(None)
-    c = loaded.config
-    model = replace(c.model, path=str(Path(bundle).resolve()), file=model_file)
-    loaded = replace(loaded, config=replace(c, model=model))
-    loaded_bundle, analyzer = build_analyzer(loaded, batch_windows=SCAN_BATCH_WINDOWS)
-    m = loaded_bundle.manifest
-    kept = set(m.labels)
-    report = EvaluationReport(
-        model=f"{m.name} {m.version} ({analyzer.backend.path.name})",
-        labels=[LabelScores(s.label, s.rules.threshold, events=s.events) for s in analyzer.labels],
-        recordings=0,
-        onset_tolerance_seconds=onset_tolerance_seconds,
-        ignored_labels=sorted({a.label for a in annotations} - kept),
-    )
     by_recording: dict[Path, list[Annotated]] = {}
     for a in annotations:
         by_recording.setdefault(Path(a.recording), []).append(a)
-    try:
+    with Scanner(bundle, model_file) as scanner:
+        m = scanner.bundle.manifest
+        kept = set(m.labels)
+        report = EvaluationReport(
+            model=scanner.model,
+            labels=[
+                LabelScores(s.label, s.rules.threshold, events=s.events)
+                for s in scanner.analyzer.labels
+            ],
+            recordings=0,
+            onset_tolerance_seconds=onset_tolerance_seconds,
+            ignored_labels=sorted({a.label for a in annotations} - kept),
+        )
         if not any(a.label in kept for a in annotations):
             raise EvaluateError(
                 f"no annotations of the model's labels ({', '.join(m.labels)}); "
@@ -372,18 +361,7 @@ def evaluate(
             root = Path(scan_dir) if scan_dir is not None else Path(tmp)
             for i, (recording, mine) in enumerate(sorted(by_recording.items())):
                 # One folder per recording: two recordings may share a file name.
-                out = root / f"{i:04d}"
-                result = scan(analyzer, [recording], out, device="evaluate", progress=False)
-                if result.files_skipped or result.files_scored != 1:
-                    raise EvaluateError(f"{recording}: could not be scanned (see the log above)")
-                base = output_bases([recording], out)[recording]
-                score_recording(
-                    report,
-                    mine,
-                    base.with_name(base.name + ".probabilities.csv"),
-                    base.with_name(base.name + ".events.jsonl"),
-                )
+                probabilities_csv, events_jsonl = scanner.scan(recording, root / f"{i:04d}")
+                score_recording(report, mine, probabilities_csv, events_jsonl)
                 report.recordings += 1
-    finally:
-        analyzer.backend.close()
     return report

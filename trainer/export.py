@@ -4,6 +4,7 @@
           └─► TFLite int8 (litert-torch, PT2E static, int8 input and output)
     each file ──► the edge's own runtime on the validation windows ──► figures, F1 guard
     manifest + model card ──► edge.model.bundle.load_bundle ──► rename into place
+    + the float checkpoint and train.yaml, for `fit --init` (trainer/finetune.py)
 
 The model takes float32 log-mel windows (N, frames, mels) and returns probabilities (its
 sigmoid or softmax included, so the manifest says `output: {activation: none}` and int8
@@ -47,6 +48,8 @@ from trainer.checks import (
     round_figure,
     run_edge,
 )
+from trainer.config import dump
+from trainer.model import SoundCNN, save_checkpoint
 from trainer.quiet import quiet_native
 from trainer.run import Trained
 
@@ -229,6 +232,11 @@ def export_bundle(
             ),
             "provenance": provenance(run.data_description),
         }
+        # The float model and its config, for `fit --init` (trainer/finetune.py); the edge
+        # does not read them. (Only the trainer's own network has a checkpoint format.)
+        if isinstance(run.model, SoundCNN):
+            save_checkpoint(staging / "checkpoint.pt", run.model)
+            (staging / "train.yaml").write_text(dump(run.config))
         (staging / "manifest.yaml").write_text(
             yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True), encoding="utf-8"
         )

@@ -56,6 +56,20 @@ def choose_threshold(truth: np.ndarray, scores: np.ndarray, ratio: float) -> flo
     return float(np.clip((thresholds[i] + lower) / 2, 0.0, 1.0))
 
 
+def threshold_for_precision(
+    truth: np.ndarray, scores: np.ndarray, precision: float
+) -> float | None:
+    """The lowest threshold at which precision reaches `precision` (the most recall there);
+    placed halfway to the next lower score, as `choose_threshold`. None when none does."""
+    thresholds, precisions, _ = pr_curve(truth, scores)
+    reaching = np.flatnonzero(precisions >= precision - 1e-12)
+    if len(reaching) == 0:
+        return None
+    i = int(reaching[-1])  # thresholds descend: the last is the lowest
+    lower = thresholds[i + 1] if i + 1 < len(thresholds) else 0.0
+    return float(np.clip((thresholds[i] + lower) / 2, 0.0, 1.0))
+
+
 def counts_at(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
     """tp, fp, fn, support, precision, recall, f1 at `threshold` (score >= threshold is yes)."""
     said = scores >= threshold

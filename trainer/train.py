@@ -46,6 +46,7 @@ from trainer.dataset import (
     label_examples,
     load_background,
 )
+from trainer.finetune import Init, labels_from, start_from, wrong_as_background
 from trainer.model import SoundCNN, count_parameters, loss_for, save_checkpoint
 from trainer.run import Trained, TrainError, save_run
 from trainer.splits import splits
@@ -96,8 +97,10 @@ def fit(
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool | None = None,
+    init: Init | None = None,
 ) -> Trained:
-    """Train on `data` as `config` says; with `run_dir`, write the run folder and report."""
+    """Train on `data` as `config` says; with `run_dir`, write the run folder and report.
+    With `init`, start from its weights (fine-tuning, trainer.finetune): its labels first."""
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     show = sys.stderr.isatty() if progress is None else progress
     began = time.perf_counter()
@@ -120,7 +123,12 @@ def fit(
     found = [
         label for label in data.labels() if not label.startswith(config.negative_prefix or "\0")
     ]
-    config = resolve(config, _sample_rate(config, data), config.labels or found)
+    labels = config.labels or found
+    if init is not None:
+        labels = labels_from(init, labels)
+        config = replace(config, labels=labels)
+        data = wrong_as_background(data, config, say)
+    config = resolve(config, _sample_rate(config, data), labels)
     spread = mel_spread_warning(config.frontend)
     if spread:
         say(spread)
@@ -151,7 +159,17 @@ def fit(
         ).fixed()
         results.append(
             _train_fold(
-                config, train_windows, val_x, val_y, device, fold, len(folds), run_dir, say, show
+                config,
+                train_windows,
+                val_x,
+                val_y,
+                device,
+                fold,
+                len(folds),
+                run_dir,
+                say,
+                show,
+                init,
             )
         )
 
@@ -318,13 +336,17 @@ def _train_fold(
     run_dir: Path | None,
     say: Callable[[str], None],
     show: bool,
+    init: Init | None = None,
 ) -> FoldResult:
     """Train one model; keep the weights of its best validation epoch (macro F1, then loss)."""
     t = config.training
     torch.manual_seed(t.seed * 1000 + fold)
     rng = np.random.default_rng([t.seed, fold])
     frames, mels = val_x.shape[1:]
-    model = SoundCNN(config.model, (frames, mels), len(config.labels), config.task).to(device)
+    model = SoundCNN(config.model, (frames, mels), len(config.labels), config.task)
+    if init is not None:
+        start_from(init, model, config.labels)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
     )

@@ -126,6 +126,8 @@ class Metrics:
     output_failing: Gauge
     web_failures: Counter
     web_up: Gauge
+    shadow_skipped_seconds: Counter
+    shadow_lag_seconds: Gauge
 
     def set_model(self, name: str, version: str, backend: str) -> None:
         """The model now running (after a start or a reload)."""
@@ -241,6 +243,14 @@ def create_metrics() -> Metrics:
             registry=r,
         ),
         web_up=Gauge(p + "web_up", "1 while the review page serves (web: enabled)", registry=r),
+        shadow_skipped_seconds=Counter(
+            p + "shadow_skipped_seconds",
+            "Audio the shadow model skipped because it fell behind (or failed), s",
+            registry=r,
+        ),
+        shadow_lag_seconds=Gauge(
+            p + "shadow_lag_seconds", "Audio waiting for the shadow model, s", registry=r
+        ),
     )
     for reason in GAP_REASONS:  # present from the start, so rate() works on the first gap
         metrics.gap_seconds.labels(reason)

@@ -1,0 +1,96 @@
+"""Where the deployed model and its shadow disagree: `soundwatch shadow-diff`.
+
+Both write events in the daemon's layout (`<day>/events.jsonl`): the deployed model under
+`<output.dir>/<device>/`, the shadow under `<output.dir>/shadow/<device>/` (edge/shadow.py).
+An event of one is matched when the other has an event of the same label overlapping it in
+time; the rest are the disagreements, listed in time order with their scores. The shadow hears
+lane 0 only, so with a detector per channel only the deployed model's channel 0 is compared.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from edge.errors import SoundwatchError
+
+
+@dataclass(frozen=True)
+class Found:
+    start: datetime
+    end: datetime
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    found: Found
+    only: str  # "deployed" or "shadow": the model that made the event
+
+
+def read_events(root: Path) -> list[Found]:
+    """The finished events (end messages) of lane 0 in every `events.jsonl` under `root`."""
+    out = []
+    for path in sorted(root.glob("*/events.jsonl")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                m = json.loads(line)
+                if m["type"] != "end" or m.get("channel") not in (None, 0) or not m["end"]:
+                    continue
+                start, end = _time(m["start"]), _time(m["end"])
+                out.append(Found(start, end, str(m["label"]), float(m["score_max"])))
+            except (ValueError, KeyError, TypeError):
+                raise SoundwatchError(f"{path}:{number}: not an event message") from None
+    return out
+
+
+def _time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _stamp(when: datetime) -> str:
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def disagreements(
+    deployed: list[Found], shadow: list[Found]
+) -> tuple[list[Disagreement], dict[str, Counter[str]]]:
+    """The events only one model made, in time order; and per label, how many events were
+    `both`, `deployed` only and `shadow` only."""
+    counts: dict[str, Counter[str]] = {}
+    out = []
+    for mine, theirs, name in ((deployed, shadow, "deployed"), (shadow, deployed, "shadow")):
+        for e in mine:
+            matched = any(
+                o.label == e.label and o.start < e.end and o.end > e.start for o in theirs
+            )
+            tally = counts.setdefault(e.label, Counter())
+            if not matched:
+                out.append(Disagreement(e, name))
+                tally[name] += 1
+            elif name == "deployed":
+                tally["both"] += 1
+    return sorted(out, key=lambda d: d.found.start), counts
+
+
+def report(deployed_root: Path, shadow_root: Path) -> str:
+    """The disagreements and the per-label counts, as printed by `soundwatch shadow-diff`."""
+    for root in (deployed_root, shadow_root):
+        if not root.is_dir():
+            raise SoundwatchError(f"{root}: no such folder (has the daemon run with a shadow?)")
+    found, counts = disagreements(read_events(deployed_root), read_events(shadow_root))
+    lines = [
+        f"{_stamp(d.found.start)}  {d.found.label}  only {d.only}"
+        f"  score {d.found.score:.3f}  ({(d.found.end - d.found.start).total_seconds():.2f} s)"
+        for d in found
+    ]
+    for label, c in sorted(counts.items()):
+        lines.append(
+            f"{label}: {c['both']} events both, {c['deployed']} only deployed,"
+            f" {c['shadow']} only shadow"
+        )
+    return "\n".join(lines) if lines else "no events from either model yet"
