@@ -92,6 +92,7 @@ def main() -> int:
     p.add_argument("--out", default="soak.csv", help="CSV of every sample")
     p.add_argument("--hours", type=float, help="accelerated: replay this many hours of files")
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the daemon")
+    p.add_argument("--clips-mb", type=float, help="clips.max_total_mb (default: the config's)")
     args = p.parse_args()
     env = dict(os.environ, **dict(item.split("=", 1) for item in args.env))
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -114,7 +115,7 @@ def main() -> int:
             "output": {"dir": str(folder / "out"), "device_id": "soak", "print": "none"},
             "mqtt": {"host": "127.0.0.1", "port": port, "probabilities": True},
             "levels": {"enabled": True},
-            "clips": {"enabled": True},
+            "clips": {"enabled": True} | ({"max_total_mb": args.clips_mb} if args.clips_mb else {}),
             "metrics": {"address": "127.0.0.1:0"},
         }
         (folder / "config.yaml").write_text(yaml.safe_dump(config))

@@ -77,12 +77,40 @@ def disagreements(
     return sorted(out, key=lambda d: d.found.start), counts
 
 
-def report(deployed_root: Path, shadow_root: Path) -> str:
-    """The disagreements and the per-label counts, as printed by `soundwatch shadow-diff`."""
+def compare(
+    deployed_root: Path, shadow_root: Path
+) -> tuple[list[Disagreement], dict[str, Counter[str]]]:
+    """`disagreements` between the events the daemon wrote under the two folders."""
     for root in (deployed_root, shadow_root):
         if not root.is_dir():
             raise SoundwatchError(f"{root}: no such folder (has the daemon run with a shadow?)")
-    found, counts = disagreements(read_events(deployed_root), read_events(shadow_root))
+    return disagreements(read_events(deployed_root), read_events(shadow_root))
+
+
+def as_json(deployed_root: Path, shadow_root: Path) -> dict[str, object]:
+    """The same as `report`, for the review page's /api/shadow."""
+    found, counts = compare(deployed_root, shadow_root)
+    return {
+        "disagreements": [
+            {
+                "start": _stamp(d.found.start),
+                "end": _stamp(d.found.end),
+                "label": d.found.label,
+                "score": d.found.score,
+                "only": d.only,
+            }
+            for d in found
+        ],
+        "counts": {
+            label: {k: c[k] for k in ("both", "deployed", "shadow")}
+            for label, c in sorted(counts.items())
+        },
+    }
+
+
+def report(deployed_root: Path, shadow_root: Path) -> str:
+    """The disagreements and the per-label counts, as printed by `soundwatch shadow-diff`."""
+    found, counts = compare(deployed_root, shadow_root)
     lines = [
         f"{_stamp(d.found.start)}  {d.found.label}  only {d.only}"
         f"  score {d.found.score:.3f}  ({(d.found.end - d.found.start).total_seconds():.2f} s)"

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,23 @@ def test_the_shadow_scores_the_same_audio_and_its_disagreements_are_listed(
         "tone-1k: 3 events both, 0 only deployed, 3 only shadow",
         "tone-3k: 2 events both, 0 only deployed, 0 only shadow",
     ]
+
+    # The daemon's page shows the same disagreements, from /api/shadow.
+    from edge.review.daemon import WebServer, daemon_review
+
+    loaded = load_config(path)
+    server = WebServer(daemon_review(loaded, lambda: loaded, dict), "127.0.0.1", 0, print)
+    assert server.start()
+    try:
+        with urllib.request.urlopen(server.url + "api/shadow") as answer:
+            page = json.loads(answer.read())
+    finally:
+        server.close()
+    assert page["counts"] == {
+        "tone-1k": {"both": 3, "deployed": 0, "shadow": 3},
+        "tone-3k": {"both": 2, "deployed": 0, "shadow": 0},
+    }
+    assert [(d["label"], d["only"]) for d in page["disagreements"]] == [("tone-1k", "shadow")] * 3
 
 
 def test_a_shadow_that_falls_behind_skips_audio_and_says_how_much() -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from edge import disagree
 from edge.config import Loaded
 from edge.errors import SoundwatchError
 from edge.ops.metrics import WEB_FAILURES
@@ -54,6 +55,9 @@ def daemon_review(
     review.now = Now(source.root)
     review.status = status
     review.scorer = Scorer(current, int(config.web.max_upload_mb * 2**20))
+    if config.shadow.bundle is not None:
+        deployed, shadowed = out / config.output.device, out / "shadow" / config.output.device
+        review.shadow = lambda: disagree.as_json(deployed, shadowed)
     return review
 
 

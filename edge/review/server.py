@@ -74,8 +74,8 @@ class Review:
 
     The daemon adds what only a running daemon has, each optional (None: its routes answer
     404 with the reason): `now` (the Now page's last hour), `status` (the daemon's state),
-    `scorer` (POST /api/infer) and `failed` (called when a request fails, for the metrics).
-    A shadow model's disagreements would be one more of these, with its own route."""
+    `scorer` (POST /api/infer), `failed` (called when a request fails, for the metrics) and
+    `shadow` (where a shadow model and the deployed one disagree, edge/disagree.py)."""
 
     def __init__(self, source: Source, store: VerdictStore, cache: Path, export_dir: Path,
                  files: Path | None, reviewer: str, token: str | None) -> None:  # fmt: skip
@@ -92,6 +92,7 @@ class Review:
         self.status: Callable[[], dict[str, Any]] | None = None
         self.scorer: Scorer | None = None
         self.failed: Callable[[], None] | None = None
+        self.shadow: Callable[[], dict[str, Any]] | None = None
 
     def events(self, query: dict[str, str]) -> list[dict[str, Any]]:
         verdicts = self.store.all()
@@ -251,6 +252,10 @@ class Handler(BaseHTTPRequestHandler):
             if r.now is None:
                 raise KeyError("/api/now (only the daemon's page has a Now)")
             self.send_json(r.now.snapshot(datetime.now(timezone.utc)))
+        elif path == "/api/shadow":
+            if r.shadow is None:
+                raise KeyError("/api/shadow (the daemon has no shadow: section)")
+            self.send_json(r.shadow())
         elif path == "/api/status":
             if r.status is None:
                 raise KeyError("/api/status (only the daemon's page has a status)")

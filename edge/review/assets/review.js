@@ -173,6 +173,26 @@ async function loadModel() {
   }
 }
 
+// A daemon with a shadow: section answers /api/shadow; elsewhere it is a 404 and stays hidden.
+async function loadShadow() {
+  const r = await fetch("/api/shadow");
+  if (!r.ok) return;
+  const shadow = await r.json();
+  const counts = document.querySelector("#shadow-counts tbody");
+  counts.replaceChildren();
+  for (const [label, c] of Object.entries(shadow.counts)) {
+    const row = counts.insertRow();
+    cell(row, label); cell(row, String(c.both)); cell(row, String(c.deployed)); cell(row, String(c.shadow));
+  }
+  const events = document.querySelector("#shadow-events tbody");
+  events.replaceChildren();
+  for (const d of shadow.disagreements) {
+    const row = events.insertRow();
+    cell(row, d.start); cell(row, d.label); cell(row, d.only); cell(row, d.score.toFixed(3));
+  }
+  document.getElementById("shadow").hidden = false;
+}
+
 // -- Now (the daemon's page only: /api/now answers 404 elsewhere) ----------------------------
 
 function fill(table, rows) {
@@ -265,4 +285,4 @@ document.getElementById("export").addEventListener("click", async () => {
 });
 window.addEventListener("hashchange", show);
 show();
-Promise.all([loadModel(), loadEvents(), loadCoverage()]).catch((e) => status(e.message));
+Promise.all([loadModel(), loadShadow(), loadEvents(), loadCoverage()]).catch((e) => status(e.message));
