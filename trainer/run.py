@@ -70,11 +70,22 @@ def save_run(run_dir: Path, trained: Trained) -> None:
 def load_run(run_dir: Path | str) -> Trained:
     """Read a run folder written by `save_run`; TrainError names a missing or bad file."""
     run_dir = Path(run_dir)
-    for name in ("checkpoint.pt", "train.yaml", "arrays.npz", "run.json"):
+    return read_run(run_dir, "checkpoint.pt", load_checkpoint(run_file(run_dir, "checkpoint.pt")))
+
+
+def run_file(run_dir: Path, weights: str) -> Path:
+    """`run_dir / weights`, once every file of a run is there."""
+    for name in (weights, "train.yaml", "arrays.npz", "run.json"):
         if not (run_dir / name).is_file():
             raise TrainError(f"{run_dir}: not a training run (no {name}); make one with fit")
+    return run_dir / weights
+
+
+def read_run(run_dir: Path, weights: str, model: Any) -> Trained:
+    """The run in `run_dir` around `model` (loaded from its `weights` file by the caller):
+    its config, validation arrays and run.json."""
+    run_file(run_dir, weights)
     config = load_config(run_dir / "train.yaml")
-    model = load_checkpoint(run_dir / "checkpoint.pt")
     with np.load(run_dir / "arrays.npz") as arrays:
         calibration = arrays["calibration"]
         validation_x, validation_y = arrays["validation_x"], arrays["validation_y"]

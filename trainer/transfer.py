@@ -33,12 +33,12 @@ import torch
 from edge.model.backbone import Backbone
 from trainer import report, scoring
 from trainer.annotations import AnnotationSet
-from trainer.config import TrainConfig, dump, load_config, resolve
+from trainer.config import TrainConfig, dump, resolve
 from trainer.dataset import Examples, label_examples
 from trainer.embeddings import EmbeddingCache
 from trainer.head import EmbeddingHead, HeadKind, load_head, save_head
 from trainer.model import count_parameters, loss_for
-from trainer.run import Trained, TrainError
+from trainer.run import Trained, read_run, run_file
 from trainer.splits import splits
 from trainer.train import _check_split, _f, with_gaps
 
@@ -307,24 +307,8 @@ def is_transfer_run(run_dir: Path) -> bool:
 
 def load_transfer_run(run_dir: Path) -> TransferRun:
     """Read a run folder written by `save_transfer_run`; TrainError names what is missing."""
-    for name in ("head.pt", "train.yaml", "arrays.npz", "run.json"):
-        if not (run_dir / name).is_file():
-            raise TrainError(f"{run_dir}: not a training run (no {name}); make one with fit")
+    head = run_file(run_dir, "head.pt")
+    trained = read_run(run_dir, "head.pt", load_head(head))
     saved = json.loads((run_dir / "run.json").read_text())
-    with np.load(run_dir / "arrays.npz") as arrays:
-        calibration, vx, vy = arrays["calibration"], arrays["validation_x"], arrays["validation_y"]
-    trained = Trained(
-        model=load_head(run_dir / "head.pt"),
-        config=load_config(run_dir / "train.yaml"),
-        thresholds={k: float(v) for k, v in saved["thresholds"].items()},
-        threshold_rule=saved["threshold_rule"],
-        metrics=saved["metrics"],
-        calibration=calibration,
-        validation_x=vx,
-        validation_y=vy,
-        data_description=saved["data_description"],
-        command=saved["command"],
-        history=saved.get("history", []),
-    )
     b = saved["backbone"]
     return TransferRun(trained, Path(b["manifest"]), b["sha256"])
