@@ -49,6 +49,12 @@ def save_run(run_dir: Path, trained: Trained) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     assert isinstance(trained.model, SoundCNN)
     save_checkpoint(run_dir / "checkpoint.pt", trained.model)
+    write_run(run_dir, trained)
+
+
+def write_run(run_dir: Path, trained: Trained, extra: dict[str, Any] | None = None) -> None:
+    """Everything of a run but its weights: `train.yaml`, `arrays.npz` and `run.json` (with
+    `extra` added to it), as `read_run` reads them."""
     (run_dir / "train.yaml").write_text(dump(trained.config))
     np.savez_compressed(
         run_dir / "arrays.npz",
@@ -63,6 +69,7 @@ def save_run(run_dir: Path, trained: Trained) -> None:
         "data_description": trained.data_description,
         "command": trained.command,
         "history": trained.history,
+        **(extra or {}),
     }
     (run_dir / "run.json").write_text(to_json(run) + "\n")
 

@@ -33,12 +33,12 @@ import torch
 from edge.model.backbone import Backbone
 from trainer import report, scoring
 from trainer.annotations import AnnotationSet
-from trainer.config import TrainConfig, dump, resolve
+from trainer.config import TrainConfig, resolve
 from trainer.dataset import Examples, label_examples
 from trainer.embeddings import EmbeddingCache
 from trainer.head import EmbeddingHead, HeadKind, load_head, save_head
 from trainer.model import count_parameters, loss_for
-from trainer.run import Trained, read_run, run_file
+from trainer.run import Trained, read_run, run_file, write_run
 from trainer.splits import splits
 from trainer.train import _check_split, _f, with_gaps
 
@@ -282,23 +282,8 @@ def save_transfer_run(run_dir: Path, run: TransferRun) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     assert isinstance(trained.model, EmbeddingHead)
     save_head(run_dir / "head.pt", trained.model)
-    (run_dir / "train.yaml").write_text(dump(trained.config))
-    np.savez_compressed(
-        run_dir / "arrays.npz",
-        calibration=trained.calibration,
-        validation_x=trained.validation_x,
-        validation_y=trained.validation_y,
-    )
-    saved = {
-        "thresholds": trained.thresholds,
-        "threshold_rule": trained.threshold_rule,
-        "metrics": trained.metrics,
-        "data_description": trained.data_description,
-        "command": trained.command,
-        "history": trained.history,
-        "backbone": {"manifest": str(run.backbone_manifest), "sha256": run.backbone_sha256},
-    }
-    (run_dir / "run.json").write_text(report.to_json(saved) + "\n")
+    backbone = {"manifest": str(run.backbone_manifest), "sha256": run.backbone_sha256}
+    write_run(run_dir, trained, {"backbone": backbone})
 
 
 def is_transfer_run(run_dir: Path) -> bool:
