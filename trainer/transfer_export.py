@@ -28,6 +28,7 @@ from trainer import convert
 from trainer.card import model_card, plain, provenance
 from trainer.checks import (
     FILE_NAMES,
+    MIN_GATE_POSITIVES,
     ExportError,
     FormatCheck,
     f1_per_label,
@@ -52,7 +53,7 @@ def export_transfer(
     command: str = "",
     formats: tuple[str, ...] = HEAD_FORMATS,
     max_f1_drop: float = 0.01,
-    min_positives: int = 50,
+    min_positives: int = MIN_GATE_POSITIVES,
     licence: str = "not stated",
     overwrite: bool = False,
 ) -> ExportReport:
