@@ -17,8 +17,9 @@ import soundfile as sf
 from edge import schema
 from edge.errors import ConfigError
 from edge.outputs.clips.recorder import ClipRecorder
+from edge.outputs.clips.retention import Retention
 from edge.outputs.clips.settings import ClipSettings
-from edge.outputs.clips.store import PARTIAL_SUFFIX, prune
+from edge.outputs.clips.store import PARTIAL_SUFFIX
 from edge.records import Event, StreamInfo
 from tests.audio import noise
 
@@ -278,11 +279,52 @@ def test_retention_by_total_size_deletes_the_oldest(tmp_path: Path) -> None:
     assert recorder.bytes_total == 150_000 + 48_044
 
 
+def test_retention_lists_each_day_folder_once_not_once_per_clip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At its limit, every new clip deletes one old one, oldest first across day folders whose
+    names do not sort by time (a scan's folders are named after its files); a folder is listed
+    once, when its turn comes, not before every clip. The listing is counted by wrapping the
+    real os.scandir (the files are real)."""
+    import edge.outputs.clips.retention as retention
+
+    old = {"zeta_stream": 30, "alpha_stream": 20, "2026-12-01": 10}  # age of its clips, days
+    expected = []
+    for folder, days in old.items():
+        for i in range(4):
+            expected.append(make_clip_file(tmp_path, f"{folder}/c{i}.wav", 1000, days - i / 10))
+    listings = []
+    real_scandir = os.scandir
+
+    def scandir(path: os.PathLike[str]) -> object:
+        listings.append(Path(path).name)
+        return real_scandir(path)
+
+    kept = Retention(tmp_path)
+    assert kept.bytes == 12_000
+    monkeypatch.setattr(retention.os, "scandir", scandir)
+    for i in range(12):  # as the store does: room for a 1000-byte clip, then the clip
+        assert kept.prune(max_bytes=11_000, max_age_seconds=None, now=time.time()) == 1
+        assert [p for p in expected if not p.exists()] == expected[: i + 1]  # oldest first
+        new = make_clip_file(tmp_path, f"2026-12-05/n{i}.wav", 1000, 0)
+        kept.add(new, 1000, time.time())
+        assert kept.bytes == 12_000
+    assert listings == ["zeta_stream", "zeta_stream", "alpha_stream", "alpha_stream", "2026-12-01"]
+    assert not (tmp_path / "zeta_stream").exists() and not (tmp_path / "alpha_stream").exists()
+    # A clip deleted by hand in the folder listed next is noticed when it is listed.
+    (tmp_path / "2026-12-05" / "n0.wav").unlink()
+    for i in range(6):
+        kept.add(make_clip_file(tmp_path, f"2026-12-05/m{i}.wav", 1000, 0), 1000, time.time())
+        kept.prune(max_bytes=11_000, max_age_seconds=None, now=time.time())
+    assert kept.bytes == sum(p.stat().st_size for p in tmp_path.glob("*/*.wav")) <= 11_000
+
+
 def test_retention_by_age_and_empty_day_folders(tmp_path: Path) -> None:
     stale = make_clip_file(tmp_path, "2026-10-01/a.wav", 1000, 40)
     fresh = make_clip_file(tmp_path, "2026-11-12/b.wav", 1000, 10)
-    kept = prune(tmp_path, max_bytes=1e9, max_age_seconds=30 * 86400, now=time.time())
-    assert (kept.deleted, kept.bytes) == (1, 1000)
+    kept = Retention(tmp_path)
+    assert kept.prune(max_bytes=1e9, max_age_seconds=30 * 86400, now=time.time()) == 1
+    assert kept.bytes == 1000
     assert not stale.exists() and not stale.parent.exists()  # the emptied day folder went too
     assert fresh.exists()
     # Through the recorder: max_age_days applies when a clip is written.

@@ -1,13 +1,14 @@
 """Clips on disk: written whole or not at all, within the folder's limits, paused after a failure.
 
 Each clip is encoded in memory, written to `<name>.partial` and renamed, so no half clip is ever
-seen under a final name. Retention, checked before each write: clips older than `max_age_days`
-(by file mtime) go, then the oldest until the folder's clips plus the new one fit in
-`max_total_mb`. A clip that cannot fit, a filesystem with less than `min_free_mb` free after the
-write, ENOSPC, or a folder that cannot be written all mean the same: the clip is counted in
-`failed`, one warning is logged, and new clips are refused (`admit` is False, counted in
-`skipped`) until `retry_seconds` of stream time have passed; then clips are tried again. Nothing
-here raises for a disk problem: events go on. A recovery is logged once.
+seen under a final name. Retention (edge/outputs/clips/retention.py), checked before each
+write: clips older than `max_age_days` (by file mtime) go, then the oldest until the folder's
+clips plus the new one fit in `max_total_mb`. A clip that cannot fit, a filesystem with less
+than `min_free_mb` free after the write, ENOSPC, or a folder that cannot be written all mean the
+same: the clip is counted in `failed`, one warning is logged, and new clips are refused
+(`admit` is False, counted in `skipped`) until `retry_seconds` of stream time have passed; then
+clips are tried again. Nothing here raises for a disk problem: events go on. A recovery is
+logged once.
 
 Time is passed in: stream seconds for the pause (so a paused daemon retries after so much
 audio, also in a file scan at full speed), Unix seconds for the age of clips.
@@ -15,17 +16,16 @@ audio, also in a file scan at full speed), Unix seconds for the age of clips.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from edge.outputs.clips.retention import Retention
 from edge.outputs.clips.settings import ClipSettings
 
 logger = logging.getLogger(__name__)
@@ -53,15 +53,21 @@ class ClipStore:
         self.skipped = 0
         self.deleted = 0
         # Clips kept from earlier runs count from the start, not from the first new clip.
-        self.bytes_total = sum(size for _, size, _ in _clips_in(self.folder))
+        self._retention = Retention(self.folder)
         self._retry_at: float | None = None  # stream seconds when clips are tried again
         self._failing = False  # the last write failed: log once, and once when it recovers
+
+    @property
+    def bytes_total(self) -> int:
+        return self._retention.bytes
 
     @property
     def paused(self) -> bool:
         return self._retry_at is not None
 
     def reconfigure(self, settings: ClipSettings, folder: Path) -> None:
+        if Path(folder) != self.folder:
+            self._retention = Retention(Path(folder))
         self.settings, self.folder = settings, Path(folder)
 
     def admit(self, stream_seconds: float) -> bool:
@@ -111,9 +117,7 @@ class ClipStore:
         if size > limit:
             raise ClipStopped(f"a {size} byte clip is over max_total_mb ({s.max_total_mb:g} MB)")
         max_age = s.max_age_days * 86400 if s.max_age_days > 0 else None
-        kept = prune(self.folder, limit - size, max_age, now)
-        self.deleted += kept.deleted
-        self.bytes_total = kept.bytes
+        self.deleted += self._retention.prune(limit - size, max_age, now)
         # After pruning, which may remove an emptied day folder, this one included.
         path.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(path.parent).free
@@ -129,7 +133,7 @@ class ClipStore:
         except OSError:
             partial.unlink(missing_ok=True)
             raise
-        self.bytes_total += size
+        self._retention.add(path, size, now)
 
 
 def _reason(exc: BaseException, path: Path) -> str:
@@ -138,42 +142,3 @@ def _reason(exc: BaseException, path: Path) -> str:
         what = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         return f"{what} ({exc.filename or path})"
     return str(exc)
-
-
-@dataclass(frozen=True)
-class Kept:
-    bytes: int  # clips left in the folder, bytes
-    deleted: int  # clips deleted now
-
-
-def prune(folder: Path, max_bytes: float, max_age_seconds: float | None, now: float) -> Kept:
-    """Delete clips (`*.wav` under `folder`) older than `max_age_seconds` before `now` (Unix s,
-    compared with mtimes), then the oldest until the rest total at most `max_bytes`.
-
-    Empty day folders left behind are removed. Files that vanish meanwhile are ignored.
-    """
-    clips = sorted(_clips_in(folder))
-    total = sum(size for _, size, _ in clips)
-    deleted = 0
-    for mtime, size, path in clips:
-        too_old = max_age_seconds is not None and now - mtime > max_age_seconds
-        if not too_old and total <= max_bytes:
-            break
-        path.unlink(missing_ok=True)
-        total -= size
-        deleted += 1
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()  # only succeeds once the day's folder is empty
-    return Kept(total, deleted)
-
-
-def _clips_in(folder: Path) -> list[tuple[float, int, Path]]:
-    """(mtime, size, path) of every clip under `folder`; files that vanish meanwhile skipped."""
-    clips = []
-    for path in folder.glob("*/*.wav") if folder.is_dir() else ():
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        clips.append((st.st_mtime, st.st_size, path))
-    return clips
