@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from edge.app import App
 from edge.audio.ringbuffer import RingBuffer
@@ -29,6 +30,7 @@ from edge.cli import main
 from edge.config import load_config
 from edge.shadow import ShadowTap
 from tests.audio import tone_events, write_wav
+from tests.test_review_page import wait_for
 
 TONE = Path(__file__).resolve().parent.parent / "models" / "tone"
 LONG_1K = [(1.0, 2.0), (7.0, 8.0), (13.0, 14.0)]
@@ -68,7 +70,7 @@ def scene(tmp_path: Path) -> Path:
 
 
 def test_the_shadow_scores_the_same_audio_and_its_disagreements_are_listed(
-    tmp_path: Path, scene: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, scene: Path, capsys: pytest.CaptureFixture[str], browser: WebDriver
 ) -> None:
     path = config(tmp_path, shadow_bundle(tmp_path), f"{{kind: files, paths: [{scene}], speed: 0}}")
     app = App(load_config(path))
@@ -111,7 +113,10 @@ def test_the_shadow_scores_the_same_audio_and_its_disagreements_are_listed(
         "tone-3k: 2 events both, 0 only deployed, 0 only shadow",
     ]
 
-    # The daemon's page shows the same disagreements, from /api/shadow.
+    # The daemon's page shows the same disagreements, from /api/shadow, in its Model tab
+    # (in a real headless Chromium).
+    from selenium.webdriver.common.by import By
+
     from edge.review.daemon import WebServer, daemon_review
 
     loaded = load_config(path)
@@ -120,8 +125,19 @@ def test_the_shadow_scores_the_same_audio_and_its_disagreements_are_listed(
     try:
         with urllib.request.urlopen(server.url + "api/shadow") as answer:
             page = json.loads(answer.read())
+        browser.get(server.url + "#model")
+        wait_for(browser, "!document.getElementById('shadow').hidden", 10)
+        shown = [
+            [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#shadow-counts tbody tr")
+        ]
+        rows = browser.find_elements(By.CSS_SELECTOR, "#shadow-events tbody tr")
+        browser.save_screenshot(str(tmp_path / "shadow.png"))
+        only = [[td.text for td in row.find_elements(By.TAG_NAME, "td")][1:3] for row in rows]
     finally:
         server.close()
+    assert shown == [["tone-1k", "3", "0", "3"], ["tone-3k", "2", "0", "0"]]
+    assert only == [["tone-1k", "shadow"]] * 3
     assert page["counts"] == {
         "tone-1k": {"both": 3, "deployed": 0, "shadow": 3},
         "tone-3k": {"both": 2, "deployed": 0, "shadow": 0},
