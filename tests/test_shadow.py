@@ -131,13 +131,13 @@ def test_the_shadow_scores_the_same_audio_and_its_disagreements_are_listed(
             [td.text for td in row.find_elements(By.TAG_NAME, "td")]
             for row in browser.find_elements(By.CSS_SELECTOR, "#shadow-counts tbody tr")
         ]
-        rows = browser.find_elements(By.CSS_SELECTOR, "#shadow-events tbody tr")
+        listed = browser.find_elements(By.CSS_SELECTOR, "#shadow-events tbody tr")
         browser.save_screenshot(str(tmp_path / "shadow.png"))
-        only = [[td.text for td in row.find_elements(By.TAG_NAME, "td")][1:3] for row in rows]
+        disagree = [[td.text for td in row.find_elements(By.TAG_NAME, "td")][1:3] for row in listed]
     finally:
         server.close()
     assert shown == [["tone-1k", "3", "0", "3"], ["tone-3k", "2", "0", "0"]]
-    assert only == [["tone-1k", "shadow"]] * 3
+    assert disagree == [["tone-1k", "shadow"]] * 3
     assert page["counts"] == {
         "tone-1k": {"both": 3, "deployed": 0, "shadow": 3},
         "tone-3k": {"both": 2, "deployed": 0, "shadow": 0},
