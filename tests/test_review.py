@@ -124,6 +124,29 @@ def test_a_broken_events_line_names_file_and_line(out: Path) -> None:
         ScanFolder(out).events()
 
 
+def test_a_growing_events_file_is_read_by_what_was_appended(out: Path) -> None:
+    """As the daemon appends: a line still being written waits for the next read, an end
+    message replaces its start, and a file written anew (smaller) is read from the start."""
+    path = out / "site1" / "rec_20261122T100000.wav.events.jsonl"
+    lines = path.read_text().splitlines(keepends=True)  # start, end, start, end, ...
+    assert len(lines) == 12
+    source = ScanFolder(out)
+    others = len(source.events()) - 6  # the scan's other file
+    path.write_text(lines[0] + lines[1][:40])  # a start, and an end being written
+    assert [e["type"] for e in source.events() if e["key"] == "site1/rec_20261122T100000.wav"] == [
+        "start"
+    ]
+    with path.open("a") as f:
+        f.write(lines[1][40:] + "".join(lines[2:5]))
+    mine = [e for e in source.events() if e["key"] == "site1/rec_20261122T100000.wav"]
+    assert [e["type"] for e in mine] == ["end", "end", "start"]
+    assert len(source.events()) == others + 3
+    path.write_text(lines[0])  # replaced by a shorter file: read again
+    assert [e["type"] for e in source.events() if e["key"] == "site1/rec_20261122T100000.wav"] == [
+        "start"
+    ]
+
+
 # -- export ------------------------------------------------------------------------------------
 
 
@@ -217,6 +240,20 @@ def test_a_wrong_or_missing_token_is_refused(served: tuple[str, int, str]) -> No
     assert status == 401 and json.loads(body) == {"error": "token missing or wrong"}
     status, body = ask(served, "GET", "/api/events", {"Authorization": "Bearer s3cret"})
     assert status == 200 and len(json.loads(body)) == len(TRUTH)
+
+
+def test_events_come_by_the_newest_n_with_the_count_of_all(served: tuple[str, int, str]) -> None:
+    auth = {"Authorization": "Bearer s3cret"}
+    everything = json.loads(ask(served, "GET", "/api/events", auth)[1])
+    connection = http.client.HTTPConnection(served[0], served[1], timeout=10)
+    connection.request("GET", "/api/events?limit=3", headers=auth)
+    answer = connection.getresponse()
+    assert json.loads(answer.read()) == everything[-3:]
+    assert answer.getheader("X-Total-Count") == str(len(TRUTH)) and len(TRUTH) > 3
+    status, body = ask(served, "GET", "/api/events?limit=-1", auth)
+    assert status == 400 and json.loads(body) == {"error": "limit='-1': not a whole number"}
+    days = json.loads(ask(served, "GET", "/api/days", auth)[1])
+    assert days == ["2026-11-22"]
 
 
 def test_events_by_day_and_a_clip_by_id(served: tuple[str, int, str]) -> None:

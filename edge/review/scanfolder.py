@@ -8,6 +8,10 @@ they change, so a folder still being scanned shows new results on the next reque
 The server only needs the methods of `Source`. `OutputFolder` holds what the scan folder and
 the daemon's live outputs (edge/review/daemonfolder.py) share: reading and pairing events,
 per-second rows and the coverage counts.
+
+Events files only grow (lines appended), so each is read incrementally: a request reads only
+what was appended since the last one, up to its last whole line (a line still being written
+waits for the next request). A file that shrank or was replaced is read again from the start.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import csv
 import json
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +59,16 @@ class Excerpt:
     """Offset of the first sample in the recording."""
 
 
+@dataclass
+class _Read:
+    """How far one events file has been read, and the events in it so far, by id."""
+
+    inode: int
+    offset: int = 0  # bytes read: up to the end of the last whole line
+    lines: int = 0
+    by_id: dict[str, Event] = field(default_factory=dict)
+
+
 class OutputFolder:
     """Events and per-second rows read from files under `root`, re-read when they change.
 
@@ -66,7 +80,7 @@ class OutputFolder:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        self._cache: dict[Path, tuple[int, list[Event]]] = {}
+        self._read: dict[Path, _Read] = {}
         self._counts: dict[Path, tuple[int, dict[str, Counter[str]]]] = {}
 
     def _event_files(self) -> dict[str, Path]:
@@ -88,27 +102,22 @@ class OutputFolder:
         return next((e for e in self.events() if e["id"] == event_id), None)
 
     def _events_of(self, key: str, path: Path) -> list[Event]:
-        mtime = path.stat().st_mtime_ns
-        cached = self._cache.get(path)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        by_id: dict[str, Event] = {}
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                message = json.loads(line)
-                event_id = str(message["id"])
-            except (ValueError, KeyError, TypeError):
-                raise SoundwatchError(f"{path}:{number}: not an event message") from None
-            if not SAFE_ID.match(event_id):
-                raise SoundwatchError(f"{path}:{number}: id {event_id!r} is not a plain id")
-            # The end message carries everything the start did, plus the end and final scores.
-            if message.get("type") == "end" or event_id not in by_id:
-                by_id[event_id] = {**message, "key": key}
-        events = list(by_id.values())
-        self._cache[path] = (mtime, events)
-        return events
+        st = path.stat()
+        read = self._read.get(path)
+        if read is None or read.inode != st.st_ino or st.st_size < read.offset:
+            read = self._read[path] = _Read(st.st_ino)
+        if st.st_size > read.offset:
+            with path.open("rb") as f:
+                f.seek(read.offset)
+                appended = f.read(st.st_size - read.offset)
+            whole = appended[: appended.rfind(b"\n") + 1]
+            lines = whole.decode("utf-8", errors="replace").splitlines()
+            for number, line in enumerate(lines, start=read.lines + 1):
+                if line.strip():
+                    _pair(read.by_id, key, f"{path}:{number}", line)
+            read.offset += len(whole)
+            read.lines += len(lines)
+        return list(read.by_id.values())
 
     def seconds(self, key: str) -> list[dict[str, str]]:
         path = self._second_files().get(key)
@@ -206,3 +215,17 @@ class ScanFolder(OutputFolder):
         channel = event.get("channel")
         mono = block[:, int(channel)] if channel is not None else block.mean(axis=1)
         return Excerpt(np.ascontiguousarray(mono, dtype=np.float32), rate, first / rate)
+
+
+def _pair(by_id: dict[str, Event], key: str, where: str, line: str) -> None:
+    """Add one event message (`where`: file and line) to the events by id."""
+    try:
+        message = json.loads(line)
+        event_id = str(message["id"])
+    except (ValueError, KeyError, TypeError):
+        raise SoundwatchError(f"{where}: not an event message") from None
+    if not SAFE_ID.match(event_id):
+        raise SoundwatchError(f"{where}: id {event_id!r} is not a plain id")
+    # The end message carries everything the start did, plus the end and final scores.
+    if message.get("type") == "end" or event_id not in by_id:
+        by_id[event_id] = {**message, "key": key}

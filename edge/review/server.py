@@ -238,8 +238,14 @@ class Handler(BaseHTTPRequestHandler):
             self._file(ASSETS, path.removeprefix("/assets/"))
         elif path.startswith("/files/") and r.files is not None:
             self._file(r.files, path.removeprefix("/files/"))
-        elif path == "/api/events":
-            self.send_json(r.events(query))
+        elif path == "/api/events":  # `limit=N`: the newest N; X-Total-Count: all that match
+            found = r.events(query)
+            limit = _count(query.get("limit") or "0", "limit")
+            body = json.dumps(found[-limit:] if limit else found).encode()
+            self.send(200, body, "application/json", {"X-Total-Count": str(len(found))})
+        elif path == "/api/days":  # the UTC days with detections, for the day filter
+            days = {str(e.get("start") or "")[:10] for e in r.source.events()}
+            self.send_json(sorted(days - {""}))
         elif path == "/api/seconds":
             self.send_json(r.source.seconds(query.get("file", "")))
         elif path == "/api/coverage":
@@ -364,3 +370,10 @@ def review_folder(folder: Path, token: str | None, reviewer: str) -> Review:
     store = VerdictStore(source.root / "review.sqlite")
     return Review(source, store, source.root / ".review-cache", source.root / "review-export",
                   source.root, reviewer, token)  # fmt: skip
+
+
+def _count(text: str, name: str) -> int:
+    """A query parameter that counts something: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise ValueError(f"{name}={text!r}: not a whole number")
+    return int(text)

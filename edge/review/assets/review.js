@@ -35,15 +35,22 @@ function verdictText(v) {
   return v.verdict === "relabel" ? "relabel → " + v.label : v.verdict;
 }
 
+// The page shows at most the newest PAGE detections that match the filters.
+const PAGE = 1000;
+
 async function loadEvents() {
   const query = new URLSearchParams(new FormData(document.getElementById("filters")));
-  const found = await getJSON("/api/events?" + query);
+  query.set("limit", PAGE);
+  const r = await fetch("/api/events?" + query);
+  if (!r.ok) throw new Error((await r.json()).error || r.statusText);
+  const found = await r.json();
+  const total = Number(r.headers.get("X-Total-Count"));
   const ids = (list) => list.map((e) => e.id + (e.verdict ? e.verdict.at : "")).join();
   if (loaded && ids(found) === ids(events)) return; // nothing new: keep the page as it is
   const current = events[selected] && events[selected].id;
   events = found;
   loaded = true;
-  addDays(events);
+  addDays(await getJSON("/api/days"));
   const body = document.querySelector("#events tbody");
   body.replaceChildren();
   for (const e of events) {
@@ -64,15 +71,15 @@ async function loadEvents() {
   }
   const again = events.findIndex((e) => e.id === current);
   select(again >= 0 ? again : Math.min(selected, events.length - 1));
-  status(events.length + " detections");
+  status(total > events.length
+    ? `the newest ${events.length} of ${total} detections (a day or label filter shows others)`
+    : events.length + " detections");
 }
 
-function addDays(list) {
+function addDays(days) {
   const choice = document.querySelector('#filters select[name="day"]');
   const have = new Set([...choice.options].map((o) => o.value));
-  for (const day of new Set(list.map((e) => (e.start || "").slice(0, 10)).filter(Boolean))) {
-    if (!have.has(day)) choice.add(new Option(day, day));
-  }
+  for (const day of days) if (!have.has(day)) choice.add(new Option(day, day));
 }
 
 function select(index) {
