@@ -90,17 +90,22 @@ function select(index) {
   rows[selected].scrollIntoView({ block: "nearest" });
 }
 
+// The selection moves on at once, so keys typed faster than the server answers each judge
+// the next event; the answer then marks the judged event's row, found by its id.
 async function judge(verdict, label) {
   const e = events[selected];
   if (!e) return;
+  select(selected + 1);
   try {
     const v = await post("/api/verdicts", { event_id: e.id, verdict: verdict, label: label });
     e.verdict = v.verdict ? v : null;
-    const td = document.querySelectorAll("#events tbody tr")[selected].querySelector(".verdict");
-    td.textContent = verdictText(e.verdict);
-    td.className = "verdict " + (e.verdict ? e.verdict.verdict : "");
+    const row = document.querySelector(`#events tbody tr[data-id="${e.id}"]`);
+    const td = row && row.querySelector(".verdict");
+    if (td) {
+      td.textContent = verdictText(e.verdict);
+      td.className = "verdict " + (e.verdict ? e.verdict.verdict : "");
+    }
     status("saved: " + (verdictText(e.verdict) || "undone"));
-    select(selected + 1);
   } catch (err) { status("not saved: " + err.message); }
 }
 
