@@ -122,3 +122,36 @@ def test_the_trainer_marks_background_labels_for_the_bundle() -> None:
     assert resolve(TrainConfig(background=["mel-sine"]), 2500, labels).background == ["mel-sine"]
     with pytest.raises(ConfigError, match="background: noise not among the labels"):
         resolve(TrainConfig(background=["noise"]), 2500, labels)
+
+
+def test_wrong_detections_train_as_background_unless_they_lie_on_a_labelled_sound() -> None:
+    """Fine-tuning an exclusive model: `not_<label>` rows become its background label, but a
+    row within a window of an annotated sound (SongExplorer's notsong rows often lie on the
+    other song type) is left out: it is no background."""
+    from trainer.annotations import Annotation, AnnotationSet
+    from trainer.config import TrainConfig, resolve
+    from trainer.finetune import wrong_as_background
+
+    config = resolve(TrainConfig(), 2500, ["ambient", "mel-pulse", "mel-sine"])
+    rec, other = Path("/r/a.wav"), Path("/r/b.wav")
+    rows = [
+        Annotation(rec, 10.0, 12.0, "mel-sine", "a:1"),
+        Annotation(rec, 20.0, 20.0, "mel-pulse", "a:2"),
+        Annotation(rec, 11.0, 11.0, "not_mel-pulse", "a:3"),  # inside the sine song
+        Annotation(rec, 12.15, 12.15, "not_mel-pulse", "a:4"),  # 0.15 s after it: one window
+        Annotation(rec, 12.25, 12.25, "not_mel-pulse", "a:5"),  # 0.25 s after: clear of it
+        Annotation(rec, 19.9, 19.9, "not_mel-sine", "a:6"),  # on a pulse
+        Annotation(other, 11.0, 11.0, "not_mel-pulse", "b:1"),  # another recording
+        Annotation(rec, 30.0, 31.0, "ambient", "a:7"),
+        Annotation(rec, 30.5, 30.5, "not_mel-sine", "a:8"),  # on background: still background
+    ]
+    said: list[str] = []
+    kept = wrong_as_background(AnnotationSet(rows), config, said.append)
+    assert [(a.origin, a.label) for a in kept.annotations] == [
+        ("a:1", "mel-sine"), ("a:2", "mel-pulse"), ("a:5", "ambient"), ("b:1", "ambient"),
+        ("a:7", "ambient"), ("a:8", "ambient"),
+    ]  # fmt: skip
+    assert said == [
+        "3 wrong detections (not_<label>) train as ambient",
+        "3 not_<label> rows lie within a window of a label's annotated sound: left out",
+    ]

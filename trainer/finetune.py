@@ -81,9 +81,43 @@ def wrong_as_background(
             " needs a background label to learn them as (train it with --dense)"
         )
         return data
-    say(f"{wrong} wrong detections ({prefix}<label>) train as {names[0]}")
-    rows = [replace(a, label=names[0]) if a.label in negatives else a for a in data.annotations]
+    # A `not_<label>` window that would hold another label's annotated sound is no background
+    # (e.g. SongExplorer's notsong rows, written for overlapped training): left out.
+    sounds = _sounds_by_recording(data, config)
+    margin = config.window_seconds / 2
+    on_other = {
+        id(a)
+        for a in data.annotations
+        if a.label in negatives
+        and any(
+            start - margin < a.end_seconds + margin and a.start_seconds - margin < end + margin
+            for start, end in sounds.get(a.recording, ())
+        )
+    }
+    rows = [
+        replace(a, label=names[0]) if a.label in negatives else a
+        for a in data.annotations
+        if id(a) not in on_other
+    ]
+    say(f"{wrong - len(on_other)} wrong detections ({prefix}<label>) train as {names[0]}")
+    if on_other:
+        say(
+            f"{len(on_other)} {prefix}<label> rows lie within a window of a label's"
+            " annotated sound: left out"
+        )
     return AnnotationSet(rows, data.problems)
+
+
+def _sounds_by_recording(
+    data: AnnotationSet, config: TrainConfig
+) -> dict[Path, list[tuple[float, float]]]:
+    """(start, end) of the annotations of the model's labels, background aside, by recording."""
+    quiet = set(config.background or BACKGROUND_NAMES)
+    sounds: dict[Path, list[tuple[float, float]]] = {}
+    for a in data.annotations:
+        if a.label in config.labels and a.label not in quiet:
+            sounds.setdefault(a.recording, []).append((a.start_seconds, a.end_seconds))
+    return sounds
 
 
 def start_from(init: Init, model: SoundCNN, labels: list[str]) -> None:
