@@ -82,6 +82,40 @@ def write_backbone(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
+MELS = 16
+
+
+def write_logmel_backbone(folder: Path) -> Path:
+    """A tiny ONNX backbone fed this project's log-mel (the edge computes the features): each
+    band's mean over the window's frames is the embedding."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes = [
+        helper.make_node("ReduceMean", ["logmel"], ["embedding"], axes=[1], keepdims=0),
+        helper.make_node("ReduceMax", ["embedding"], ["scores"], axes=[1], keepdims=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-logmel-backbone",
+        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["n", "frames", MELS])],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 1]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", MELS]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / "mel.onnx")
+    (folder / "backbone.yaml").write_text(
+        "backbone:\n  name: tiny-mel\n  licence: CC0-1.0\n  source: https://example.org/mel\n"
+        f"  path: mel.onnx\n  embedding: embedding\n  size: {MELS}\n"
+        f"sample_rate: {RATE_HZ}\nwindow_samples: {WINDOW}\nfrontend:\n  kind: logmel\n"
+        f"  n_fft: 256\n  win_length: 256\n  hop_length: 128\n  window: hann\n  n_mels: {MELS}\n"
+        "  fmin: 50.0\n  fmax: null\n  power: 2.0\n  log_offset: 1.0e-06\n  mel_scale: htk\n"
+        "  norm: null\n"
+    )
+    return folder
+
+
 def _scene(seed: int) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Low and high tones (0.6-1.0 s) in noise, with gaps of 0.5-0.9 s, and their annotations."""
     rng = np.random.default_rng(seed)
@@ -124,15 +158,16 @@ def _fit_args(made: Path, out: Path, cache: Path) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def bundle(made: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """fit --backbone then export, as a user types them."""
-    folder = tmp_path_factory.mktemp("fitted")
+def fit_and_export(made: Path, backbone: Path, folder: Path) -> Path:
+    """fit --backbone then export, as a user types them: the bundle."""
     stderr = io.StringIO()
+    args = _fit_args(made, folder / "run", folder / "cache")
+    args[args.index("--backbone") + 1] = str(backbone)
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-        code = cli.main(_fit_args(made, folder / "run", folder / "cache"))
+        code = cli.main(args)
     assert code == 0, stderr.getvalue()
-    assert "backbone tiny: embedded 3 recording(s), 0 from the cache" in stderr.getvalue()
+    name = load_backbone(backbone).block.name
+    assert f"backbone {name}: embedded 3 recording(s), 0 from the cache" in stderr.getvalue()
     exported = subprocess.run(
         [sys.executable, "-m", "trainer.cli", "export", str(folder / "run"), "--bundle",
          str(folder / "bundle"), "--min-positives", "1000"],
@@ -140,6 +175,11 @@ def bundle(made: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     return folder / "bundle"
+
+
+@pytest.fixture(scope="module")
+def bundle(made: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fit_and_export(made, made / "backbone", tmp_path_factory.mktemp("fitted"))
 
 
 def test_fit_export_scan_with_a_backbone(bundle: Path, tmp_path: Path) -> None:
@@ -160,6 +200,23 @@ def test_fit_export_scan_with_a_backbone(bundle: Path, tmp_path: Path) -> None:
     assert "onnx: model.int8.onnx" in checked.stdout  # the head, behind the backbone
     assert "background: background, scored every second, no events" in checked.stdout
 
+    assert_scan_finds_the_tones(bundle, tmp_path)
+
+
+def test_a_log_mel_backbone_gets_the_edge_s_features(made: Path, tmp_path: Path) -> None:
+    """A backbone that takes this project's log-mel: the trainer embeds through the edge's own
+    frontend, the bundle carries the backbone's frontend block, and the edge's scan computes
+    the same features before the backbone and finds the tones in a new recording."""
+    backbone = write_logmel_backbone(tmp_path / "mel")
+    bundle = fit_and_export(made, backbone, tmp_path)
+    loaded = load_bundle(bundle)
+    assert loaded.logmel is not None and loaded.logmel.n_mels == MELS
+    assert loaded.feature_shape == (1 + (WINDOW - 256) // 128, MELS)
+    assert_scan_finds_the_tones(bundle, tmp_path)
+
+
+def assert_scan_finds_the_tones(bundle: Path, tmp_path: Path) -> None:
+    """The edge's own scan of a new scene finds each tone: recall >= 0.9, precision >= 0.8."""
     samples, rows = _scene(seed=99)
     write_wav(tmp_path / "fresh.wav", samples, RATE_HZ)
     scanned = subprocess.run(
