@@ -5,17 +5,29 @@ Both write events in the daemon's layout (`<day>/events.jsonl`): the deployed mo
 An event of one is matched when the other has an event of the same label overlapping it in
 time; the rest are the disagreements, listed in time order with their scores. The shadow hears
 lane 0 only, so with a detector per channel only the deployed model's channel 0 is compared.
+Only the time both listened counts: an event is compared when the other model analysed some
+second of it (its per-second rows say so), so the deployed model's events from before the
+shadow was added, or while it lagged, are no disagreements.
 """
 
 from __future__ import annotations
 
+import bisect
+import csv
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from edge.errors import SoundwatchError
+
+HOUR_FILE = re.compile(r"^\d{8}T\d{2}(_ch0)?(-\d+)?\.csv$")  # lane 0's per-second rows
+SECOND = timedelta(seconds=1)
+
+Spans = list[tuple[datetime, datetime]]
+"""Sorted, disjoint [from, to) stretches of time."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,35 @@ def read_events(root: Path) -> list[Found]:
     return out
 
 
+def analysed_spans(root: Path) -> Spans:
+    """The stretches of time lane 0 was analysed, from the per-second CSVs under `root`."""
+    seconds = []
+    for path in sorted(root.glob("*/*.csv")):
+        if not HOUR_FILE.match(path.name):
+            continue
+        with path.open(newline="", encoding="utf-8") as f:
+            for number, row in enumerate(csv.reader(f), start=1):
+                if number == 1 or len(row) < 2 or row[1] != "analysed":
+                    continue
+                try:
+                    seconds.append(_time(row[0]))
+                except ValueError:
+                    raise SoundwatchError(f"{path}:{number}: not a per-second row") from None
+    spans: Spans = []
+    for t in sorted(seconds):
+        if spans and t <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], t + SECOND))
+        else:
+            spans.append((t, t + SECOND))
+    return spans
+
+
+def _heard(e: Found, spans: Spans) -> bool:
+    """Does `e` overlap one of `spans`?"""
+    i = bisect.bisect_left(spans, (e.end,))  # spans starting at or after the end: too late
+    return i > 0 and spans[i - 1][1] > e.start
+
+
 def _time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
@@ -57,14 +98,20 @@ def _stamp(when: datetime) -> str:
 
 
 def disagreements(
-    deployed: list[Found], shadow: list[Found]
+    deployed: list[Found],
+    shadow: list[Found],
+    heard: tuple[Spans, Spans] | None = None,
 ) -> tuple[list[Disagreement], dict[str, Counter[str]]]:
     """The events only one model made, in time order; and per label, how many events were
-    `both`, `deployed` only and `shadow` only."""
+    `both`, `deployed` only and `shadow` only. `heard`: when the deployed model and the shadow
+    analysed; an event the other did not hear at all is left out (None: all count)."""
     counts: dict[str, Counter[str]] = {}
     out = []
-    for mine, theirs, name in ((deployed, shadow, "deployed"), (shadow, deployed, "shadow")):
+    pairs = ((deployed, shadow, "deployed", 1), (shadow, deployed, "shadow", 0))
+    for mine, theirs, name, other in pairs:
         for e in mine:
+            if heard is not None and not _heard(e, heard[other]):
+                continue
             matched = any(
                 o.label == e.label and o.start < e.end and o.end > e.start for o in theirs
             )
@@ -84,7 +131,8 @@ def compare(
     for root in (deployed_root, shadow_root):
         if not root.is_dir():
             raise SoundwatchError(f"{root}: no such folder (has the daemon run with a shadow?)")
-    return disagreements(read_events(deployed_root), read_events(shadow_root))
+    heard = (analysed_spans(deployed_root), analysed_spans(shadow_root))
+    return disagreements(read_events(deployed_root), read_events(shadow_root), heard)
 
 
 def as_json(deployed_root: Path, shadow_root: Path) -> dict[str, object]:

@@ -248,3 +248,32 @@ def test_promote_refuses_a_bundle_the_config_does_not_fit(
     assert path.read_text() == text and not (tmp_path / "config.yaml.models").exists()
     assert main(["rollback", "-c", str(path)]) == 2
     assert "no promotion recorded: nothing to roll back to" in capsys.readouterr().err
+
+
+def test_only_the_time_both_models_listened_is_compared() -> None:
+    """Events the deployed model made before the shadow was added (or while the shadow was
+    not analysing) are no disagreements; an event partly heard by the other model counts."""
+    from datetime import datetime, timedelta, timezone
+
+    from edge.disagree import Found, disagreements
+
+    t0 = datetime(2026, 12, 5, 10, tzinfo=timezone.utc)
+
+    def at(a: float, b: float, label: str = "x") -> Found:
+        return Found(t0 + timedelta(seconds=a), t0 + timedelta(seconds=b), label, 0.9)
+
+    deployed = [at(2, 3), at(12, 13), at(19.5, 20.5), at(25, 26)]
+    shadow = [at(12.2, 12.8), at(31, 32)]
+    heard = (
+        [(t0, t0 + timedelta(seconds=40))],  # the deployed model: all along
+        [(t0 + timedelta(seconds=10), t0 + timedelta(seconds=20)),  # the shadow, twice
+         (t0 + timedelta(seconds=30), t0 + timedelta(seconds=35))],
+    )  # fmt: skip
+    found, counts = disagreements(deployed, shadow, heard)
+    assert [(d.found.start - t0, d.only) for d in found] == [
+        (timedelta(seconds=19.5), "deployed"),  # half of it heard by the shadow
+        (timedelta(seconds=31), "shadow"),
+    ]
+    assert dict(counts["x"]) == {"both": 1, "deployed": 1, "shadow": 1}
+    everything, _ = disagreements(deployed, shadow)  # no spans: every event counts
+    assert len(everything) == 4
