@@ -10,6 +10,7 @@ whose int8 version really does lose its decisions, and a failed export leaves no
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -520,6 +521,8 @@ def test_the_export_command_exports_a_run(
     assert "onnx-int8" in printed and f"wrote {out}" in printed
     m = load_bundle(out).manifest
     assert m.name == "tones" and list(m.files) == ["onnx-int8"]
+    # No --version: the export's UTC minute, so two candidates of one day differ.
+    assert re.fullmatch(r"20\d\d\.[01]\d\.[0-3]\d\.[0-2]\d[0-5]\d", m.version), m.version
     assert m.events.median_windows == 3 and m.threshold_rule == {"precision_recall_ratio": 1.0}
     assert m.background == ["tone-3k"]  # the run's background labels reach the bundle
     card = (out / "README.md").read_text()

@@ -199,7 +199,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         run,
         bundle,
         name=args.name or bundle.name,
-        version=args.version or datetime.now(timezone.utc).strftime("%Y.%m.%d"),
+        version=args.version or default_version(),
         command=args.command_line,
         formats=tuple(args.formats.split(",")) if args.formats else DEFAULT_FORMATS,
         max_f1_drop=args.max_f1_drop,
@@ -213,6 +213,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_version() -> str:
+    """A bundle's version when none is given: the UTC minute of the export, so two candidates
+    exported on one day still differ in every event message and metric."""
+    return datetime.now(timezone.utc).strftime("%Y.%m.%d.%H%M")
+
+
 def _export_transfer(args: argparse.Namespace, bundle: Path) -> int:
     from trainer.export import MIN_GATE_POSITIVES
     from trainer.transfer import load_transfer_run
@@ -223,7 +229,7 @@ def _export_transfer(args: argparse.Namespace, bundle: Path) -> int:
         load_transfer_run(Path(args.run_dir)),
         bundle,
         name=args.name or bundle.name,
-        version=args.version or datetime.now(timezone.utc).strftime("%Y.%m.%d"),
+        version=args.version or default_version(),
         command=args.command_line,
         formats=tuple(formats),
         max_f1_drop=args.max_f1_drop,
@@ -341,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="run folder written by fit")
     export.add_argument("--bundle", required=True, help="bundle folder to write, e.g. models/x")
     export.add_argument("--name", help="bundle name (default: the folder name)")
-    export.add_argument("--version", help="bundle version (default: today, YYYY.MM.DD UTC)")
+    export.add_argument("--version", help="bundle version (default: now, YYYY.MM.DD.HHMM UTC)")
     export.add_argument(
         "--formats",
         help="comma-separated model files to write (default: onnx-int8,tflite-int8,onnx-fp32;"
