@@ -191,12 +191,30 @@ def test_init_keeps_the_weights_and_labels_and_adds_a_new_label(tmp_path: Path) 
 
 
 def test_init_from_a_bundle_without_float_weights_says_what_to_do(tmp_path: Path) -> None:
+    old = tmp_path / "old"  # a bundle exported before bundles kept their float weights
+    shutil.copytree("models/flysong", old, ignore=shutil.ignore_patterns("*.pt", "train.yaml"))
     code, _, err = _run(
-        ["fit", "--init", "models/flysong", "--data", str(tmp_path), "--out", str(tmp_path / "r")]
+        ["fit", "--init", str(old), "--data", str(tmp_path), "--out", str(tmp_path / "r")]
     )
     assert code == 2
     assert err.strip().splitlines() == [
-        "soundwatch-train: --init models/flysong: no checkpoint.pt or train.yaml: not a bundle"
+        f"soundwatch-train: --init {old}: no checkpoint.pt or train.yaml: not a bundle"
         " exported by this version (export copies the run's float weights into the bundle) nor"
         " a run folder; re-export the bundle from its run, or pass the run folder"
     ]
+
+
+def test_the_bundled_fly_song_model_can_be_fine_tuned() -> None:
+    """models/flysong carries its float weights: `fit --init flysong` starts from the very
+    model the int8 files were made from (same scores on the same input as its fp32 ONNX)."""
+    import onnxruntime as ort
+
+    init = load_init(Path("models/flysong"))
+    assert init.labels == ["ambient", "mel-pulse", "mel-sine"]
+    x = np.random.default_rng(0).standard_normal((4, *init.model.input_shape)).astype(np.float32)
+    init.model.eval()
+    with torch.no_grad():
+        ours = init.model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession("models/flysong/model.fp32.onnx")
+    theirs = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert np.abs(ours - theirs).max() < 1e-4

@@ -126,7 +126,7 @@ def test_installed_wheel_finds_bundled_models_from_any_folder(wheel: Path, tmp_p
         return done.stdout
 
     checked = soundwatch("check", "--model", "flysong")
-    assert f"model flysong 2026.11.22 ({bundled / 'flysong'})" in checked
+    assert f"model flysong 2026.12.05.2008 ({bundled / 'flysong'})" in checked
     (work / "config.yaml").write_text("model: {path: tone}\n")
     assert f"({bundled / 'tone'})" in soundwatch("check", "-c", "config.yaml")
 
