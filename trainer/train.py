@@ -45,6 +45,7 @@ from trainer.dataset import (
     Windows,
     label_examples,
     load_background,
+    recording_features,
 )
 from trainer.finetune import Init, labels_from, start_from, wrong_as_background
 from trainer.model import SoundCNN, count_parameters, loss_for, save_checkpoint
@@ -141,11 +142,15 @@ def fit(
             " positives only, so it will say yes to everything"
         )
 
-    # Audio once, in memory, at the model rate.
+    # Audio once, in memory, at the model rate; its features once, for every epoch and fold.
     recordings = sorted({e.annotation.recording for e in examples.items})
     audio = Audio(recordings, config.sample_rate_hz or 0, config.window_samples)
+    features = recording_features(audio, config.frontend)
     augmenter = Augmenter(
-        config.augment, load_background(config.augment.background, config.sample_rate_hz or 0)
+        config.augment,
+        load_background(config.augment.background, config.sample_rate_hz or 0),
+        config.frontend,
+        config.window_samples,
     )
     v = config.validation
     folds = splits(examples, v.split, v.share, v.folds, t.seed, v.block_seconds)
@@ -153,9 +158,9 @@ def fit(
     results = []
     for fold, (train_idx, val_idx) in enumerate(folds):
         _check_split(examples, train_idx, val_idx, config.labels, fold, len(folds), say)
-        train_windows = Windows([examples.items[i] for i in train_idx], audio, config, augmenter)
+        train_windows = Windows([examples.items[i] for i in train_idx], features, config, augmenter)
         val_x, val_y = Windows(
-            [examples.items[i] for i in val_idx], audio, config, augmenter
+            [examples.items[i] for i in val_idx], features, config, augmenter
         ).fixed()
         results.append(
             _train_fold(
