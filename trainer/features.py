@@ -61,6 +61,8 @@ class FeatureStore:
             self.computed += 1
             per_hop = np.square(padded[: len(padded) // hop * hop], dtype=np.float64)
             cumulative = np.concatenate([[0.0], np.cumsum(per_hop.reshape(-1, hop).sum(axis=1))])
+            # Flat past the end (silence): a window of the last rows may reach a hop beyond.
+            cumulative = np.pad(cumulative, (0, self.hops_per_window), mode="edge")
             self.row_base[i], self.row_count[i], self.energy_base[i] = row, len(features), hops
             rows.append(features)
             energy.append(cumulative)
