@@ -351,7 +351,9 @@ def _train_fold(
     model = SoundCNN(config.model, (frames, mels), len(config.labels), config.task)
     if init is not None:
         start_from(init, model, config.labels)
-    model = model.to(device)
+    # Channels-last activations: the CPU (oneDNN) and GPU convolutions run faster on them;
+    # the model goes back to the default layout before it is returned.
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
     )
@@ -423,7 +425,7 @@ def _train_fold(
             say(f"{name}stopping early: no better validation macro F1 for {t.patience} epochs")
             break
     model.load_state_dict(best_state)
-    model = model.float().cpu().eval()
+    model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
     return FoldResult(model, best_macro, best_epoch, history, windows, val_x, val_y, scores)
 
 
