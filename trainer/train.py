@@ -352,8 +352,9 @@ def _train_fold(
     if init is not None:
         start_from(init, model, config.labels)
     # Channels-last activations: the CPU (oneDNN) and GPU convolutions run faster on them;
-    # the model goes back to the default layout before it is returned.
-    model = model.to(device, memory_format=torch.channels_last)
+    # the model goes back to the default layout before it is returned. (torch's stubs do not
+    # list Module.to's memory_format.)
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
     )
