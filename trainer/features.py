@@ -51,14 +51,12 @@ class FeatureStore:
         self.row_count = np.zeros(len(signals), dtype=np.int64)
         self.energy_base = np.zeros(len(signals), dtype=np.int64)
         self.lengths = np.array([len(s) for s in signals], dtype=np.int64)
-        self.computed = 0  # frontend passes: one per signal, however many epochs or folds
         row, hops = 0, 0
         for i, signal in enumerate(signals):
             pad = np.zeros(pad_samples, dtype=np.float32)
             tail = np.zeros(pad_samples + 2 * hop, dtype=np.float32)
             padded = np.concatenate([pad, signal.astype(np.float32, copy=False), tail])
             features = logmel(padded, spec)
-            self.computed += 1
             per_hop = np.square(padded[: len(padded) // hop * hop], dtype=np.float64)
             cumulative = np.concatenate([[0.0], np.cumsum(per_hop.reshape(-1, hop).sum(axis=1))])
             # Flat past the end (silence): a window of the last rows may reach a hop beyond.
