@@ -20,6 +20,7 @@ from trainer.dataset import (
     DataError,
     Windows,
     label_examples,
+    recording_features,
     window_features,
 )
 from trainer.splits import splits
@@ -45,7 +46,12 @@ def _ann(recording: Path, start: float, end: float, label: str) -> Annotation:
 def _windows(recording: Path, annotations: list[Annotation], config: TrainConfig) -> Windows:
     examples = label_examples(annotations, config.labels, config.mode, config.negative_prefix)
     audio = Audio([recording], RATE_HZ, config.window_samples)
-    return Windows(examples.items, audio, config, Augmenter(config.augment, []))
+    features = recording_features(audio, config.frontend)
+    return Windows(examples.items, features, config, _augmenter(config))
+
+
+def _augmenter(config: TrainConfig, background: list[np.ndarray] | None = None) -> Augmenter:
+    return Augmenter(config.augment, background or [], config.frontend, config.window_samples)
 
 
 def test_batch_features_equal_logmel_of_each_window_alone() -> None:
@@ -57,6 +63,38 @@ def test_batch_features_equal_logmel_of_each_window_alone() -> None:
     assert batch.shape == (5, 1 + (config.window_samples - spec.n_fft) // spec.hop_length, 32)
     for i in range(5):
         np.testing.assert_allclose(batch[i], logmel(waves[i], spec), rtol=0, atol=1e-5)
+
+
+def test_batches_equal_logmel_of_each_window_cut_from_the_audio(recording: Path) -> None:
+    """The features computed once per recording give, for every window drawn, the rows the
+    per-window path (cut the waveform, run the frontend on it) gives; ends included."""
+    config = _config(**{"augment.gain_db": 0.0, "augment.noise_probability": 0.0})
+    annotations = [
+        _ann(recording, 0.0, 0.3, "a"),  # windows reaching into the padding before the start
+        _ann(recording, 10.0, 11.0, "b"),
+        _ann(recording, 19.8, 20.0, "b"),  # and after the end
+    ]
+    windows = _windows(recording, annotations, config)
+    chosen, centres = windows.draw(300, np.random.default_rng(4))
+    rows = windows.rows(chosen, centres)
+    store = windows.features
+    starts = store.sample_starts(windows.signal[chosen], rows)
+    # Within half a hop of where the centre asked the window to start: the frame grid.
+    asked = np.round(centres * RATE_HZ).astype(np.int64) - config.window_samples // 2
+    hop = config.frontend.hop_length
+    assert np.abs(starts - asked).max() <= hop // 2
+    audio = Audio([recording], RATE_HZ, config.window_samples)
+    at = audio.offsets[recording] + starts
+    waves = audio.samples[at[:, None] + np.arange(config.window_samples)]
+    np.testing.assert_allclose(
+        store.windows(rows), window_features(waves, config.frontend), rtol=0, atol=1e-5
+    )
+    # The window's RMS comes from per-hop energies: within a hop's worth of the exact one.
+    exact = np.sqrt(np.mean(np.square(waves, dtype=np.float64), axis=1))
+    np.testing.assert_allclose(store.rms(windows.signal[chosen], rows), exact, rtol=0.02)
+    x, y = windows.batch(300, np.random.default_rng(4))
+    np.testing.assert_array_equal(x, store.windows(rows))
+    np.testing.assert_array_equal(y, windows.targets[chosen])
 
 
 def test_range_windows_are_centred_inside_the_range(recording: Path) -> None:
@@ -143,19 +181,41 @@ def test_label_without_annotations_is_a_clear_error(recording: Path) -> None:
 
 
 def _augment(
-    config: TrainConfig, x: np.ndarray, seed: int, background: list[np.ndarray] | None = None
-) -> np.ndarray:
+    config: TrainConfig, waves: np.ndarray, seed: int, background: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of `waves` before and after `Augmenter.spectra`."""
+    x = window_features(waves, config.frontend)
     out = x.copy()
-    Augmenter(config.augment, background or []).waveform(out, np.random.default_rng(seed))
-    return out
+    rms_each = np.sqrt(np.mean(np.square(waves, dtype=np.float64), axis=1))
+    _augmenter(config, background).spectra(out, rms_each, np.random.default_rng(seed))
+    return x, out
 
 
-def test_gain_scales_each_window_within_the_range() -> None:
+def _energy(features: np.ndarray) -> np.ndarray:
+    """Mel energy of each window (what gain, noise and background change), float64."""
+    return (np.exp(features.astype(np.float64)) - 1e-6).sum(axis=(1, 2))
+
+
+def _tone_windows(n: int, config: TrainConfig) -> np.ndarray:
+    return np.tile(tone(500.0, config.window_seconds, RATE_HZ, 0.3), (n, 1))
+
+
+def test_gain_on_features_equals_the_features_of_the_scaled_waveform() -> None:
     config = _config(**{"augment.gain_db": 6.0, "augment.noise_probability": 0.0})
-    x = np.tile(tone(500.0, 0.2, RATE_HZ, 0.3), (200, 1))
-    gains_db = 20 * np.log10(np.array([rms(w) for w in _augment(config, x, 0)]) / rms(x[0]))
-    assert gains_db.min() >= -6.0 - 1e-4 and gains_db.max() <= 6.0 + 1e-4
+    waves = _tone_windows(200, config)
+    x, out = _augment(config, waves, 0)
+    gains_db = 10 * np.log10(_energy(out) / _energy(x))  # power spectrum: 10 log10 of g**2
+    assert gains_db.min() >= -6.0 - 1e-3 and gains_db.max() <= 6.0 + 1e-3
     assert gains_db.min() < -5.0 and gains_db.max() > 5.0  # uniform over the range
+    scaled = waves * (10 ** (gains_db / 20)).astype(np.float32)[:, None]
+    np.testing.assert_allclose(out, window_features(scaled, config.frontend), rtol=0, atol=2e-3)
+
+
+def _unit_energy(config: TrainConfig, rms_wanted: float, seed: int) -> float:
+    """Mean mel energy of a window of white noise with this RMS (what a level is measured by)."""
+    waves = noise(config.window_seconds * 50, RATE_HZ, rms_wanted, seed=seed)
+    windows = waves[: 50 * config.window_samples].reshape(50, config.window_samples)
+    return float(_energy(window_features(windows, config.frontend)).mean())
 
 
 def test_noise_is_added_at_the_drawn_snr_to_the_chosen_share() -> None:
@@ -166,13 +226,14 @@ def test_noise_is_added_at_the_drawn_snr_to_the_chosen_share() -> None:
             "augment.noise_snr_db": [10.0, 20.0],
         }
     )
-    x = np.tile(tone(500.0, 0.5, RATE_HZ, 0.3), (400, 1))
-    out = _augment(config, x, 1)
-    added = out - x
-    changed = np.array([rms(a) > 0 for a in added])
+    waves = _tone_windows(400, config)
+    x, out = _augment(config, waves, 1)
+    added = _energy(out) - _energy(x)
+    changed = added > 0
     assert 0.4 < changed.mean() < 0.6
-    snr_db = 20 * np.log10(rms(x[0]) / np.array([rms(a) for a in added[changed]]))
-    assert snr_db.min() > 9.8 and snr_db.max() < 20.2
+    snr_db = 10 * np.log10(_unit_energy(config, rms(waves[0]), 5) / added[changed])
+    assert snr_db.min() > 9.7 and snr_db.max() < 20.3
+    assert snr_db.min() < 11.0 and snr_db.max() > 19.0
     np.testing.assert_array_equal(out[~changed], x[~changed])
 
 
@@ -185,11 +246,12 @@ def test_background_is_mixed_at_the_drawn_level() -> None:
             "augment.background_snr_db": [6.0, 6.0],
         }
     )
-    x = np.tile(tone(500.0, 0.2, RATE_HZ, 0.3), (20, 1))
+    waves = _tone_windows(20, config)
     background = [noise(3.0, RATE_HZ, 0.05, seed=9)]
-    added = _augment(config, x, 2, background) - x
-    for a in added:
-        assert 20 * np.log10(rms(x[0]) / rms(a)) == pytest.approx(6.0, abs=0.01)
+    x, out = _augment(config, waves, 2, background)
+    added = _energy(out) - _energy(x)
+    level_db = 10 * np.log10(_unit_energy(config, rms(waves[0]), 6) / added)
+    np.testing.assert_allclose(level_db, 6.0, atol=0.3)
 
 
 def test_specaugment_masks_set_bands_and_frames_to_the_window_mean() -> None:
@@ -203,7 +265,7 @@ def test_specaugment_masks_set_bands_and_frames_to_the_window_mean() -> None:
     )
     f = np.random.default_rng(0).standard_normal((50, 40, 32)).astype(np.float32)
     out = f.copy()
-    Augmenter(config.augment, []).features(out, np.random.default_rng(1))
+    _augmenter(config).features(out, np.random.default_rng(1))
     changed = out != f
     assert changed.any()
     for i in range(50):
@@ -218,8 +280,9 @@ def test_specaugment_masks_set_bands_and_frames_to_the_window_mean() -> None:
 
 def test_no_augmentation_when_everything_is_off(recording: Path) -> None:
     config = _config(**{"augment.gain_db": 0.0, "augment.noise_probability": 0.0})
-    x = np.random.default_rng(0).standard_normal((8, 100)).astype(np.float32)
-    np.testing.assert_array_equal(_augment(config, x, 0), x)
+    waves = np.random.default_rng(0).standard_normal((8, config.window_samples))
+    x, out = _augment(config, waves.astype(np.float32), 0)
+    np.testing.assert_array_equal(out, x)
 
 
 # --- splits ------------------------------------------------------------------------------------

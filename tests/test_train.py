@@ -22,6 +22,7 @@ import torch
 
 from edge.errors import ConfigError
 from edge.model.bundle import load_bundle
+from edge.model.frontend import logmel
 from edge.model.rules import EventTiming
 from tests.audio import tone_events, write_wav
 from trainer import cli
@@ -337,10 +338,25 @@ def test_holdout_by_recordings_validates_on_unseen_recordings(data: AnnotationSe
 
 
 def test_kfold_trains_k_models_and_reports_their_spread(
-    data: AnnotationSet, tmp_path: Path
+    data: AnnotationSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import trainer.features
+
+    passes: list[int] = []  # samples of each frontend pass (the real frontend still runs)
+
+    def counted(signal: np.ndarray, spec: Any) -> np.ndarray:
+        passes.append(len(signal))
+        return logmel(signal, spec)
+
+    monkeypatch.setattr(trainer.features, "logmel", counted)
     config = _config(**{"validation.folds": 3, "labels": ["low", "high"], "training.epochs": 2})
     trained = fit(config, data, tmp_path / "run", log=_quiet, progress=False)
+    # Features once per recording (and once for the noise augmentation's white noise), not per
+    # epoch, fold or window: 3 folds x 2 epochs x 256 windows drew from these passes.
+    padding = 2 * trained.config.window_samples + 2 * trained.config.frontend.hop_length
+    recordings = [n for n in passes if n - padding == round(SECONDS * RATE_HZ)]
+    assert len(recordings) == len(data.recordings()) == 2
+    assert len(passes) == len(recordings) + 1
     cv = trained.metrics["cross_validation"]
     assert cv["folds"] == 3 and len(cv["per_fold"]) == 3
     f1s = [f["macro_f1"] for f in cv["per_fold"]]

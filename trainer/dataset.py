@@ -11,9 +11,11 @@ random point inside it; a point annotation gives one centred on it, moved by up 
 range, or over the jitter around each point.
 
 Recordings are read once, mixed to mono, resampled to the model rate (`edge.audio.resample`) and
-kept in memory in one float32 array (4 bytes per sample: an hour at 16 kHz is 230 MB). A batch of
-windows is cut out with one gather, augmented in numpy, and turned into log-mel with the edge's
-own `edge.model.frontend.logmel` (no train/serve skew), vectorised over the batch.
+kept in memory in one float32 array (4 bytes per sample: an hour at 16 kHz is 230 MB). Their
+log-mel, with the edge's own `edge.model.frontend.logmel` (no train/serve skew), is computed
+once per recording for the whole run, every epoch and fold (`trainer.features`: about as much
+memory again at the default 32 bands per 32-sample hop); a batch of windows is one gather of
+its rows, augmented on the batch at once in the feature domain (`Augmenter`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from edge.errors import SoundwatchError
 from edge.model.frontend import LogMelSpec, logmel, n_frames
 from trainer.annotations import Annotation
 from trainer.config import AugmentConfig, TrainConfig
+from trainer.features import FeatureStore
 
 _READ_BLOCK_FRAMES = 1 << 16
 
@@ -177,41 +180,63 @@ def window_features(windows: np.ndarray, spec: LogMelSpec) -> np.ndarray:
 
 # --- augmentation ---------------------------------------------------------------------------------
 
-
-def _rms(x: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=1) + 1e-20)
+NOISE_BANK_SECONDS = 10.0
+"""Unit white noise whose log-mel rows the noise augmentation draws from, s (any window of it)."""
 
 
 class Augmenter:
-    """Random gain, white noise, background mixing (waveform), SpecAugment masks (features)."""
+    """Random gain, white noise and background mixing, and SpecAugment masks, on log-mel windows.
 
-    def __init__(self, config: AugmentConfig, background: list[np.ndarray]) -> None:
-        self.config = config
-        self.background = [b for b in background if len(b)]
+    Gain, noise and background act on a batch's mel energies (`exp(features) - log_offset`):
+    a gain g scales them by g**power, exactly what it does to the waveform's spectrum. Noise
+    and background add their own mel energies (rows of unit white noise, or of a background
+    recording, computed once), at the level drawn against the window's RMS: power-domain
+    mixing, which leaves out the cross term of window and noise (zero on average). The order is
+    the waveform path's: background, then noise against the mix, then gain.
+    """
 
-    def waveform(self, x: np.ndarray, rng: np.random.Generator) -> None:
-        """Augment (n, samples) windows in place."""
-        c, n = self.config, x.shape[0]
-        if self.background and c.background_probability > 0:
+    def __init__(
+        self,
+        config: AugmentConfig,
+        background: list[np.ndarray],
+        spec: LogMelSpec,
+        window_samples: int,
+    ) -> None:
+        self.config, self.spec = config, spec
+        rate = spec.sample_rate_hz
+        unit = np.random.default_rng(0).standard_normal(
+            round(NOISE_BANK_SECONDS * rate) + window_samples
+        )
+        self.noise = FeatureStore([unit.astype(np.float32)], spec, window_samples, 0)
+        # A background shorter than a window is repeated end to end until it is one.
+        tiled = [np.tile(b, -(-window_samples // len(b))) for b in background if len(b)]
+        self.background = FeatureStore(tiled, spec, window_samples, 0) if tiled else None
+
+    def spectra(self, f: np.ndarray, rms: np.ndarray, rng: np.random.Generator) -> None:
+        """Gain, noise and background on (n, frames, mels) features in place; `rms` per window."""
+        c, n = self.config, f.shape[0]
+        mixes: list[tuple[FeatureStore, np.ndarray, np.ndarray, np.ndarray]] = []
+        mean_square = np.square(rms)  # of the mix so far, per window
+        if self.background is not None and c.background_probability > 0:
             chosen = np.flatnonzero(rng.random(n) < c.background_probability)
-            for i in chosen:
-                source = self.background[int(rng.integers(len(self.background)))]
-                segment = _segment(source, x.shape[1], rng)
-                low, high = c.background_snr_db
-                level_db = rng.uniform(low, high)
-                scale = _rms(x[i : i + 1])[0] / _rms(segment[None])[0] / 10 ** (level_db / 20)
-                x[i] += (scale * segment).astype(np.float32)
+            rows, scale, added = _draw(self.background, rms[chosen], c.background_snr_db, rng)
+            mixes.append((self.background, chosen, rows, scale))
+            mean_square[chosen] += np.square(added)  # uncorrelated: mean squares add
         if c.noise_probability > 0:
             chosen = np.flatnonzero(rng.random(n) < c.noise_probability)
-            if len(chosen):
-                low, high = c.noise_snr_db
-                snr_db = rng.uniform(low, high, size=len(chosen))
-                noise_rms = _rms(x[chosen]) / 10 ** (snr_db / 20)
-                noise = rng.standard_normal((len(chosen), x.shape[1])) * noise_rms[:, None]
-                x[chosen] += noise.astype(np.float32)
-        if c.gain_db > 0:
-            gain_db = rng.uniform(-c.gain_db, c.gain_db, size=n)
-            x *= np.power(10.0, gain_db / 20).astype(np.float32)[:, None]
+            rows, scale, _ = _draw(self.noise, np.sqrt(mean_square[chosen]), c.noise_snr_db, rng)
+            mixes.append((self.noise, chosen, rows, scale))
+        gain_db = rng.uniform(-c.gain_db, c.gain_db, size=n) if c.gain_db > 0 else None
+        if gain_db is None and not any(len(chosen) for _, chosen, _, _ in mixes):
+            return
+        power, offset = float(self.spec.power), np.float32(self.spec.log_offset)
+        energy = np.maximum(np.exp(f) - offset, 0.0)
+        for store, chosen, rows, scale in mixes:
+            mixed = np.maximum(np.exp(store.windows(rows)) - offset, 0.0)
+            energy[chosen] += mixed * _per_window(scale**power)
+        if gain_db is not None:
+            energy *= _per_window(np.power(10.0, gain_db / 20) ** power)
+        np.log(energy + offset, out=f)
 
     def features(self, f: np.ndarray, rng: np.random.Generator) -> None:
         """SpecAugment (n, frames, mels) features in place: masks set to the window's mean."""
@@ -220,23 +245,38 @@ class Augmenter:
             return
         n, frames, mels = f.shape
         means = f.mean(axis=(1, 2))
-        for i in range(n):
-            for _ in range(c.time_masks):
-                width = int(rng.integers(0, min(c.time_mask_frames, frames) + 1))
-                start = int(rng.integers(0, frames - width + 1))
-                f[i, start : start + width, :] = means[i]
-            for _ in range(c.freq_masks):
-                width = int(rng.integers(0, min(c.freq_mask_bands, mels) + 1))
-                start = int(rng.integers(0, mels - width + 1))
-                f[i, :, start : start + width] = means[i]
+        masked = np.zeros(f.shape, dtype=bool)
+        for count, widest, axis, size in (
+            (c.time_masks, c.time_mask_frames, 1, frames),
+            (c.freq_masks, c.freq_mask_bands, 2, mels),
+        ):
+            steps = np.arange(size)
+            for _ in range(count):
+                width = rng.integers(0, min(widest, size) + 1, size=n)
+                start = (rng.random(n) * (size - width + 1)).astype(np.int64)
+                inside = (steps >= start[:, None]) & (steps < (start + width)[:, None])
+                masked |= np.expand_dims(inside, 3 - axis)
+        np.copyto(f, np.broadcast_to(means[:, None, None], f.shape), where=masked)
 
 
-def _segment(source: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A random `samples`-long piece of `source`, repeated end to end if it is shorter."""
-    if len(source) < samples:
-        source = np.tile(source, -(-samples // len(source)))
-    start = int(rng.integers(0, len(source) - samples + 1))
-    return source[start : start + samples]
+def _draw(
+    store: FeatureStore, rms: np.ndarray, level_db: list[float], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of len(rms) windows: the rows of a random window of `store`, the amplitude
+    scale that puts it `level_db` (drawn uniformly in [low, high]) below the window's RMS, and
+    the RMS it then has."""
+    n = len(rms)
+    signal = rng.integers(len(store.row_count), size=n)
+    room = store.row_count[signal] - store.frames + 1
+    rows = store.row_base[signal] + (rng.random(n) * room).astype(np.int64)
+    low, high = level_db
+    level = rng.uniform(low, high, size=n)
+    added = rms / 10 ** (level / 20)
+    return rows, added / store.rms(signal, rows), added
+
+
+def _per_window(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float32)[:, None, None]
 
 
 def load_background(folder: str | None, rate_hz: int) -> list[np.ndarray]:
@@ -256,40 +296,45 @@ def load_background(folder: str | None, rate_hz: int) -> list[np.ndarray]:
 
 
 class Windows:
-    """Draws training windows from examples; cuts fixed validation windows.
+    """Draws training windows from examples; gives fixed validation windows.
 
-    All randomness comes from the generator passed in, so a seed fixes every window.
+    All randomness comes from the generator passed in, so a seed fixes every window. A window
+    starts on the frame grid of its recording's features (`trainer.features`).
     """
 
     def __init__(
-        self, examples: list[Example], audio: Audio, config: TrainConfig, augmenter: Augmenter
+        self,
+        examples: list[Example],
+        features: FeatureStore,
+        config: TrainConfig,
+        augmenter: Augmenter,
     ) -> None:
         if not examples:
             raise DataError("no annotations to draw training windows from")
-        self.examples, self.audio, self.config, self.augmenter = (
+        self.examples, self.features, self.config, self.augmenter = (
             examples,
-            audio,
+            features,
             config,
             augmenter,
         )
-        self.spec = config.frontend
+        self.signal = np.array([features.index[e.annotation.recording] for e in examples])
         self.starts = np.array([e.annotation.start_seconds for e in examples])
         self.durations = np.array([e.annotation.duration_seconds for e in examples])
         self.targets = np.stack([e.target for e in examples])
         groups = np.array([e.group for e in examples])
-        self.members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        # Examples sorted by group, and where each group's run begins: a balanced draw of
+        # (group, share of it) is then one index op.
+        self.by_group = np.argsort(groups, kind="stable")
+        _, self.group_first, self.group_size = np.unique(
+            groups[self.by_group], return_index=True, return_counts=True
+        )
 
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """`n` example indices and window centres in seconds, before any augmentation shift."""
         if self.config.windows.balance:
-            group = rng.integers(len(self.members), size=n)
-            pick = rng.random(n)
-            chosen = np.array(
-                [
-                    self.members[g][int(p * len(self.members[g]))]
-                    for g, p in zip(group, pick, strict=True)
-                ]
-            )
+            group = rng.integers(len(self.group_size), size=n)
+            pick = (rng.random(n) * self.group_size[group]).astype(np.int64)
+            chosen = self.by_group[self.group_first[group] + pick]
         else:
             chosen = rng.integers(len(self.examples), size=n)
         inside = rng.random(n) * self.durations[chosen]
@@ -297,6 +342,13 @@ class Windows:
         is_point = self.durations[chosen] == 0
         centres = self.starts[chosen] + inside + is_point * jitter * self.config.window_seconds
         return chosen, centres
+
+    def rows(self, chosen: np.ndarray, centres_seconds: np.ndarray) -> np.ndarray:
+        """Global feature rows where the windows centred on these times (of these examples)
+        start, on the frame grid."""
+        rate, half = self.features.spec.sample_rate_hz, self.config.window_samples // 2
+        first = np.round(centres_seconds * rate).astype(np.int64) - half
+        return self.features.starts(self.signal[chosen], first)
 
     def batch(
         self, n: int, rng: np.random.Generator, *, augment: bool = True
@@ -306,12 +358,10 @@ class Windows:
         shift = self.config.augment.shift_seconds
         if augment and shift > 0:
             centres = centres + rng.uniform(-shift, shift, size=n)
-        paths = [self.examples[i].annotation.recording for i in chosen]
-        waves = self.audio.cut(paths, centres)
+        rows = self.rows(chosen, centres)
+        features = self.features.windows(rows)
         if augment:
-            self.augmenter.waveform(waves, rng)
-        features = window_features(waves, self.spec)
-        if augment:
+            self.augmenter.spectra(features, self.features.rms(self.signal[chosen], rows), rng)
             self.augmenter.features(features, rng)
         return features, self.targets[chosen]
 
@@ -330,6 +380,16 @@ class Windows:
             self.starts[:, None] + parts[None, :] * self.durations[:, None],
             self.starts[:, None] + spread[None, :] * jitter_seconds,
         ).reshape(-1)
-        paths = [e.annotation.recording for e in self.examples for _ in range(k)]
-        features = window_features(self.audio.cut(paths, centres), self.spec)
+        chosen = np.repeat(np.arange(len(self.examples)), k)
+        features = self.features.windows(self.rows(chosen, centres))
         return features, np.repeat(self.targets, k, axis=0)
+
+
+def recording_features(audio: Audio, spec: LogMelSpec) -> FeatureStore:
+    """The log-mel of each of `audio`'s recordings, computed once, padded as `Audio` pads."""
+    signals = [
+        audio.samples[audio.offsets[p] : audio.offsets[p] + n] for p, n in audio.lengths.items()
+    ]
+    return FeatureStore(
+        signals, spec, audio.window_samples, audio.window_samples, list(audio.lengths)
+    )
