@@ -27,10 +27,11 @@ from edge.yamlfile import Where, parse_yaml, read_text
 logger = logging.getLogger(__name__)
 
 FORMAT = "soundwatch-bundle/1"
-# `auto` tries the file keys in this order: int8 first (that is what the device is for), ONNX
-# Runtime first (always installed), LiteRT when only a TFLite file is shipped.
+# `auto` tries the file keys in this order: int8 first (that is what the device is for), LiteRT
+# before ONNX Runtime where it is installed: on the bundled fly-song model it scans 1.9x faster
+# and the daemon takes ~19 MiB less (onnxruntime is never imported); see README "Defaults".
 PREFERENCE: tuple[FileKey, ...] = tuple(
-    sorted(FILE_KEYS, key=lambda k: (k.endswith("-fp32"), k.startswith("tflite-")))
+    sorted(FILE_KEYS, key=lambda k: (k.endswith("-fp32"), k.startswith("onnx-")))
 )
 ModelFile = Literal["auto", FileKey]  # what a config or the command line may ask for
 
