@@ -64,6 +64,7 @@ GAP_EVERY_SECONDS = 1.0  # while the device is away, a gap about this often
 # frame (captured about one block before its callback) never lies before audio already counted.
 GAP_MARGIN_SECONDS = 1.0
 READ_BLOCKS = 4  # blocks read from the ring at a time: the most one `feed` step handles
+WAKE_SECONDS = 0.25  # the longest the reader sleeps without a block (stop, a silent device)
 SHED_LOG_SECONDS = 60.0  # load shedding is logged at most this often
 
 
@@ -198,8 +199,8 @@ class LiveSource:
         buffer = np.empty((capture.block_frames * READ_BLOCKS, self.channels), dtype=np.float32)
         rate_hz = self._clock.rate_hz
         max_lag = math.inf if self.max_lag_seconds is None else self.max_lag_seconds * rate_hz
-        period = capture.block_frames / rate_hz / 2
-        while not self.stop.wait(period):
+        while not self.stop.is_set():
+            capture.wait_for_block(WAKE_SECONDS)  # woken by the callback, not by polling
             yield from self._read_all(ring, buffer, max_lag, keep=capture.block_frames)
             silent = time.monotonic() - capture.last_callback_monotonic
             if not capture.active or silent > self.device_timeout_seconds:
