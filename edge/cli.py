@@ -343,7 +343,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         audio = Path(args.audio) if args.audio else None
         seconds = DEFAULT_SECONDS if args.seconds is None else args.seconds
         model = bundle_folder(_model_path(args.model))
-        print(bench_live(model, seconds=seconds, audio=audio, as_json=args.json))
+        print(
+            bench_live(
+                model,
+                seconds=seconds,
+                audio=audio,
+                file_key=args.model_file,
+                block_seconds=args.block,
+                as_json=args.json,
+            )
+        )
         return 0
     print(
         bench(
@@ -615,6 +624,12 @@ def parser() -> argparse.ArgumentParser:
         " inference: CPU, RSS, start-up, sound-to-MQTT latency",
     )
     bench.add_argument("--audio", help="--live: play this recording (default: generated)")
+    bench.add_argument(
+        "--model-file", default="auto", help="--live: the model file to run (default: auto)"
+    )
+    bench.add_argument(
+        "--block", type=float, help="--live: capture block, s (default: source.block_seconds)"
+    )
     bench.add_argument("--files", nargs="*", default=[], help="score these recordings instead")
     bench.add_argument(
         "--threads", type=int, default=1, help="inference threads = CPU cores used (default: 1)"

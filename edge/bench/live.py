@@ -48,6 +48,7 @@ SETTLE_SECONDS = 1.0  # after start-up, before playback; and into playback, befo
 TAIL_SECONDS = 2.0  # after playback: the last events come out
 MATCH_SECONDS = 3.0  # a `start` later than this after its onset is not that onset's
 BURST_SECONDS, BURST_EVERY_SECONDS, LEAD_SECONDS = 0.5, 2.0, 1.0
+BURST_JITTER_SECONDS = 0.25  # added at random to each gap between bursts
 TONE_LABELS = ("tone-1k", "tone-3k")
 TONE_HZ = (1000.0, 3000.0)
 LATENCY_ALLOWANCE_SECONDS = 0.05  # the issue's target: p95 <= window / 2 + hop + this
@@ -72,24 +73,31 @@ def bench_live(
     seconds: float = DEFAULT_SECONDS,
     audio: Path | None = None,
     file_key: str = "auto",
+    block_seconds: float | None = None,
     as_json: bool = False,
 ) -> str:
-    """Run both phases (see the module docstring): a table, or JSON, to print."""
+    """Run both phases (see the module docstring): a table, or JSON, to print.
+    file_key: the model file both run (auto: the daemon's choice). block_seconds: the capture
+    block of both (None: the daemon's default)."""
     if not seconds > 0:
         raise ConfigError(f"bench: --seconds must be positive, got {seconds}")
+    from edge.config import SourceConfig
+
     bundle = load_bundle(model)
     key = bundle.choose_file(file_key)
+    block = SourceConfig().block_seconds if block_seconds is None else block_seconds
     window_s = bundle.window_samples / bundle.sample_rate_hz
     hop_s = bundle.hop_samples / bundle.sample_rate_hz
     with tempfile.TemporaryDirectory(prefix="soundwatch-live-") as tmp:
         folder = Path(tmp)
         recording = _recording(folder / "played.wav", bundle, seconds, audio)
         with sandbox(folder / "sandbox") as box:
-            daemon = _daemon_phase(box, folder, bundle, key, recording)
-            bare = _bare_phase(box, bundle, key, hop_s, recording)
+            daemon = _daemon_phase(box, folder, bundle, key, block, recording)
+            bare = _bare_phase(box, bundle, key, block, hop_s, recording)
     floor = window_s / 2 + hop_s
     result: dict[str, Any] = {
         "bundle": {"name": bundle.manifest.name, "folder": str(bundle.folder), "file": key},
+        "block_seconds": block,
         "window_seconds": window_s,
         "hop_seconds": hop_s,
         "recording": {"kind": recording.kind, "seconds": len(recording.audio) / SINK_RATE_HZ},
@@ -130,7 +138,7 @@ def _recording(path: Path, bundle: Bundle, seconds: float, given: Path | None) -
         onsets, kind = [(s.start_s, s.label) for s in songs], "synthetic fly song"
     else:
         audio, onsets = _tone_bursts(seconds, rng)
-        kind = "tone bursts (0.5 s, 1 and 3 kHz, every 2 s)"
+        kind = "tone bursts (0.5 s, 1 and 3 kHz, every 2-2.25 s)"
     onsets = [(t, label) for t, label in onsets if label in labels]
     sf.write(path, audio, SINK_RATE_HZ, subtype="FLOAT")
     return Recording(path, audio, onsets, kind)
@@ -140,7 +148,8 @@ def _tone_bursts(
     seconds: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[tuple[float, str]]]:
     """White noise (RMS 0.01) with a BURST_SECONDS tone of amplitude 0.3 every
-    BURST_EVERY_SECONDS, alternately 1 and 3 kHz, from LEAD_SECONDS on."""
+    BURST_EVERY_SECONDS (plus up to BURST_JITTER_SECONDS), alternately 1 and 3 kHz, from
+    LEAD_SECONDS on."""
     n = round(seconds * SINK_RATE_HZ)
     audio = rng.normal(0.0, 0.01, n)
     onsets: list[tuple[float, str]] = []
@@ -151,7 +160,8 @@ def _tone_bursts(
         t = np.arange(count) / SINK_RATE_HZ
         audio[first : first + count] += 0.3 * np.sin(2 * np.pi * TONE_HZ[which] * t)
         onsets.append((start, TONE_LABELS[which]))
-        start += BURST_EVERY_SECONDS
+        # Onsets off any grid, so they fall at every phase of the hop and of the block.
+        start += BURST_EVERY_SECONDS + rng.uniform(0.0, BURST_JITTER_SECONDS)
     return audio.astype(np.float32), onsets
 
 
@@ -159,13 +169,13 @@ def _tone_bursts(
 
 
 def _daemon_phase(
-    box: Sandbox, folder: Path, bundle: Bundle, key: str, recording: Recording
+    box: Sandbox, folder: Path, bundle: Bundle, key: str, block: float, recording: Recording
 ) -> dict[str, Any]:
     metrics_port = free_port()
     config = folder / "config.yaml"
     lines = [
         f"model: {{path: {json.dumps(str(bundle.folder))}, file: {key}}}",
-        f"source: {{kind: device, device: {DEVICE}}}",
+        f"source: {{kind: device, device: {DEVICE}, block_seconds: {block}}}",
         f"output: {{dir: {json.dumps(str(folder / 'out'))}, device_id: bench, print: none}}",
         f"metrics: {{address: '127.0.0.1:{metrics_port}'}}",
     ]
@@ -208,13 +218,11 @@ def _daemon_phase(
 
 
 def _bare_phase(
-    box: Sandbox, bundle: Bundle, key: str, hop_s: float, recording: Recording
+    box: Sandbox, bundle: Bundle, key: str, block: float, hop_s: float, recording: Recording
 ) -> dict[str, Any]:
-    from edge.config import SourceConfig
-
     spec = {
         "device": DEVICE,
-        "block_seconds": SourceConfig().block_seconds,
+        "block_seconds": block,
         "hop_seconds": hop_s,
         "file_key": key,
         "path": str(bundle.folder / bundle.manifest.files[key].path),
@@ -320,7 +328,8 @@ def format_live(result: dict[str, Any]) -> str:
     d, b = result["daemon"], result["bare"]
     m = result["machine"]
     lines = [
-        f"{result['bundle']['name']} ({result['bundle']['file']}): window"
+        f"{result['bundle']['name']} ({result['bundle']['file']}, blocks of"
+        f" {result['block_seconds']:g} s): window"
         f" {result['window_seconds']:.3g} s, hop {result['hop_seconds']:.3g} s;"
         f" {result['recording']['kind']}, {result['recording']['seconds']:.0f} s,"
         f" {result['onsets_played']} onsets",
