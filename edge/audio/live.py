@@ -144,12 +144,21 @@ class LiveSource:
 
     # -- the processing thread ----------------------------------------------------------------
 
-    def stream(self) -> Stream:
-        """Open the device and return the stream; with the device absent, the stream begins
-        with it missing and reconnects. Raises SettingsRefused when the device is there but
-        refuses the configured rate or channels: a config mistake, not worth waiting for."""
+    def open(self) -> None:
+        """Start the device now, to deliver by the time `stream()` is called (a sound server
+        takes 0.5-2 s); the audio waits in the ring. A failure is left for `stream()`."""
         try:
-            capture = self._start_capture()
+            self._start_capture()
+        except AudioError:
+            self._close_session()
+
+    def stream(self) -> Stream:
+        """Open the device (unless `open()` did) and return the stream; with the device
+        absent, the stream begins with it missing and reconnects. Raises SettingsRefused when
+        the device is there but refuses the configured rate or channels: a config mistake,
+        not worth waiting for."""
+        try:
+            capture = self._capture or self._start_capture()
         except SettingsRefused:
             self._close_session()
             raise
