@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 FORMAT = "soundwatch-bundle/1"
 # `auto` tries the file keys in this order: int8 first (that is what the device is for), LiteRT
 # before ONNX Runtime where it is installed: scan of 2 h of fly song took 18.8 s against 35.7 s
-# and the daemon takes ~19 MiB less (onnxruntime is never imported); see README "Defaults".
+# and the daemon takes ~19 MiB less (onnxruntime is never imported); README "Latency, start-up
+# and what the defaults cost".
 PREFERENCE: tuple[FileKey, ...] = tuple(
     sorted(FILE_KEYS, key=lambda k: (k.endswith("-fp32"), k.startswith("onnx-")))
 )
