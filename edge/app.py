@@ -84,6 +84,9 @@ class App:
         config = loaded.config
         self.stop = threading.Event()
         self.reload = threading.Event()
+        # The device opens before the model loads: a sound server takes 0.5-2 s to deliver the
+        # first block, time the loading can share (README "Start-up").
+        self.live: LiveSource | None = _open_device(config.source, self.stop)
         self.metrics = create_metrics()
         self.metrics_sink = MetricsSink(self.metrics)
         self.sinks: list[Sink] = []
@@ -134,7 +137,6 @@ class App:
         self.files_failed = 0
         self._status_line = StatusLine()
         self.heartbeat = Heartbeat(Notifier.from_environment(), self._status_text)
-        self.live: LiveSource | None = None
         self._feed_metrics = FeedMetrics(self.metrics)
         self._clip_metrics = ClipMetrics(self.metrics, self.evidences)
         self._server: MetricsServer | None = None
@@ -197,25 +199,12 @@ class App:
         source = self.loaded.config.source
         kind = source.kind
         if kind == "auto":
-            kind = "device" if _has_input_device() else "demo"
+            kind = "device" if self.live is not None else "demo"
             if kind == "demo":
                 logger.warning("no input device found: listening to the built-in demo source")
         if kind == "device":
-            from edge.audio.live import LiveSource
-
-            live = LiveSource(
-                source.device,
-                sample_rate_hz=source.sample_rate_hz,
-                channels=source.channels,
-                block_seconds=source.block_seconds,
-                buffer_seconds=source.buffer_seconds,
-                stop=self.stop,
-                device_timeout_seconds=source.device_timeout_seconds,
-                reconnect_min_seconds=source.reconnect_min_seconds,
-                reconnect_max_seconds=source.reconnect_max_seconds,
-                max_lag_seconds=source.max_lag_seconds,
-            )
-            self.live = live
+            live = self.live
+            assert live is not None  # opened in __init__ for kind device (or auto with one)
             watch(self.metrics.device_connected, lambda: live.connected)
             watch(self.metrics.ring_fill, lambda: live.fill_ratio)
             watch(self.metrics.lag_seconds, lambda: live.lag_seconds)
@@ -394,6 +383,29 @@ class App:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGHUP, reload)
+
+
+def _open_device(source: SourceConfig, stop: threading.Event) -> LiveSource | None:
+    """The live source, its device opened (its stream still to come), for kind device, or
+    auto with an input device; None otherwise."""
+    if source.kind not in ("device", "auto") or (source.kind == "auto" and not _has_input_device()):
+        return None
+    from edge.audio.live import LiveSource
+
+    live = LiveSource(
+        source.device,
+        sample_rate_hz=source.sample_rate_hz,
+        channels=source.channels,
+        block_seconds=source.block_seconds,
+        buffer_seconds=source.buffer_seconds,
+        stop=stop,
+        device_timeout_seconds=source.device_timeout_seconds,
+        reconnect_min_seconds=source.reconnect_min_seconds,
+        reconnect_max_seconds=source.reconnect_max_seconds,
+        max_lag_seconds=source.max_lag_seconds,
+    )
+    live.open()
+    return live
 
 
 def _has_input_device() -> bool:

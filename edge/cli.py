@@ -337,10 +337,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge.builders import bundle_folder
 
     _logging("warning")
+    if args.live:
+        from edge.bench.live import DEFAULT_SECONDS, bench_live
+
+        audio = Path(args.audio) if args.audio else None
+        seconds = DEFAULT_SECONDS if args.seconds is None else args.seconds
+        model = bundle_folder(_model_path(args.model))
+        print(
+            bench_live(
+                model,
+                seconds=seconds,
+                audio=audio,
+                file_key=args.model_file,
+                block_seconds=args.block,
+                as_json=args.json,
+            )
+        )
+        return 0
     print(
         bench(
             bundle_folder(_model_path(args.model)),
-            seconds=args.seconds,
+            seconds=600.0 if args.seconds is None else args.seconds,
             files=[Path(p) for p in args.files],
             threads=args.threads,
             batch=args.batch,
@@ -597,7 +614,22 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--model", required=True, help="model bundle folder, or the name of a bundled model"
     )
-    bench.add_argument("--seconds", type=float, default=600.0, help="synthetic audio to score, s")
+    bench.add_argument(
+        "--seconds", type=float, help="synthetic audio to score, s (default: 600; --live: 30)"
+    )
+    bench.add_argument(
+        "--live",
+        action="store_true",
+        help="the daemon on a PulseAudio device the bench starts, next to capture + bare"
+        " inference: CPU, RSS, start-up, sound-to-MQTT latency",
+    )
+    bench.add_argument("--audio", help="--live: play this recording (default: generated)")
+    bench.add_argument(
+        "--model-file", default="auto", help="--live: the model file to run (default: auto)"
+    )
+    bench.add_argument(
+        "--block", type=float, help="--live: capture block, s (default: source.block_seconds)"
+    )
     bench.add_argument("--files", nargs="*", default=[], help="score these recordings instead")
     bench.add_argument(
         "--threads", type=int, default=1, help="inference threads = CPU cores used (default: 1)"

@@ -82,7 +82,10 @@ class SourceConfig:
         " per channel, events and rows tagged with it",
     )
     block_seconds: float = field(
-        0.1, ge=0.001, le=10, help="audio block per callback or file read, s"
+        0.05,
+        ge=0.001,
+        le=10,
+        help="audio block per callback or file read, s: a smaller one cuts latency, costs CPU",
     )
     buffer_seconds: float = field(
         30.0,

@@ -97,6 +97,15 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
+# _Loader's rules on libyaml's parser, ~10x faster, where PyYAML was built with it.
+_FastLoader: Any = None
+if hasattr(yaml, "CSafeLoader"):
+    _FastLoader = type(
+        "_FastLoader",
+        (yaml.CSafeLoader,),
+        {"yaml_implicit_resolvers": _Loader.yaml_implicit_resolvers},
+    )
+
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
     """Parse YAML text; a syntax error becomes a ConfigError with its line."""
@@ -104,6 +113,9 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
         raise ConfigError(
             f"{source}: {len(text):,} characters; a config is at most {MAX_YAML_BYTES:,}"
         )
+    fast = _parse_fast(text, source)
+    if fast is not None:
+        return fast
     try:
         root = yaml.compose(text, Loader=_Loader)
         if root is not None and _expanded_size(root) > MAX_YAML_VALUES:
@@ -129,6 +141,20 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Where]:
     except RecursionError:  # PyYAML's composer recurses once per level: [[[[...
         raise ConfigError(f"{source}: not valid YAML (nested too deep)") from None
     return data, lines
+
+
+def _parse_fast(text: str, source: str) -> tuple[Any, Where] | None:
+    """`parse_yaml` on libyaml (a bundle's manifest: 0.1 s less at start-up); None when it is
+    not installed or finds any problem, which the Python parser then names with its line."""
+    if _FastLoader is None:
+        return None
+    try:
+        root = yaml.compose(text, Loader=_FastLoader)
+        if root is None or _expanded_size(root) > MAX_YAML_VALUES:
+            return None
+        return yaml.load(text, Loader=_FastLoader), Where(source, root)
+    except Exception:  # any: the Python parser then says what is wrong
+        return None
 
 
 def _expanded_size(root: yaml.Node) -> int:

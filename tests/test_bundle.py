@@ -112,20 +112,20 @@ def test_every_file_opens_and_scores(tone_bundle: Path, key: str) -> None:
     assert np.all((scores >= 0.0) & (scores <= 0.05))
 
 
-def test_choose_file_auto_prefers_onnx_int8(tone_bundle: Path) -> None:
+def test_choose_file_auto_prefers_int8_and_litert_where_installed(tone_bundle: Path) -> None:
     bundle = load_bundle(tone_bundle)
-    assert PREFERENCE[0] == "onnx-int8"
-    assert bundle.choose_file("auto") == "onnx-int8"
-    assert bundle.choose_file("tflite-int8") == "tflite-int8"
-    assert type(bundle.open("auto")).__name__ == "OnnxBackend"
+    assert PREFERENCE == ("tflite-int8", "onnx-int8", "tflite-fp32", "onnx-fp32")
+    expected = "tflite-int8" if HAS_LITERT else "onnx-int8"
+    assert bundle.choose_file("auto") == expected
+    assert bundle.choose_file("onnx-int8") == "onnx-int8"
+    backend = "LiteRTBackend" if HAS_LITERT else "OnnxBackend"
+    assert type(bundle.open("auto")).__name__ == backend
 
 
 def test_choose_file_auto_falls_back_in_preference_order(tone_bundle: Path, tmp_path: Path) -> None:
-    folder = _edit(_copy(tone_bundle, tmp_path), lambda m: m["files"].pop("onnx-int8"))
-    # tflite-int8 comes before onnx-fp32 when LiteRT is installed.
-    expected = "tflite-int8" if HAS_LITERT else "onnx-fp32"
-    assert load_bundle(folder).choose_file() == expected
-    _edit(folder, lambda m: m["files"].pop("tflite-int8"))
+    folder = _edit(_copy(tone_bundle, tmp_path), lambda m: m["files"].pop("tflite-int8"))
+    assert load_bundle(folder).choose_file() == "onnx-int8"
+    _edit(folder, lambda m: m["files"].pop("onnx-int8"))
     assert load_bundle(folder).choose_file() == "onnx-fp32"
 
 
@@ -236,7 +236,7 @@ def test_unknown_files_key(tone_bundle: Path, tmp_path: Path) -> None:
     line = _line(folder, "onnx-int4:")
     assert _refused(folder) == (
         f"{_manifest(folder)}:{line}: files.onnx-int4: unknown kind"
-        " (known: onnx-int8, tflite-int8, onnx-fp32, tflite-fp32)"
+        " (known: tflite-int8, onnx-int8, tflite-fp32, onnx-fp32)"
     )
 
 

@@ -93,7 +93,7 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.model.batch_windows == 16
     assert config.model.hop_seconds is None
     assert config.source.channel == "mix"
-    assert config.source.block_seconds == 0.1
+    assert config.source.block_seconds == 0.05
     assert config.source.buffer_seconds == 30.0
     assert config.labels is None
     assert config.events == EventsConfig()
@@ -630,7 +630,7 @@ def test_describe_gives_every_key_a_help_text() -> None:
     assert shown["model.hop_seconds"] == "null"
     assert shown["output.files"] == "true"
     assert shown["source.paths"] == "[]"
-    assert shown["source.block_seconds"] == "0.1"
+    assert shown["source.block_seconds"] == "0.05"
     # Every number has a range, as the loader checks it (issue 13, item 8).
     allowed = {key: text for key, _, _, text in rows}
     assert allowed["model.threads"] == "1..256"

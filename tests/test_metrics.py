@@ -14,6 +14,8 @@ import pytest
 from edge.audio.streams import Counts
 from edge.config import load_config
 from edge.errors import ConfigError
+from edge.model.bundle import load_bundle
+from edge.model.runtime.base import FILE_FORMATS
 from edge.ops.counters import FeedMetrics, MqttMetrics
 from edge.ops.metrics import (
     MetricsServer,
@@ -221,7 +223,9 @@ def test_metrics_follow_the_live_daemon(
     assert 0 <= second.value("soundwatch_lag_seconds") < 0.5
     assert second.value("soundwatch_device_connected") == 1
     assert math.isnan(second.value("soundwatch_mqtt_connected"))  # no broker configured
-    assert second.value("soundwatch_model_info", name="tone", version="2026.11.22", backend="onnx")
+    # model.file auto: the backend that runs the bundle's first file in PREFERENCE
+    backend = FILE_FORMATS[load_bundle(tone_bundle).choose_file().partition("-")[0]]
+    assert second.value("soundwatch_model_info", name="tone", version="2026.11.22", backend=backend)
 
 
 def test_audio_seconds_grow_with_a_replayed_file(tone_bundle: Path, tmp_path: Path) -> None:

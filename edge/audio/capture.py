@@ -1,8 +1,10 @@
 """Live input through sounddevice (PortAudio): list and pick input devices, capture into a ring.
 
 The audio callback runs on PortAudio's thread and does only this: copy the block into the ring
-buffer, count overflows, note the time and set the first-audio event. No logging, no locks, no
-allocation of our own (sounddevice wraps each block in a numpy view, which we cannot avoid).
+buffer, count overflows, note the time, set the first-audio event and write one byte to a pipe
+(`wait_for_block` sleeps on it, so the consumer wakes when a block lands rather than polling).
+No logging, no locks, no allocation of our own (sounddevice wraps each block in a numpy view,
+which we cannot avoid).
 Everything that can fail is checked before the stream opens, so a wrong device, rate or channel
 count is one AudioError line that names the device and what it supports, not a PortAudio
 traceback.
@@ -14,6 +16,9 @@ plugged in later, or a sound server started later (PULSE_SERVER), is only seen a
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import threading
 import time
 from dataclasses import dataclass
@@ -216,6 +221,10 @@ class Capture:
         self.frames_captured = 0
         self.last_callback_monotonic = time.monotonic()
         self._first_audio = threading.Event()
+        # One byte per block; non-blocking, so a consumer far behind never stalls the callback.
+        self._wake_read, self._wake_write = os.pipe()
+        for fd in (self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
         try:
             self._stream = sd.InputStream(
                 device=self._device.index,
@@ -226,6 +235,7 @@ class Capture:
                 callback=self._callback,
             )
         except (sd.PortAudioError, ValueError) as error:
+            self._close_wake()
             raise AudioError(
                 f"cannot open input device {self._device.describe()} at {rate_hz} Hz, "
                 f"{channels} channel(s): {_portaudio_reason(error)}"
@@ -239,6 +249,8 @@ class Capture:
         self.frames_captured += frames
         self.last_callback_monotonic = time.monotonic()
         self._first_audio.set()
+        with contextlib.suppress(BlockingIOError):  # full: the consumer has bytes to wake on
+            os.write(self._wake_write, b"\0")
 
     @property
     def sample_rate_hz(self) -> int:
@@ -283,6 +295,14 @@ class Capture:
         """
         return self._first_audio.wait(timeout_seconds)
 
+    def wait_for_block(self, timeout_seconds: float) -> None:
+        """Sleep until a block arrives after the last call (at once if one already has) or
+        the timeout passes."""
+        ready, _, _ = select.select([self._wake_read], [], [], timeout_seconds)
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_read, 4096)
+
     def stop(self) -> None:
         """Stop capturing after the pending blocks; `start()` may be called again."""
         if not self._stream.closed and not self._stream.stopped:
@@ -292,6 +312,13 @@ class Capture:
         """Stop and release the device; idempotent."""
         if not self._stream.closed:
             self._stream.close()
+        self._close_wake()
+
+    def _close_wake(self) -> None:
+        if self._wake_read >= 0:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+            self._wake_read = self._wake_write = -1
 
     def __enter__(self) -> Capture:
         self.start()

@@ -64,6 +64,7 @@ GAP_EVERY_SECONDS = 1.0  # while the device is away, a gap about this often
 # frame (captured about one block before its callback) never lies before audio already counted.
 GAP_MARGIN_SECONDS = 1.0
 READ_BLOCKS = 4  # blocks read from the ring at a time: the most one `feed` step handles
+WAKE_SECONDS = 0.25  # the longest the reader sleeps without a block (stop, a silent device)
 SHED_LOG_SECONDS = 60.0  # load shedding is logged at most this often
 
 
@@ -143,12 +144,21 @@ class LiveSource:
 
     # -- the processing thread ----------------------------------------------------------------
 
-    def stream(self) -> Stream:
-        """Open the device and return the stream; with the device absent, the stream begins
-        with it missing and reconnects. Raises SettingsRefused when the device is there but
-        refuses the configured rate or channels: a config mistake, not worth waiting for."""
+    def open(self) -> None:
+        """Start the device now, to deliver by the time `stream()` is called (a sound server
+        takes 0.5-2 s); the audio waits in the ring. A failure is left for `stream()`."""
         try:
-            capture = self._start_capture()
+            self._start_capture()
+        except AudioError:
+            self._close_session()
+
+    def stream(self) -> Stream:
+        """Open the device (unless `open()` did) and return the stream; with the device
+        absent, the stream begins with it missing and reconnects. Raises SettingsRefused when
+        the device is there but refuses the configured rate or channels: a config mistake,
+        not worth waiting for."""
+        try:
+            capture = self._capture or self._start_capture()
         except SettingsRefused:
             self._close_session()
             raise
@@ -198,8 +208,8 @@ class LiveSource:
         buffer = np.empty((capture.block_frames * READ_BLOCKS, self.channels), dtype=np.float32)
         rate_hz = self._clock.rate_hz
         max_lag = math.inf if self.max_lag_seconds is None else self.max_lag_seconds * rate_hz
-        period = capture.block_frames / rate_hz / 2
-        while not self.stop.wait(period):
+        while not self.stop.is_set():
+            capture.wait_for_block(WAKE_SECONDS)  # woken by the callback, not by polling
             yield from self._read_all(ring, buffer, max_lag, keep=capture.block_frames)
             silent = time.monotonic() - capture.last_callback_monotonic
             if not capture.active or silent > self.device_timeout_seconds:

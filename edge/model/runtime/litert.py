@@ -10,7 +10,12 @@ tensors; that interpreter runs without the XNNPACK delegate, so it is slower.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -56,6 +61,30 @@ class _Quantization:
         self.low, self.high = np.float32(info.min), np.float32(info.max)
 
 
+DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextlib.contextmanager
+def _without_delegate_notice() -> Iterator[None]:
+    """LiteRT's C++ side prints DELEGATE_NOTICE on stderr at its first interpreter, a line that
+    `soundwatch check` and the daemon's log would show as if it meant something. Meanwhile
+    file descriptor 2 goes to a temporary file; whatever else lands there is passed on."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().splitlines(keepends=True)
+            rest = b"".join(line for line in lines if not line.startswith(DELEGATE_NOTICE))
+            if rest:
+                os.write(2, rest)
+
+
 @register
 class LiteRTBackend(Backend):
     """A ``.tflite`` model run by the LiteRT interpreter (XNNPACK on the CPU).
@@ -73,8 +102,9 @@ class LiteRTBackend(Backend):
         path, threads = self.path, self.threads
         interpreter_class = _interpreter_class()
         try:
-            self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-            self._interpreter.allocate_tensors()
+            with _without_delegate_notice():
+                self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise BundleError(f"{path}: LiteRT cannot load it: {message}") from None

@@ -1,0 +1,362 @@
+"""`soundwatch bench --live`: the real daemon on a real (virtual) device, next to a bare loop.
+
+The bench starts its own PulseAudio with a null sink (edge/bench/sandbox.py) and mosquitto if
+installed, and writes a recording with known events at the sink's rate: tone bursts for a
+model with `tone-1k`/`tone-3k` labels, synthetic fly song for one with fly-song labels (both
+from edge/audio/demo.py's generators), or the file given. Then, one after the other:
+
+1. **daemon**: `soundwatch run` in a child process on the sink's monitor (`device: pulse`),
+   MQTT to the bench's broker, metrics on a free port, everything else at its defaults. Its
+   start-up is the time from starting the process to its first analysed second (the metric
+   `soundwatch_last_analysed_timestamp_seconds` stops holding the start time). One second
+   later the recording is played; CPU (user + system, all threads, from /proc) and RSS are
+   taken from one second into playback to its end plus the tail.
+2. **bare**: `python -m edge.bench.bare` (capture + the same model file, one call per hop) on
+   the same device, with the same recording played, measured the same way.
+
+Latency: the bench records the monitor itself (`parec`, 10 ms reads) and finds, by
+correlation, when the recording's first sample reached a client; a known onset at t s in the
+recording reached it t s later. Each onset is matched with the first MQTT `start` of its label
+that arrives after it (within MATCH_SECONDS); latency is the arrival minus the onset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bench.report import machine
+from edge.bench.sandbox import SINK_RATE_HZ, Sandbox, free_port, sandbox
+from edge.bench.watch import ProcWatch, Recorder, StartMessages, first_analysed
+from edge.errors import ConfigError, SoundwatchError
+from edge.model.bundle import Bundle, load_bundle
+
+DEFAULT_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 60.0  # the daemon's first analysed second, at most
+SETTLE_SECONDS = 1.0  # after start-up, before playback; and into playback, before measuring
+TAIL_SECONDS = 2.0  # after playback: the last events come out
+MATCH_SECONDS = 3.0  # a `start` later than this after its onset is not that onset's
+BURST_SECONDS, BURST_EVERY_SECONDS, LEAD_SECONDS = 0.5, 2.0, 1.0
+BURST_JITTER_SECONDS = 0.25  # added at random to each gap between bursts
+TONE_LABELS = ("tone-1k", "tone-3k")
+TONE_HZ = (1000.0, 3000.0)
+LATENCY_ALLOWANCE_SECONDS = 0.05  # the issue's target: p95 <= window / 2 + hop + this
+DEVICE = "pulse"
+
+
+class LiveBenchError(SoundwatchError):
+    """The daemon or the bare loop did not start, or the recording was not heard."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    audio: np.ndarray  # float32 at SINK_RATE_HZ, as played
+    onsets: list[tuple[float, str]]  # (s from the first sample, label)
+    kind: str
+
+
+def bench_live(
+    model: Path,
+    *,
+    seconds: float = DEFAULT_SECONDS,
+    audio: Path | None = None,
+    file_key: str = "auto",
+    block_seconds: float | None = None,
+    as_json: bool = False,
+) -> str:
+    """Run both phases (see the module docstring): a table, or JSON, to print.
+    file_key: the model file both run (auto: the daemon's choice). block_seconds: the capture
+    block of both (None: the daemon's default)."""
+    if not seconds > 0:
+        raise ConfigError(f"bench: --seconds must be positive, got {seconds}")
+    from edge.config import SourceConfig
+
+    bundle = load_bundle(model)
+    key = bundle.choose_file(file_key)
+    block = SourceConfig().block_seconds if block_seconds is None else block_seconds
+    window_s = bundle.window_samples / bundle.sample_rate_hz
+    hop_s = bundle.hop_samples / bundle.sample_rate_hz
+    with tempfile.TemporaryDirectory(prefix="soundwatch-live-") as tmp:
+        folder = Path(tmp)
+        recording = _recording(folder / "played.wav", bundle, seconds, audio)
+        with sandbox(folder / "sandbox") as box:
+            daemon = _daemon_phase(box, folder, bundle, key, block, recording)
+            bare = _bare_phase(box, bundle, key, block, hop_s, recording)
+    floor = window_s / 2 + hop_s
+    result: dict[str, Any] = {
+        "bundle": {"name": bundle.manifest.name, "folder": str(bundle.folder), "file": key},
+        "block_seconds": block,
+        "window_seconds": window_s,
+        "hop_seconds": hop_s,
+        "recording": {"kind": recording.kind, "seconds": len(recording.audio) / SINK_RATE_HZ},
+        "onsets_played": len(recording.onsets),
+        "latency_target_seconds": floor + LATENCY_ALLOWANCE_SECONDS,
+        "daemon": daemon,
+        "bare": bare,
+        "cpu_ratio": daemon["cpu_percent"] / bare["cpu_percent"] if bare["cpu_percent"] else None,
+        "rss_gap_mib": daemon["rss_steady_mib"] - bare["rss_steady_mib"],
+        "machine": machine(),
+    }
+    return json.dumps(result, indent=2) if as_json else format_live(result)
+
+
+# -- the recording ------------------------------------------------------------------------------
+
+
+def _recording(path: Path, bundle: Bundle, seconds: float, given: Path | None) -> Recording:
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    from edge.audio.demo import flysong_scene
+
+    labels = set(bundle.labels)
+    rng = np.random.default_rng(0)
+    onsets: list[tuple[float, str]] = []
+    if given is not None:
+        from edge.audio.files import AudioFile
+
+        with AudioFile.open(given) as f:
+            rate = f.sample_rate_hz
+            x = np.concatenate(list(f.blocks(1 << 16, reuse_buffer=False))).mean(axis=1)
+        audio, kind = resample_poly(x, SINK_RATE_HZ, rate).astype(np.float32), str(given)
+    elif labels & {"mel-pulse", "mel-sine"}:
+        song_rate = 2500
+        x, songs = flysong_scene(seconds, song_rate, rng)
+        audio = resample_poly(x, SINK_RATE_HZ, song_rate).astype(np.float32)
+        onsets, kind = [(s.start_s, s.label) for s in songs], "synthetic fly song"
+    else:
+        audio, onsets = _tone_bursts(seconds, rng)
+        kind = "tone bursts (0.5 s, 1 and 3 kHz, every 2-2.25 s)"
+    onsets = [(t, label) for t, label in onsets if label in labels]
+    sf.write(path, audio, SINK_RATE_HZ, subtype="FLOAT")
+    return Recording(path, audio, onsets, kind)
+
+
+def _tone_bursts(
+    seconds: float, rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """White noise (RMS 0.01) with a BURST_SECONDS tone of amplitude 0.3 every
+    BURST_EVERY_SECONDS (plus up to BURST_JITTER_SECONDS), alternately 1 and 3 kHz, from
+    LEAD_SECONDS on."""
+    n = round(seconds * SINK_RATE_HZ)
+    audio = rng.normal(0.0, 0.01, n)
+    onsets: list[tuple[float, str]] = []
+    start = LEAD_SECONDS
+    while start + BURST_SECONDS + LEAD_SECONDS <= seconds:
+        which = len(onsets) % 2
+        first, count = round(start * SINK_RATE_HZ), round(BURST_SECONDS * SINK_RATE_HZ)
+        t = np.arange(count) / SINK_RATE_HZ
+        audio[first : first + count] += 0.3 * np.sin(2 * np.pi * TONE_HZ[which] * t)
+        onsets.append((start, TONE_LABELS[which]))
+        # Onsets off any grid, so they fall at every phase of the hop and of the block.
+        start += BURST_EVERY_SECONDS + rng.uniform(0.0, BURST_JITTER_SECONDS)
+    return audio.astype(np.float32), onsets
+
+
+# -- the phases ---------------------------------------------------------------------------------
+
+
+def _daemon_phase(
+    box: Sandbox, folder: Path, bundle: Bundle, key: str, block: float, recording: Recording
+) -> dict[str, Any]:
+    metrics_port = free_port()
+    config = folder / "config.yaml"
+    lines = [
+        f"model: {{path: {json.dumps(str(bundle.folder))}, file: {key}}}",
+        f"source: {{kind: device, device: {DEVICE}, block_seconds: {block}}}",
+        f"output: {{dir: {json.dumps(str(folder / 'out'))}, device_id: bench, print: none}}",
+        f"metrics: {{address: '127.0.0.1:{metrics_port}'}}",
+    ]
+    if box.mqtt_port is not None:
+        lines.append(f"mqtt: {{host: 127.0.0.1, port: {box.mqtt_port}}}")
+    config.write_text("\n".join(lines) + "\n")
+    messages = None
+    if box.mqtt_port is not None:
+        messages = StartMessages(box.mqtt_port, "soundwatch/bench/events")
+        messages.start()
+    recorder = Recorder(box.record(latency_ms=10), SINK_RATE_HZ)
+    log = folder / "daemon.log"
+    command = [sys.executable, "-m", "edge.cli", "run", "-c", str(config)]
+    try:
+        with log.open("w") as err:
+            began = time.time()
+            child = subprocess.Popen(
+                command, env=_child_env(box), stdout=subprocess.DEVNULL, stderr=err
+            )
+        try:
+            watch = ProcWatch(child.pid)
+            first = first_analysed(metrics_port, child, START_TIMEOUT_SECONDS)
+            if first is None:
+                raise LiveBenchError(f"daemon: no analysed second ({_tail(log)})")
+            played_at, ended_at = _play(box, recording)
+            stats = watch.steady(played_at + SETTLE_SECONDS, ended_at)
+            watch.stop()
+            if child.poll() is not None:
+                raise LiveBenchError(f"daemon stopped early: {_tail(log)}")
+        finally:
+            _terminate(child)
+    finally:
+        recorder.stop()
+        if messages is not None:
+            messages.stop()
+    result = {"startup_seconds": first - began, **stats}
+    heard = recorder.when_played(recording.audio, played_at - 0.5)
+    result.update(_latency(recording, heard, messages))
+    return result
+
+
+def _bare_phase(
+    box: Sandbox, bundle: Bundle, key: str, block: float, hop_s: float, recording: Recording
+) -> dict[str, Any]:
+    spec = {
+        "device": DEVICE,
+        "block_seconds": block,
+        "hop_seconds": hop_s,
+        "file_key": key,
+        "path": str(bundle.folder / bundle.manifest.files[key].path),
+        "bundle": str(bundle.folder) if bundle.manifest.backbone is not None else None,
+        "feature_shape": list(bundle.feature_shape),
+        "n_labels": len(bundle.labels),
+        "threads": 1,
+    }
+    command = [sys.executable, "-m", "edge.bench.bare", json.dumps(spec)]
+    began = time.monotonic()
+    child = subprocess.Popen(
+        command, env=_child_env(box), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        watch = ProcWatch(child.pid)
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            child.wait(timeout=10)
+            problem = (child.stderr.read() if child.stderr else "").strip().splitlines()[-1:]
+            raise LiveBenchError(f"bare loop did not start: {' '.join(problem)}")
+        ready = time.monotonic() - began
+        played_at, ended_at = _play(box, recording)
+        stats = watch.steady(played_at + SETTLE_SECONDS, ended_at)
+        watch.stop()
+        if child.poll() is not None:
+            problem = (child.stderr.read() if child.stderr else "").strip().splitlines()[-1:]
+            raise LiveBenchError(f"bare loop stopped early: {' '.join(problem)}")
+    finally:
+        _terminate(child)
+    return {"startup_seconds": ready, **stats}
+
+
+def _play(box: Sandbox, recording: Recording) -> tuple[float, float]:
+    """Play the recording after SETTLE_SECONDS and wait TAIL_SECONDS after it: (monotonic
+    time playback was started, the end of the tail)."""
+    time.sleep(SETTLE_SECONDS)
+    played_at = time.monotonic()
+    player = box.play(recording.path)
+    seconds = len(recording.audio) / SINK_RATE_HZ
+    if player.wait(timeout=seconds + 30) != 0:
+        raise LiveBenchError(f"paplay {recording.path} failed ({player.returncode})")
+    time.sleep(TAIL_SECONDS)
+    return played_at, time.monotonic()
+
+
+def _latency(
+    recording: Recording, heard: float | None, messages: StartMessages | None
+) -> dict[str, Any]:
+    """Events found for the onsets played, stray `start`s, and latency p50/p95, s."""
+    if messages is None:
+        return {"latency": "not measured: mosquitto is not installed"}
+    if heard is None:
+        return {"latency": "not measured: the recording was not found on the monitor"}
+    unused = sorted(messages.arrivals)
+    found: list[float] = []
+    for onset, label in recording.onsets:
+        sound = heard + onset
+        match = next(
+            (m for m in unused if m[1] == label and sound <= m[0] < sound + MATCH_SECONDS), None
+        )
+        if match is not None:
+            unused.remove(match)
+            found.append(match[0] - sound)
+    end = heard + len(recording.audio) / SINK_RATE_HZ
+    stray = sum(1 for at, _ in unused if heard <= at <= end + TAIL_SECONDS)
+    out: dict[str, Any] = {"events_found": len(found), "stray_starts": stray}
+    if found:
+        out["latency_p50_seconds"] = float(np.percentile(found, 50))
+        out["latency_p95_seconds"] = float(np.percentile(found, 95))
+        out["latency_max_seconds"] = max(found)
+        out["latency_median_abs_dev"] = statistics.median(
+            abs(x - out["latency_p50_seconds"]) for x in found
+        )
+    return out
+
+
+def _child_env(box: Sandbox) -> dict[str, str]:
+    env = box.client_env()
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _terminate(child: subprocess.Popen[Any]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _tail(log: Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "it logged nothing"
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def format_live(result: dict[str, Any]) -> str:
+    d, b = result["daemon"], result["bare"]
+    m = result["machine"]
+    lines = [
+        f"{result['bundle']['name']} ({result['bundle']['file']}, blocks of"
+        f" {result['block_seconds']:g} s): window"
+        f" {result['window_seconds']:.3g} s, hop {result['hop_seconds']:.3g} s;"
+        f" {result['recording']['kind']}, {result['recording']['seconds']:.0f} s,"
+        f" {result['onsets_played']} onsets",
+        "",
+        f"{'':8} {'CPU %':>7} {'RSS MiB':>8} {'peak MiB':>9} {'start s':>8}",
+    ]
+    for name, row in (("daemon", d), ("bare", b)):
+        lines.append(
+            f"{name:8} {row['cpu_percent']:7.2f} {row['rss_steady_mib']:8.1f}"
+            f" {row['rss_peak_mib']:9.1f} {row['startup_seconds']:8.2f}"
+        )
+    ratio = result["cpu_ratio"]
+    lines.append(
+        f"daemon/bare CPU {ratio:.2f}x, RSS gap {result['rss_gap_mib']:+.1f} MiB"
+        if ratio is not None
+        else f"RSS gap {result['rss_gap_mib']:+.1f} MiB (bare CPU too small to divide by)"
+    )
+    if "latency" in d:
+        lines.append(f"latency {d['latency']}")
+    else:
+        found = f"events found {d['events_found']}/{result['onsets_played']}"
+        lines.append(f"{found}, stray starts {d['stray_starts']}")
+        if "latency_p50_seconds" in d:
+            lines.append(
+                f"sound to MQTT start: p50 {d['latency_p50_seconds']:.3f} s,"
+                f" p95 {d['latency_p95_seconds']:.3f} s"
+                f" (target {result['latency_target_seconds']:.3f} s)"
+            )
+    lines.append(f"machine: {m.get('cpu')}, {m.get('cores')} cores")
+    return "\n".join(lines)
