@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -398,3 +399,36 @@ def test_invariants(rules: EventRules, scores: list[float], hop: float) -> None:
             # Without a median the raw scores are the ones compared: a start is above threshold.
             assert start.score_max >= rules.threshold
         previous_end = end.end_seconds
+
+
+# Long runs of one level, so batches fall wholly inside events and wholly between them.
+runs_strategy = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.1, 0.35, 0.45, 0.55, 0.8, 1.0, math.nan]), st.integers(1, 40)
+    ),
+    max_size=12,
+).map(lambda runs: [score for score, length in runs for _ in range(length)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=rules_strategy(),
+    scores=st.one_of(scores_strategy, runs_strategy),
+    cuts=st.lists(st.integers(1, 64), min_size=1, max_size=8),
+)
+def test_update_batch_matches_update(
+    rules: EventRules, scores: list[float], cuts: list[int]
+) -> None:
+    """Batches (any sizes) give the transitions, the horizon and the close of one window at a
+    time: the fast paths change nothing."""
+    one, batched = EventDetector(rules), EventDetector(rules)
+    values = np.array(scores, dtype=np.float32)
+    times = [i * HOP for i in range(len(scores))]
+    start, turn = 0, 0
+    while start < len(scores):
+        stop = min(start + cuts[turn % len(cuts)], len(scores))
+        expected = [t for i in range(start, stop) for t in one.update(times[i], values[i])]
+        assert batched.update_batch(times[start:stop], values[start:stop]) == expected
+        assert batched.horizon_seconds == one.horizon_seconds
+        start, turn = stop, turn + 1
+    assert batched.close(len(scores) * HOP) == one.close(len(scores) * HOP)

@@ -243,10 +243,9 @@ class Analyzer:
         times = centres.tolist()
         order = self._order
         for i, detector in self._detectors:
-            for t, score in zip(times, scores[:, i].tolist(), strict=True):
-                transitions = detector.update(t, score)
-                if transitions:
-                    order.hold(i, transitions)
+            transitions = detector.update_batch(times, scores[:, i])
+            if transitions:
+                order.hold(i, transitions)
         # Labels decide at different delays (min duration, merge gap, median): the messages go
         # out in the order of the time they carry, once no label can still precede them.
         self._publish(order.release())

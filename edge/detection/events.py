@@ -66,8 +66,12 @@ Durations are compared with a 1 ns tolerance so that window times computed in fl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.errors import ConfigError
 from edge.model.rules import EventRules
@@ -228,6 +232,73 @@ class EventDetector:
             return _NO_TRANSITIONS
         self._out = None
         return out
+
+    def update_batch(self, times: Sequence[float], scores: np.ndarray) -> list[Transition]:
+        """Feed windows in time order (centre times in s, scores (n,)): the transitions of
+        ``update`` on each in turn, in order.
+
+        A batch that can change nothing but the event's running scores is taken in a few numpy
+        calls: every smoothed score below ``threshold`` while no event is open (most labels,
+        most of the time), or every one at or above ``off_threshold`` inside a confirmed event
+        that no split is due in. Anything else goes window by window through ``update``.
+        """
+        n = len(times)
+        half = self._half
+        if n == 0:
+            return []
+        if self._received >= 2 * half and self._state != _PENDING_OFF:
+            raw = np.asarray(scores, dtype=np.float64)
+            raw = np.where(np.isnan(raw), 0.0, raw)  # NaN counts as 0, as in `update`
+            # The windows decided in this batch lag it by `half`: the ring's last `half`.
+            older, decided_raw = self._history(2 * half), raw
+            if half:
+                joined = np.concatenate((older, raw))
+                smoothed = np.median(sliding_window_view(joined, 2 * half + 1), axis=1)
+                decided_raw = joined[half : half + n]
+            else:
+                smoothed = raw
+            if self._state == _IDLE and smoothed.max() < self._on:
+                self._absorb(times, raw)
+                return []
+            if (
+                self._state == _ON
+                and self._confirmed
+                and smoothed.min() >= self._off
+                and self._decided_time(times, n) - self._start < self._max_eps
+            ):
+                # Sums in window order, as `_add` makes them, so the mean is the same float.
+                self._sum = float(np.add.accumulate(np.r_[self._sum, decided_raw])[-1])
+                self._count += n
+                self._max_score = max(self._max_score, float(decided_raw.max()))
+                self._absorb(times, raw)
+                return []
+        out: list[Transition] = []
+        for t, s in zip(times, scores.tolist(), strict=True):
+            transitions = self.update(t, s)
+            if transitions:
+                out.extend(transitions)
+        return out
+
+    def _history(self, count: int) -> np.ndarray:
+        """The raw scores of the last ``count`` windows fed (``count <= k``), oldest first."""
+        first = self._received - count
+        return np.array([self._ring_scores[j % self._k] for j in range(first, self._received)])
+
+    def _decided_time(self, times: Sequence[float], n: int) -> float:
+        """The time of the last window a batch of ``n`` decides (``half`` windows back)."""
+        j = self._received + n - 1 - self._half
+        return times[j - self._received] if j >= self._received else self._ring_times[j % self._k]
+
+    def _absorb(self, times: Sequence[float], raw: np.ndarray) -> None:
+        """Keep the last windows of a batch in the median ring, as ``update`` would."""
+        k, n = self._k, len(times)
+        if k == 1:
+            return  # no median: `update` keeps no ring
+        for j in range(max(0, n - k), n):
+            slot = (self._received + j) % k
+            self._ring_times[slot] = times[j]
+            self._ring_scores[slot] = float(raw[j])
+        self._received += n
 
     def close(self, time_seconds: float) -> list[Transition]:
         """End the stream at ``time_seconds`` (shutdown, end of file, gap) and return the last
