@@ -432,3 +432,13 @@ def test_update_batch_matches_update(
         assert batched.horizon_seconds == one.horizon_seconds
         start, turn = stop, turn + 1
     assert batched.close(len(scores) * HOP) == one.close(len(scores) * HOP)
+
+
+def test_a_detector_is_unmoved_only_by_a_quiet_batch_while_idle() -> None:
+    detector = EventDetector(EventRules(threshold=0.5))
+    assert detector.unmoved_by(0.49)
+    assert not detector.unmoved_by(0.5)  # would start an event
+    assert not detector.unmoved_by(math.nan)  # NaN: no claim, the windows go through
+    detector.update(0.0, 0.9)
+    assert not detector.unmoved_by(0.1)  # an open event: 0.1 ends it
+    assert not EventDetector(EventRules(threshold=0.5, median_windows=3)).unmoved_by(0.1)

@@ -21,6 +21,8 @@ COLUMNS = (
     ("p50 ms", "latency_p50_ms", "{:.3g}"),
     ("p99 ms", "latency_p99_ms", "{:.3g}"),
     ("RSS MiB", "peak_rss_mib", "{:.0f}"),
+    ("bare RSS", "bare_rss_mib", "{:.0f}"),
+    ("RSS/bare", "rss_ratio", "{:.2f}"),
 )
 
 
@@ -61,7 +63,10 @@ def format_table(result: dict[str, Any]) -> str:
         if "error" in row:
             notes.append(f"{key}: not measured: {row['error']}")
             continue
-        table.append((key, *(form.format(row[field]) for _, field, form in COLUMNS)))
+        cells = (form.format(row[f]) if f in row else "-" for _, f, form in COLUMNS)
+        table.append((key, *cells))
+        if "bare_error" in row:
+            notes.append(f"{key}: bare runtime loop failed: {row['bare_error']}")
         share, total = row["profile"]["share"], row["profile"]["seconds"]["total"]
         profile.append((key, *(f"{100 * share[s]:.0f}%" for s in STAGES), f"{total:.3g}"))
         if row["bare_windows"] < row["windows"]:
@@ -79,7 +84,8 @@ def format_table(result: dict[str, Any]) -> str:
             f"machine: {h['cpu']}, {h['cores']} cores, Python {h['python']}, {packages}",
             f"method: a fresh process per backend, {pinned}, {m['threads']} inference and BLAS"
             f" thread(s), batch {m['batch_windows']}; times are the best of {m['repeats']}"
-            " runs; RSS is that whole process's peak after the timed scans",
+            " runs; RSS is that whole process's peak after its first scan; bare RSS is the"
+            " peak of a bare runtime loop over as many windows in a process of its own",
             "",
             *_columns(table),
             "",

@@ -242,7 +242,12 @@ class Analyzer:
         self._seconds.add(centres, scores)
         times = centres.tolist()
         order = self._order
+        # NaN counts as 0 in the detectors; fmax skips it (a column all NaN gives NaN, which
+        # `unmoved_by` does not take for quiet).
+        peaks = np.fmax.reduce(scores, axis=0).tolist()
         for i, detector in self._detectors:
+            if detector.unmoved_by(peaks[i]):
+                continue
             transitions = detector.update_batch(times, scores[:, i])
             if transitions:
                 order.hold(i, transitions)

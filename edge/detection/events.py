@@ -233,6 +233,12 @@ class EventDetector:
         self._out = None
         return out
 
+    def unmoved_by(self, peak: float) -> bool:
+        """True when a batch whose highest score is ``peak`` cannot change this detector: no
+        event open, no median ring to keep, every window below ``threshold``. The analyzer
+        then skips the batch for this label (YAMNet: 521 labels, almost all quiet)."""
+        return self._k == 1 and self._state == _IDLE and peak < self._on
+
     def update_batch(self, times: Sequence[float], scores: np.ndarray) -> list[Transition]:
         """Feed windows in time order (centre times in s, scores (n,)): the transitions of
         ``update`` on each in turn, in order.
