@@ -29,6 +29,10 @@ from edge.records import Event, Sink, StreamInfo
 # Audio is pushed through the frontend in pieces of at most this many samples, which bounds the
 # feature buffer whatever block size the caller uses.
 MAX_PIECE_SAMPLES = 1 << 15
+# A batch holds at most this many bytes of model input: past a few windows of a heavy model
+# (YAMNet's 0.975 s waveform is 61 KiB a window, BirdNET's 3 s 563 KiB) a larger batch buys no
+# speed, only memory (the batch and the feature buffer behind it both grow with it).
+MAX_BATCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ class Analyzer:
         self.rate_hz = bundle.sample_rate_hz
         self.window_samples = bundle.window_samples
         self.hop_samples = hop_samples
-        self.batch_windows = batch_windows
+        window_bytes = 4 * int(np.prod(bundle.feature_shape))
+        self.batch_windows = max(1, min(batch_windows, MAX_BATCH_BYTES // window_bytes))
+        batch_windows = self.batch_windows
         self._keep = np.array([s.index for s in labels], dtype=np.intp)
         self._activation = bundle.manifest.output.activation
 
