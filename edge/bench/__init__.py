@@ -224,7 +224,7 @@ def _bare_memory(
         "runtime": "onnx" if runtime == "onnx" else "tflite",
         "feature_shape": list(feature_shape),
         "windows": row["windows"],
-        "batch": spec["batch"],
+        "batch": row["largest_batch"],  # what scan gave the runtime, so the same arena
         "threads": spec["threads"],
         "cpus": spec["cpus"],
     }

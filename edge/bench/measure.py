@@ -158,6 +158,8 @@ def measure(spec: dict[str, Any], step: Callable[[str], None] = lambda _: None) 
         "latency_p99_ms": p99_ms,
         "latency_calls": calls,
         "peak_rss_mib": peak_rss_mib,
+        # Scan scores what a block completes, so its batches can stay below `batch`.
+        "largest_batch": max(len(b) for b in recorder.batches),
         "profile": {
             "seconds": parts | {"total": scan_seconds},
             "share": {k: v / scan_seconds for k, v in parts.items()},

@@ -35,6 +35,12 @@ MAX_PIECE_SAMPLES = 1 << 15
 MAX_BATCH_BYTES = 4 << 20
 
 
+def capped_batch(feature_shape: tuple[int, ...], batch_windows: int) -> int:
+    """`batch_windows`, or fewer where that many windows would pass MAX_BATCH_BYTES."""
+    window_bytes = 4 * int(np.prod(feature_shape))
+    return max(1, min(batch_windows, MAX_BATCH_BYTES // window_bytes))
+
+
 @dataclass(frozen=True)
 class LabelSetup:
     """One kept label: its index in the model output and its detector rules."""
@@ -65,9 +71,7 @@ class Analyzer:
         self.rate_hz = bundle.sample_rate_hz
         self.window_samples = bundle.window_samples
         self.hop_samples = hop_samples
-        window_bytes = 4 * int(np.prod(bundle.feature_shape))
-        self.batch_windows = max(1, min(batch_windows, MAX_BATCH_BYTES // window_bytes))
-        batch_windows = self.batch_windows
+        self.batch_windows = batch_windows = capped_batch(bundle.feature_shape, batch_windows)
         self._keep = np.array([s.index for s in labels], dtype=np.intp)
         self._activation = bundle.manifest.output.activation
 
