@@ -442,3 +442,20 @@ def test_a_detector_is_unmoved_only_by_a_quiet_batch_while_idle() -> None:
     detector.update(0.0, 0.9)
     assert not detector.unmoved_by(0.1)  # an open event: 0.1 ends it
     assert not EventDetector(EventRules(threshold=0.5, median_windows=3)).unmoved_by(0.1)
+
+
+@pytest.mark.parametrize("median", [1, 3])
+def test_update_batch_merges_an_off_spell_as_update_does(median: int) -> None:
+    """An off-spell of several windows inside the merge gap, taken as one stretch: its raw
+    scores join the event's mean when it turns back on, exactly as one window at a time."""
+    rules = EventRules(threshold=0.5, merge_gap_seconds=1.1, median_windows=median)
+    scores = [0.9] * 6 + [0.2, 0.3, 0.1, 0.2] + [0.8] * 6 + [0.0] * 10
+    times = [i * HOP for i in range(len(scores))]
+    one, batched = EventDetector(rules), EventDetector(rules)
+    values = np.array(scores, dtype=np.float32)
+    expected = [t for i, s in enumerate(values.tolist()) for t in one.update(times[i], s)]
+    got = batched.update_batch(times, values)
+    assert got == expected
+    assert [t.type for t in got] == ["start", "end"]
+    end = got[1]
+    assert end.score_mean == pytest.approx(float(np.mean(values[:16])), abs=1e-6)

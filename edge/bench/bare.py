@@ -83,7 +83,7 @@ def _litert(path: str, feature_shape: tuple[int, ...], threads: int) -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # the older package name
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found,no-redef]
+        from tflite_runtime.interpreter import Interpreter  # 32-bit Arm (see runtime/litert.py)
 
     interpreter = Interpreter(model_path=path, num_threads=threads)
     interpreter.allocate_tensors()

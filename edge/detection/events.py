@@ -66,13 +66,10 @@ Durations are compared with a 1 ns tolerance so that window times computed in fl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-
+from edge.detection.batches import _IDLE, _ON, _PENDING_OFF, BatchFeed
 from edge.errors import ConfigError
 from edge.model.rules import EventRules
 
@@ -81,10 +78,6 @@ _TIME_EPS_SECONDS: Final = 1e-9
 
 # Shared return value of update() when nothing happens, so the hot path allocates nothing.
 _NO_TRANSITIONS: Final[tuple[()]] = ()
-
-_IDLE: Final = 0  # no event
-_ON: Final = 1  # an event is on (confirmed or not)
-_PENDING_OFF: Final = 2  # an event has crossed below off_threshold; merge gap not yet over
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,21 +102,16 @@ class Transition:
         return self.start_seconds if self.end_seconds is None else self.end_seconds
 
 
-class EventDetector:
+class EventDetector(BatchFeed):
     """Turns one label's window scores into start/end transitions; see the module docstring."""
 
     __slots__ = (
         "_confirmed",
         "_continued",
-        "_count",
-        "_gap_count",
-        "_gap_max",
-        "_gap_sum",
         "_half",
         "_index",
         "_k",
         "_max_eps",
-        "_max_score",
         "_merge_eps",
         "_min_eps",
         "_next_index",
@@ -131,7 +119,6 @@ class EventDetector:
         "_off_time",
         "_on",
         "_out",
-        "_received",
         "_refractory",
         "_refractory_until",
         "_ring_scores",
@@ -140,7 +127,6 @@ class EventDetector:
         "_scratch",
         "_start",
         "_state",
-        "_sum",
     )
 
     def __init__(self, rules: EventRules) -> None:
@@ -232,79 +218,6 @@ class EventDetector:
             return _NO_TRANSITIONS
         self._out = None
         return out
-
-    def unmoved_by(self, peak: float) -> bool:
-        """True when a batch whose highest score is ``peak`` cannot change this detector: no
-        event open, no median ring to keep, every window below ``threshold``. The analyzer
-        then skips the batch for this label (YAMNet: 521 labels, almost all quiet)."""
-        return self._k == 1 and self._state == _IDLE and peak < self._on
-
-    def update_batch(self, times: Sequence[float], scores: np.ndarray) -> list[Transition]:
-        """Feed windows in time order (centre times in s, scores (n,)): the transitions of
-        ``update`` on each in turn, in order.
-
-        A batch that can change nothing but the event's running scores is taken in a few numpy
-        calls: every smoothed score below ``threshold`` while no event is open (most labels,
-        most of the time), or every one at or above ``off_threshold`` inside a confirmed event
-        that no split is due in. Anything else goes window by window through ``update``.
-        """
-        n = len(times)
-        half = self._half
-        if n == 0:
-            return []
-        if self._received >= 2 * half and self._state != _PENDING_OFF:
-            raw = np.asarray(scores, dtype=np.float64)
-            raw = np.where(np.isnan(raw), 0.0, raw)  # NaN counts as 0, as in `update`
-            # The windows decided in this batch lag it by `half`: the ring's last `half`.
-            older, decided_raw = self._history(2 * half), raw
-            if half:
-                joined = np.concatenate((older, raw))
-                smoothed = np.median(sliding_window_view(joined, 2 * half + 1), axis=1)
-                decided_raw = joined[half : half + n]
-            else:
-                smoothed = raw
-            if self._state == _IDLE and smoothed.max() < self._on:
-                self._absorb(times, raw)
-                return []
-            if (
-                self._state == _ON
-                and self._confirmed
-                and smoothed.min() >= self._off
-                and self._decided_time(times, n) - self._start < self._max_eps
-            ):
-                # Sums in window order, as `_add` makes them, so the mean is the same float.
-                self._sum = float(np.add.accumulate(np.r_[self._sum, decided_raw])[-1])
-                self._count += n
-                self._max_score = max(self._max_score, float(decided_raw.max()))
-                self._absorb(times, raw)
-                return []
-        out: list[Transition] = []
-        for t, s in zip(times, scores.tolist(), strict=True):
-            transitions = self.update(t, s)
-            if transitions:
-                out.extend(transitions)
-        return out
-
-    def _history(self, count: int) -> np.ndarray:
-        """The raw scores of the last ``count`` windows fed (``count <= k``), oldest first."""
-        first = self._received - count
-        return np.array([self._ring_scores[j % self._k] for j in range(first, self._received)])
-
-    def _decided_time(self, times: Sequence[float], n: int) -> float:
-        """The time of the last window a batch of ``n`` decides (``half`` windows back)."""
-        j = self._received + n - 1 - self._half
-        return times[j - self._received] if j >= self._received else self._ring_times[j % self._k]
-
-    def _absorb(self, times: Sequence[float], raw: np.ndarray) -> None:
-        """Keep the last windows of a batch in the median ring, as ``update`` would."""
-        k, n = self._k, len(times)
-        if k == 1:
-            return  # no median: `update` keeps no ring
-        for j in range(max(0, n - k), n):
-            slot = (self._received + j) % k
-            self._ring_times[slot] = times[j]
-            self._ring_scores[slot] = float(raw[j])
-        self._received += n
 
     def close(self, time_seconds: float) -> list[Transition]:
         """End the stream at ``time_seconds`` (shutdown, end of file, gap) and return the last
