@@ -6,7 +6,7 @@
 For each length, synthetic audio (edge.bench.write_synthetic: noise with tone bursts) is
 written once, then every model file of the bundle scans it in a fresh process pinned to one
 core (`scan` as `soundwatch scan` runs it, batch 256), and the bare loop of `soundwatch bench`
-(edge/bench/bare.py, its own process) scores as many windows. Peak RSS is VmHWM. The curve
+(edge/bench/runtime_loop.py, its own process) scores as many windows. Peak RSS is VmHWM. The curve
 must stay flat: nothing in scan may grow with the file.
 """
 
@@ -28,7 +28,7 @@ def child(spec: dict[str, str]) -> None:
     """Scan one file with one model file; print its peak RSS and windows as JSON."""
     from dataclasses import replace
 
-    from edge.bench.bare import peak_rss_mib
+    from edge.bench.runtime_loop import peak_rss_mib
     from edge.builders import build_analyzer
     from edge.config import load_config
     from edge.scan import SCAN_BATCH_WINDOWS, scan
@@ -101,7 +101,7 @@ def main() -> None:
                     "threads": 1,
                     "cpus": None,
                 }
-                bare_script = str(ROOT / "edge" / "bench" / "bare.py")
+                bare_script = str(ROOT / "edge" / "bench" / "runtime_loop.py")
                 bare = run([*pin, sys.executable, bare_script, json.dumps(bare_spec)])
                 scan_rss, bare_rss = scanned["peak_rss_mib"], bare["peak_rss_mib"]
                 print(

@@ -217,8 +217,8 @@ def _bare_memory(
     feature_shape: tuple[int, ...],
     row: dict[str, Any],
 ) -> dict[str, Any]:
-    """The bare runtime loop's peak RSS (edge/bench/bare.py, its own process, as many windows
-    as scan scored), and how scan's peak compares: fields for the backend's row."""
+    """The bare runtime loop's peak RSS (edge/bench/runtime_loop.py, in its own process, as
+    many windows as scan scored), and how scan's peak compares: fields for the backend's row."""
     bare = {
         "model_file": model_file,
         "runtime": "onnx" if runtime == "onnx" else "tflite",
@@ -229,8 +229,8 @@ def _bare_memory(
         "cpus": spec["cpus"],
     }
     env = dict(os.environ) | dict.fromkeys(THREAD_VARIABLES, str(spec["threads"]))
-    # Run as a file, not `-m edge.bench.bare`: the package's imports would count as its own.
-    script = str(Path(__file__).resolve().parent / "bare.py")
+    # Run as a file, not `-m edge.bench.runtime_loop`: the package's imports would count as its own.
+    script = str(Path(__file__).resolve().parent / "runtime_loop.py")
     done = subprocess.run(
         [sys.executable, script, json.dumps(bare)], env=env, capture_output=True, text=True
     )
