@@ -20,6 +20,7 @@ COLUMNS = (
     ("bare win/s", "bare_windows_per_second", "{:,.0f}"),
     ("bare xRT", "bare_x_real_time", "{:,.0f}x"),
     ("scan/bare", "ratio", "{:.3g}"),
+    ("CPU s/b", "cpu_ratio", "{:.3g}"),
     ("p50 ms", "latency_p50_ms", "{:.3g}"),
     ("p99 ms", "latency_p99_ms", "{:.3g}"),
     ("RSS MiB", "peak_rss_mib", "{:.0f}"),
