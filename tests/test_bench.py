@@ -57,7 +57,8 @@ def _check_row(row: dict[str, Any], audio_seconds: float, windows: int) -> None:
     ):
         assert row[field] > 0, field
     assert 0 < row["ratio"] <= 1.5
-    assert 0 < row["scan_cpu_seconds"] and 0 < row["bare_cpu_seconds"]
+    assert row["scan_cpu_seconds"] > 0
+    assert row["bare_cpu_seconds"] > 0
     assert 0 < row["cpu_ratio"] <= 1.5
     # The bare runtime loop ran in its own process: a peak of its own, below scan's (which
     # holds soundwatch besides the runtime), and the two compared.
