@@ -7,7 +7,7 @@ and `AWS_ENDPOINT_URL` for an S3 server that is not AWS) or fsspec's configurati
 (`FSSPEC_S3_ENDPOINT_URL`, `~/.config/fsspec/`).
 
 Each input file is downloaded whole to a temporary file before it is scored, and removed after.
-libsndfile seeks (headers, chunks at the end, FLAC frames) and scan reads 30 s blocks, which
+libsndfile seeks (headers, chunks at the end, FLAC frames) and scan reads 10 s blocks, which
 over a network would be a request each; a download is a few large sequential reads, retried by
 the storage library, and a connection lost midway fails the file before any scoring, not
 halfway through it. The copy goes a block at a time, so memory stays flat whatever the file's

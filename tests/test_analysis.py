@@ -193,3 +193,37 @@ def test_with_a_hop_over_a_second_every_covered_second_is_analysed() -> None:
     centred.add(np.array([1.5, 4.5, 7.5]), scores)
     centred.close(9.0)
     assert [r.status for r in rows] == [EDGE, ANALYSED, EDGE] * 3
+
+
+class PerWindow(Analyzer):
+    """The reference: every window through every label's detector one at a time (`update`),
+    as the analyzer did before detectors took whole batches."""
+
+    def _deliver(self, centres: np.ndarray, scores: np.ndarray) -> None:
+        self._seconds.add(centres, scores)
+        for i, detector in self._detectors:
+            for t, score in zip(centres.tolist(), scores[:, i].tolist(), strict=True):
+                transitions = detector.update(t, score)
+                if transitions:
+                    self._order.hold(i, transitions)
+        self._publish(self._order.release())
+
+
+@pytest.mark.parametrize("batch", [1, 16, 256])
+def test_batched_detectors_give_the_per_window_rows_and_events(bundle: Bundle, batch: int) -> None:
+    x = scene(seed=3)
+    fast, fast_sink = make(bundle, batch=batch)
+    sink = Collect()
+    slow = PerWindow(
+        bundle, fast.backend, fast.labels, sink, hop_samples=bundle.hop_samples, batch_windows=batch
+    )
+    run_blocks(fast, x, [12_345, 40_000])
+    run_blocks(slow, x, [12_345, 40_000])
+    assert len(sink.events) >= 4  # the scene's tones made events: the paths were exercised
+    assert fast_sink.events == sink.events
+    assert [(r.offset_seconds, r.status) for r in fast_sink.rows] == [
+        (r.offset_seconds, r.status) for r in sink.rows
+    ]
+    np.testing.assert_array_equal(
+        np.array([r.scores for r in fast_sink.rows]), np.array([r.scores for r in sink.rows])
+    )

@@ -57,6 +57,14 @@ def _check_row(row: dict[str, Any], audio_seconds: float, windows: int) -> None:
     ):
         assert row[field] > 0, field
     assert 0 < row["ratio"] <= 1.5
+    assert row["scan_cpu_seconds"] > 0
+    assert row["bare_cpu_seconds"] > 0
+    assert 0 < row["cpu_ratio"] <= 1.5
+    # The bare runtime loop ran in its own process: a peak of its own, below scan's (which
+    # holds soundwatch besides the runtime), and the two compared.
+    assert 20 < row["bare_rss_mib"] < row["peak_rss_mib"]
+    assert row["rss_extra_mib"] == pytest.approx(row["peak_rss_mib"] - row["bare_rss_mib"])
+    assert row["rss_ratio"] == pytest.approx(row["peak_rss_mib"] / row["bare_rss_mib"])
     assert row["latency_p50_ms"] <= row["latency_p99_ms"]
     assert row["latency_calls"] >= 10
     # Same audio, same windows: x real time and windows/s give the same ratio.

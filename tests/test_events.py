@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -398,3 +399,63 @@ def test_invariants(rules: EventRules, scores: list[float], hop: float) -> None:
             # Without a median the raw scores are the ones compared: a start is above threshold.
             assert start.score_max >= rules.threshold
         previous_end = end.end_seconds
+
+
+# Long runs of one level, so batches fall wholly inside events and wholly between them.
+runs_strategy = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.1, 0.35, 0.45, 0.55, 0.8, 1.0, math.nan]), st.integers(1, 40)
+    ),
+    max_size=12,
+).map(lambda runs: [score for score, length in runs for _ in range(length)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=rules_strategy(),
+    scores=st.one_of(scores_strategy, runs_strategy),
+    cuts=st.lists(st.integers(1, 64), min_size=1, max_size=8),
+)
+def test_update_batch_matches_update(
+    rules: EventRules, scores: list[float], cuts: list[int]
+) -> None:
+    """Batches (any sizes) give the transitions, the horizon and the close of one window at a
+    time: the fast paths change nothing."""
+    one, batched = EventDetector(rules), EventDetector(rules)
+    values = np.array(scores, dtype=np.float32)
+    times = [i * HOP for i in range(len(scores))]
+    start, turn = 0, 0
+    while start < len(scores):
+        stop = min(start + cuts[turn % len(cuts)], len(scores))
+        expected = [t for i in range(start, stop) for t in one.update(times[i], values[i])]
+        assert batched.update_batch(times[start:stop], values[start:stop]) == expected
+        assert batched.horizon_seconds == one.horizon_seconds
+        start, turn = stop, turn + 1
+    assert batched.close(len(scores) * HOP) == one.close(len(scores) * HOP)
+
+
+def test_a_detector_is_unmoved_only_by_a_quiet_batch_while_idle() -> None:
+    detector = EventDetector(EventRules(threshold=0.5))
+    assert detector.unmoved_by(0.49)
+    assert not detector.unmoved_by(0.5)  # would start an event
+    assert not detector.unmoved_by(math.nan)  # NaN: no claim, the windows go through
+    detector.update(0.0, 0.9)
+    assert not detector.unmoved_by(0.1)  # an open event: 0.1 ends it
+    assert not EventDetector(EventRules(threshold=0.5, median_windows=3)).unmoved_by(0.1)
+
+
+@pytest.mark.parametrize("median", [1, 3])
+def test_update_batch_merges_an_off_spell_as_update_does(median: int) -> None:
+    """An off-spell of several windows inside the merge gap, taken as one stretch: its raw
+    scores join the event's mean when it turns back on, exactly as one window at a time."""
+    rules = EventRules(threshold=0.5, merge_gap_seconds=1.1, median_windows=median)
+    scores = [0.9] * 6 + [0.2, 0.3, 0.1, 0.2] + [0.8] * 6 + [0.0] * 10
+    times = [i * HOP for i in range(len(scores))]
+    one, batched = EventDetector(rules), EventDetector(rules)
+    values = np.array(scores, dtype=np.float32)
+    expected = [t for i, s in enumerate(values.tolist()) for t in one.update(times[i], s)]
+    got = batched.update_batch(times, values)
+    assert got == expected
+    assert [t.type for t in got] == ["start", "end"]
+    end = got[1]
+    assert end.score_mean == pytest.approx(float(np.mean(values[:16])), abs=1e-6)

@@ -152,6 +152,18 @@ def check_levels(rows: list[SecondRow], parts: list[Part]) -> None:
 # -- levels ----------------------------------------------------------------------------------
 
 
+def test_score_cells_match_the_one_by_one_format() -> None:
+    from edge.outputs.files import format_score, score_cells
+
+    rng = np.random.default_rng(0)
+    row = rng.random(521).astype(np.float32)
+    row[:4] = [0.0, 1.0, -0.0, 0.99995]
+    for scores in (row, np.where(rng.random(521) < 0.1, np.nan, row).astype(np.float32)):
+        expected = ",".join(format_score(p) for p in scores.tolist())
+        assert score_cells(scores) == expected
+    assert score_cells(np.full(3, np.nan, np.float32)) == ",,"
+
+
 def test_second_phase_is_exact_from_microseconds() -> None:
     # -timestamp() % 1 gives 0.70000005 here: one sample too many in the first second at 48 kHz.
     assert second_phase(ANCHOR) == 0.7

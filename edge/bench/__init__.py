@@ -111,7 +111,11 @@ def bench(
                 "cpus": cpus,
             }
             with bar(_steps(repeats), key, "step", show) as progress:
-                rows.append(_run_child(spec, progress.update, progress.set_postfix_str))
+                row = _run_child(spec, progress.update, progress.set_postfix_str)
+            if "error" not in row:
+                model_file = bundle.folder.resolve() / bundle.manifest.files[key].path
+                row |= _bare_memory(spec, str(model_file), runtime, bundle.feature_shape, row)
+            rows.append(row)
         source = "recordings" if files else "synthetic tone bursts in noise"
         described = {"source": source, **_describe_audio(audio)}
     if all("error" in row for row in rows):
@@ -204,6 +208,44 @@ def _steps(repeats: int) -> int:
     """The steps `measure` reports: repeats + 1 scans, repeats bare inference runs, repeats
     stage timings, one latency run."""
     return 3 * repeats + 2
+
+
+def _bare_memory(
+    spec: dict[str, Any],
+    model_file: str,
+    runtime: str,
+    feature_shape: tuple[int, ...],
+    row: dict[str, Any],
+) -> dict[str, Any]:
+    """The bare runtime loop's peak RSS (edge/bench/runtime_loop.py, in its own process, as
+    many windows as scan scored), and how scan's peak compares: fields for the backend's row."""
+    bare = {
+        "model_file": model_file,
+        "runtime": "onnx" if runtime == "onnx" else "tflite",
+        "feature_shape": list(feature_shape),
+        "windows": row["windows"],
+        "batch": row["largest_batch"],  # what scan gave the runtime, so the same arena
+        "threads": spec["threads"],
+        "cpus": spec["cpus"],
+    }
+    env = dict(os.environ) | dict.fromkeys(THREAD_VARIABLES, str(spec["threads"]))
+    # Run as a file, not `-m edge.bench.runtime_loop`: the package's imports would count as its own.
+    script = str(Path(__file__).resolve().parent / "runtime_loop.py")
+    done = subprocess.run(
+        [sys.executable, script, json.dumps(bare)], env=env, capture_output=True, text=True
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        errors = [line for line in done.stderr.splitlines() if line.strip()]
+        return {"bare_error": errors[-1] if errors else "no result"}
+    measured = json.loads(lines[-1])
+    rss = measured["peak_rss_mib"]
+    return {
+        "bare_rss_mib": rss,
+        "bare_loop_seconds": measured["seconds"],
+        "rss_extra_mib": row["peak_rss_mib"] - rss,
+        "rss_ratio": row["peak_rss_mib"] / rss,
+    }
 
 
 def _run_child(

@@ -91,22 +91,29 @@ def measure(spec: dict[str, Any], step: Callable[[str], None] = lambda _: None) 
     recorder = _Recording(backend, max(spec["batch"], RECORD_BYTES // window_bytes))
     analyzer.backend = recorder  # times inference inside scan; records only when asked
     with tempfile.TemporaryDirectory(prefix="soundwatch-bench-out-") as tmp:
+        # CPU seconds of this process besides wall seconds: on a shared machine, waiting for
+        # the core counts in the wall time but not here. The recording scan is left out.
+        scan_cpu: list[float] = []
+        bare_cpu: list[float] = []
 
         def timed_scan(record: bool = False) -> tuple[float, float, ScanReport]:
             """Scan's seconds (copying recorded windows excluded) and its inference seconds."""
             recorder.recording, recorder.inference_seconds = record, 0.0
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             report = scan(analyzer, files, Path(tmp), device="bench", progress=False)
+            if not record:
+                scan_cpu.append(time.process_time() - cpu)
             seconds = time.perf_counter() - began - recorder.recording_seconds
             recorder.recording, recorder.recording_seconds = False, 0.0
             step("scan")
             return seconds, recorder.inference_seconds, report
 
         def timed_bare() -> float:
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             for recorded in recorder.batches:
                 backend.predict(recorded)
             seconds = time.perf_counter() - began
+            bare_cpu.append(time.process_time() - cpu)
             step("bare inference")
             return seconds
 
@@ -154,10 +161,16 @@ def measure(spec: dict[str, Any], step: Callable[[str], None] = lambda _: None) 
         # Bare inference at its own speed over all the windows scan scored.
         "bare_x_real_time": report.audio_seconds * bare_wps / report.windows,
         "ratio": scan_wps / bare_wps,
+        "scan_cpu_seconds": min(scan_cpu),
+        "bare_cpu_seconds": min(bare_cpu),
+        # The same ratio in CPU seconds: steadier where other work shares the core.
+        "cpu_ratio": (report.windows / min(scan_cpu)) / (bare_windows / min(bare_cpu)),
         "latency_p50_ms": p50_ms,
         "latency_p99_ms": p99_ms,
         "latency_calls": calls,
         "peak_rss_mib": peak_rss_mib,
+        # Scan scores what a block completes, so its batches can stay below `batch`.
+        "largest_batch": max(len(b) for b in recorder.batches),
         "profile": {
             "seconds": parts | {"total": scan_seconds},
             "share": {k: v / scan_seconds for k, v in parts.items()},

@@ -29,6 +29,16 @@ from edge.records import Event, Sink, StreamInfo
 # Audio is pushed through the frontend in pieces of at most this many samples, which bounds the
 # feature buffer whatever block size the caller uses.
 MAX_PIECE_SAMPLES = 1 << 15
+# A batch holds at most this many bytes of model input: past a few windows of a heavy model
+# (YAMNet's 0.975 s waveform is 61 KiB a window, BirdNET's 3 s 563 KiB) a larger batch buys no
+# speed, only memory (the batch and the feature buffer behind it both grow with it).
+MAX_BATCH_BYTES = 4 << 20
+
+
+def capped_batch(feature_shape: tuple[int, ...], batch_windows: int) -> int:
+    """`batch_windows`, or fewer where that many windows would pass MAX_BATCH_BYTES."""
+    window_bytes = 4 * int(np.prod(feature_shape))
+    return max(1, min(batch_windows, MAX_BATCH_BYTES // window_bytes))
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class Analyzer:
         self.rate_hz = bundle.sample_rate_hz
         self.window_samples = bundle.window_samples
         self.hop_samples = hop_samples
-        self.batch_windows = batch_windows
+        self.batch_windows = batch_windows = capped_batch(bundle.feature_shape, batch_windows)
         self._keep = np.array([s.index for s in labels], dtype=np.intp)
         self._activation = bundle.manifest.output.activation
 
@@ -242,11 +252,15 @@ class Analyzer:
         self._seconds.add(centres, scores)
         times = centres.tolist()
         order = self._order
+        # NaN counts as 0 in the detectors; fmax skips it (a column all NaN gives NaN, which
+        # `unmoved_by` does not take for quiet).
+        peaks = np.fmax.reduce(scores, axis=0).tolist()
         for i, detector in self._detectors:
-            for t, score in zip(times, scores[:, i].tolist(), strict=True):
-                transitions = detector.update(t, score)
-                if transitions:
-                    order.hold(i, transitions)
+            if detector.unmoved_by(peaks[i]):
+                continue
+            transitions = detector.update_batch(times, scores[:, i])
+            if transitions:
+                order.hold(i, transitions)
         # Labels decide at different delays (min duration, merge gap, median): the messages go
         # out in the order of the time they carry, once no label can still precede them.
         self._publish(order.release())

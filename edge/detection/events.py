@@ -69,6 +69,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from edge.detection.batches import _IDLE, _ON, _PENDING_OFF, BatchFeed
 from edge.errors import ConfigError
 from edge.model.rules import EventRules
 
@@ -77,10 +78,6 @@ _TIME_EPS_SECONDS: Final = 1e-9
 
 # Shared return value of update() when nothing happens, so the hot path allocates nothing.
 _NO_TRANSITIONS: Final[tuple[()]] = ()
-
-_IDLE: Final = 0  # no event
-_ON: Final = 1  # an event is on (confirmed or not)
-_PENDING_OFF: Final = 2  # an event has crossed below off_threshold; merge gap not yet over
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +102,16 @@ class Transition:
         return self.start_seconds if self.end_seconds is None else self.end_seconds
 
 
-class EventDetector:
+class EventDetector(BatchFeed):
     """Turns one label's window scores into start/end transitions; see the module docstring."""
 
     __slots__ = (
         "_confirmed",
         "_continued",
-        "_count",
-        "_gap_count",
-        "_gap_max",
-        "_gap_sum",
         "_half",
         "_index",
         "_k",
         "_max_eps",
-        "_max_score",
         "_merge_eps",
         "_min_eps",
         "_next_index",
@@ -127,7 +119,6 @@ class EventDetector:
         "_off_time",
         "_on",
         "_out",
-        "_received",
         "_refractory",
         "_refractory_until",
         "_ring_scores",
@@ -136,7 +127,6 @@ class EventDetector:
         "_scratch",
         "_start",
         "_state",
-        "_sum",
     )
 
     def __init__(self, rules: EventRules) -> None:

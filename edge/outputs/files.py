@@ -17,12 +17,15 @@ Output layouts (documented in the README):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import sys
 from pathlib import Path
 from typing import IO, Literal
+
+import numpy as np
 
 from edge.audio.levels import level_columns
 from edge.outputs.lines import Failures, LineFile
@@ -60,6 +63,20 @@ def format_score(p: float) -> str:
     return "" if math.isnan(p) else f"{p:.4f}"
 
 
+@functools.lru_cache(maxsize=8)
+def _cells_format(n: int) -> str:
+    return ",".join(["%.4f"] * n)
+
+
+def score_cells(scores: np.ndarray) -> str:
+    """`format_score` of each score, comma-separated: one %-format call for a row without
+    NaN (YAMNet's 521 labels a second), the slow join for a row with empty cells."""
+    values = scores.tolist()
+    if np.isnan(scores).any():
+        return ",".join(format_score(p) for p in values)
+    return _cells_format(len(values)) % tuple(values)
+
+
 def columns(info: StreamInfo) -> list[str]:
     """The per-second CSV columns after `time`/`offset_seconds`/`status`: a score per label,
     then the sound levels when they are on (`dbfs`, `dbfs_1000hz`, ...)."""
@@ -70,7 +87,7 @@ def columns(info: StreamInfo) -> list[str]:
 def row_cells(row: SecondRow, info: StreamInfo | None) -> str:
     """The scores (4 decimals) and levels (2 decimals) of a row, comma-separated; empty cells
     where there is nothing (not analysed, no audio)."""
-    cells = ",".join(format_score(p) for p in row.scores.tolist())
+    cells = score_cells(row.scores)
     if info is None or info.level_unit is None:
         return cells
     levels = row.levels
