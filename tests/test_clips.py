@@ -319,6 +319,33 @@ def test_retention_lists_each_day_folder_once_not_once_per_clip(
     assert kept.bytes == sum(p.stat().st_size for p in tmp_path.glob("*/*.wav")) <= 11_000
 
 
+def test_retention_holds_only_the_oldest_few_names_of_a_day_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day folder of thousands of clips is never held whole: a listing keeps its `queue`
+    oldest clips (here 2 of 5, written in shuffled order), and the folder is listed again
+    when they are gone."""
+    import edge.outputs.clips.retention as retention
+
+    ages = [3.0, 5.0, 1.0, 4.0, 2.0]  # days
+    files = {age: make_clip_file(tmp_path, f"day/c{age:g}.wav", 1000, age) for age in ages}
+    listings = []
+    real_scandir = os.scandir
+
+    def scandir(path: os.PathLike[str]) -> object:
+        listings.append(Path(path).name)
+        return real_scandir(path)
+
+    kept = Retention(tmp_path, queue=2)
+    monkeypatch.setattr(retention.os, "scandir", scandir)
+    for n in range(1, 6):
+        assert kept.prune(max_bytes=5000 - 1000 * n, max_age_seconds=None, now=time.time()) == 1
+        gone = sorted(age for age, path in files.items() if not path.exists())
+        assert gone == sorted(sorted(ages, reverse=True)[:n])  # the oldest first
+        assert kept.bytes == 5000 - 1000 * n
+    assert listings == ["day"] * 3  # 2 + 2 + 1 oldest, never all 5 at once
+
+
 def test_retention_by_age_and_empty_day_folders(tmp_path: Path) -> None:
     stale = make_clip_file(tmp_path, "2026-10-01/a.wav", 1000, 40)
     fresh = make_clip_file(tmp_path, "2026-11-12/b.wav", 1000, 10)
