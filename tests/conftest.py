@@ -111,52 +111,19 @@ class PulseServer:
 
 
 def _start_pulseaudio(folder: Path) -> tuple[subprocess.Popen[bytes], PulseServer]:
-    """Start pulseaudio in the foreground (we own its pid) and wait until it answers."""
-    runtime = folder / "runtime"
-    home = folder / "home"
-    for private in (runtime, home):
-        private.mkdir(mode=0o700)
-    socket = folder / "native"
-    script = folder / "server.pa"
-    script.write_text(
-        f"load-module module-native-protocol-unix auth-anonymous=1 socket={socket}\n"
-        f"load-module module-null-sink sink_name={PULSE_SINK} "
-        f"rate={PULSE_SAMPLE_RATE_HZ} channels=1\n"
-        f"set-default-source {PULSE_SINK}.monitor\n"
-    )
-    server_env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(home)}
-    server_env.pop("PULSE_SERVER", None)
-    log_path = folder / "pulseaudio.log"
-    with log_path.open("wb") as log:
-        # --daemonize=no instead of the recipe's =yes: same server, but the pid is ours to stop.
-        process = subprocess.Popen(
-            ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "-F", str(script)],
-            env=server_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = f"unix:{socket}"
-    # The client side: clients need only the server address. The cookie path keeps libpulse
-    # from touching the real HOME (auth is anonymous anyway).
-    client_env = {"PULSE_SERVER": server, "PULSE_COOKIE": str(folder / "cookie")}
-    deadline = time.monotonic() + 15.0
-    while True:
-        if process.poll() is not None:
-            pytest.fail(
-                f"pulseaudio exited with {process.returncode} at start:\n{log_path.read_text()}"
-            )
-        answer = subprocess.run(
-            ["pactl", "info"], env={**os.environ, **client_env}, capture_output=True, check=False
-        )
-        if answer.returncode == 0:
-            break
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"pulseaudio did not answer within 15 s:\n{log_path.read_text()}")
-        time.sleep(0.05)
+    """Start pulseaudio in the foreground (we own its pid) and wait until it answers: the
+    bench's own sandbox (edge/bench/sandbox.py), with the tests' sink."""
+    from edge.bench.sandbox import SandboxError, start_pulseaudio
+
+    try:
+        process, client_env = start_pulseaudio(folder, PULSE_SINK, PULSE_SAMPLE_RATE_HZ)
+    except SandboxError as exc:
+        pytest.fail(f"{exc}:\n{(folder / 'pulseaudio.log').read_text(errors='replace')}")
     return process, PulseServer(
-        server=server, sink=PULSE_SINK, sample_rate_hz=PULSE_SAMPLE_RATE_HZ, env=client_env
+        server=client_env["PULSE_SERVER"],
+        sink=PULSE_SINK,
+        sample_rate_hz=PULSE_SAMPLE_RATE_HZ,
+        env=client_env,
     )
 
 

@@ -83,7 +83,10 @@ def sandbox(folder: Path) -> Iterator[Sandbox]:
         raise SandboxError(f"bench --live: {', '.join(missing)} not installed; {PULSE_INSTALL}")
     children: list[subprocess.Popen[bytes]] = []
     try:
-        pulse, env = _start_pulseaudio(folder)
+        try:
+            pulse, env = start_pulseaudio(folder, SINK, SINK_RATE_HZ)
+        except SandboxError as exc:
+            raise SandboxError(f"bench --live: {exc}") from None
         children.append(pulse)
         port = None
         if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
@@ -104,7 +107,13 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
-def _start_pulseaudio(folder: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+def start_pulseaudio(
+    folder: Path, sink: str, rate_hz: int
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """A private PulseAudio in `folder` (ours to stop: not daemonized) with one null sink,
+    whose monitor is the default source; waits until it answers. The process, and the
+    environment a client needs (PULSE_SERVER, and a PULSE_COOKIE that keeps libpulse out of
+    the real HOME). SandboxError when it exits or does not answer."""
     runtime, home = folder / "runtime", folder / "home"
     for private in (runtime, home):
         private.mkdir(mode=0o700, parents=True)
@@ -112,9 +121,9 @@ def _start_pulseaudio(folder: Path) -> tuple[subprocess.Popen[bytes], dict[str, 
     script = folder / "server.pa"
     script.write_text(
         f"load-module module-native-protocol-unix auth-anonymous=1 socket={sock}\n"
-        f"load-module module-null-sink sink_name={SINK} rate={SINK_RATE_HZ} channels=1\n"
-        f"set-default-sink {SINK}\n"
-        f"set-default-source {SINK}.monitor\n"
+        f"load-module module-null-sink sink_name={sink} rate={rate_hz} channels=1\n"
+        f"set-default-sink {sink}\n"
+        f"set-default-source {sink}.monitor\n"
     )
     server_env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(home)}
     server_env.pop("PULSE_SERVER", None)
@@ -132,7 +141,7 @@ def _start_pulseaudio(folder: Path) -> tuple[subprocess.Popen[bytes], dict[str, 
     while True:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
-            raise SandboxError(f"bench --live: pulseaudio exited at start: {' '.join(tail)}")
+            raise SandboxError(f"pulseaudio exited at start: {' '.join(tail)}")
         answer = subprocess.run(
             ["pactl", "info"], env={**os.environ, **env}, capture_output=True, check=False
         )
@@ -141,7 +150,7 @@ def _start_pulseaudio(folder: Path) -> tuple[subprocess.Popen[bytes], dict[str, 
         if time.monotonic() > deadline:
             _stop(process)
             waited = f"{START_TIMEOUT_SECONDS:g} s"
-            raise SandboxError(f"bench --live: pulseaudio did not answer within {waited}")
+            raise SandboxError(f"pulseaudio did not answer within {waited}")
         time.sleep(0.05)
 
 
