@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from edge.bench.sandbox import SandboxError, start_pulseaudio, stop
 from tests.mqtt_broker import Mosquitto
 
 if TYPE_CHECKING:
@@ -113,8 +114,6 @@ class PulseServer:
 def _start_pulseaudio(folder: Path) -> tuple[subprocess.Popen[bytes], PulseServer]:
     """Start pulseaudio in the foreground (we own its pid) and wait until it answers: the
     bench's own sandbox (edge/bench/sandbox.py), with the tests' sink."""
-    from edge.bench.sandbox import SandboxError, start_pulseaudio
-
     try:
         process, client_env = start_pulseaudio(folder, PULSE_SINK, PULSE_SAMPLE_RATE_HZ)
     except SandboxError as exc:
@@ -156,12 +155,7 @@ def pulse_server() -> Iterator[PulseServer]:
             )
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -95,10 +95,11 @@ def sandbox(folder: Path) -> Iterator[Sandbox]:
         yield Sandbox(folder, env, port)
     finally:
         for child in reversed(children):
-            _stop(child)
+            stop(child)
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
+def stop(child: subprocess.Popen[bytes]) -> None:
+    """Terminate `child`, killing it after 10 s."""
     child.terminate()
     try:
         child.wait(timeout=10)
@@ -148,7 +149,7 @@ def start_pulseaudio(
         if answer.returncode == 0:
             return process, env
         if time.monotonic() > deadline:
-            _stop(process)
+            stop(process)
             waited = f"{START_TIMEOUT_SECONDS:g} s"
             raise SandboxError(f"pulseaudio did not answer within {waited}")
         time.sleep(0.05)
@@ -178,5 +179,5 @@ def _start_mosquitto(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
         if process.poll() is not None:
             break
         time.sleep(0.05)
-    _stop(process)
+    stop(process)
     raise SandboxError(f"bench --live: mosquitto did not listen on port {port}")
