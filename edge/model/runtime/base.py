@@ -209,10 +209,10 @@ class Backend(ABC):
             batched = self.predict(probe)
             agrees = np.allclose(batched, one_by_one, rtol=_BATCH_RTOL, atol=_BATCH_ATOL)
         except Exception as err:  # any failure means: this model does not batch
-            logger.info("%s: batched call failed: %s", self.path, err)
+            logger.debug("%s: batched call failed: %s", self.path, err)
             agrees = False
         if not agrees:
-            logger.info("%s: running one window per model call", self.path)
+            logger.info("%s: one window per model call (it does not take batches)", self.path)
             self.max_batch = 1
 
     def predict(self, batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
