@@ -249,8 +249,10 @@ class Capture:
         self.frames_captured += frames
         self.last_callback_monotonic = time.monotonic()
         self._first_audio.set()
-        with contextlib.suppress(BlockingIOError):  # full: the consumer has bytes to wake on
+        try:  # noqa: SIM105 (contextlib.suppress would be an object per call)
             os.write(self._wake_write, b"\0")
+        except BlockingIOError:  # the pipe is full: the consumer has bytes to wake on
+            pass
 
     @property
     def sample_rate_hz(self) -> int:
