@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 import tempfile
@@ -33,9 +34,6 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.review.export import export
-from edge.review.scanfolder import ScanFolder
-from edge.review.store import VerdictStore
 from tests import loop
 from trainer.evaluate import read_events
 from trainer.scanner import Scanner
@@ -53,7 +51,11 @@ def generated(work: Path) -> list[dict[str, object]]:
     for n in COUNTS:
         sub = work / f"n{n}"
         sub.mkdir(exist_ok=True)
-        verdicts = loop.review(deployed, work / "deployed.wav", low_b, n, sub) if n else None
+        verdicts = (
+            loop.review(deployed, work / "deployed.wav", loop.overlaps(low_b), n, sub)
+            if n
+            else None
+        )
         began = time.perf_counter()
         candidate = loop.fine_tune(deployed, work / "original.csv", verdicts, sub, f"n{n}")
         seconds = time.perf_counter() - began
@@ -139,30 +141,6 @@ def _measure(bundle: Path, recording: Path, truth: list[Row], work: Path) -> dic
     return out
 
 
-def _review(bundle: Path, recording: Path, truth: list[Row], wrong: int, work: Path) -> Path:
-    scan_out = work / "scan"
-    with Scanner(bundle) as scanner:
-        scanner.scan(recording, scan_out)
-    source = ScanFolder(scan_out)
-    store = VerdictStore(scan_out / "review.sqlite")
-    given = 0
-    for event in sorted(source.events(), key=lambda e: float(e["start_offset"])):
-        if given >= wrong:
-            break
-        verdict = _judge(
-            str(event["label"]), float(event["start_offset"]), float(event["end_offset"]), truth
-        )
-        if verdict is None:
-            continue  # the annotations cannot tell: a person would skip it too
-        store.put(event["id"], "right" if verdict else "wrong", "annotations")
-        given += not verdict
-    verdicts = store.all()
-    store.close()
-    export(source.events(), verdicts, work / "verdicts")
-    print(f"  {len(verdicts)} verdicts, {given} wrong", flush=True)
-    return work / "verdicts"
-
-
 def flysong(data: Path, work: Path, first_epochs: int, epochs: int) -> list[dict[str, object]]:
     from trainer import cli
     from trainer.export import export_bundle
@@ -196,7 +174,9 @@ def flysong(data: Path, work: Path, first_epochs: int, epochs: int) -> list[dict
         sub.mkdir(exist_ok=True)
         args = ["--init", str(deployed), "--data", str(original), "--epochs", str(epochs)]
         if n:
-            args += ["--data", str(_review(deployed, deploy_wav, deploy_rows, n, sub))]
+            judge = functools.partial(_judge, truth=deploy_rows)
+            reviewed = loop.review(deployed, deploy_wav, judge, n, sub, reviewer="annotations")
+            args += ["--data", str(reviewed)]
         began = time.perf_counter()
         candidate = fit(args, f"n{n}")
         row = {"model": "fit --init", "N": n, **_measure(candidate, fresh_wav, fresh_rows, sub)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +101,28 @@ def first_model(folder: Path) -> Path:
     return fit_and_export(folder, ["--data", str(data), "--dense", "--labels", "low"], "first")
 
 
+Judge = Callable[[str, float, float], "bool | None"]
+"""A simulated reviewer: (label, start s, end s) of a detection -> right (True), wrong
+(False), or None when it cannot tell (the detection is skipped, as a person would)."""
+
+
+def overlaps(low: list[Span]) -> Judge:
+    """The reviewer of the generated worlds: right when a detection overlaps a true low tone."""
+    return lambda label, start, end: any(a < end and b > start for a, b in low)
+
+
 def review(
     bundle: Path,
     recording: Path,
-    low: list[Span],
+    judge: Judge,
     wrong: int,
     folder: Path,
     relabel: str | None = None,
+    reviewer: str = "simulated",
 ) -> Path:
     """Scan `recording` with `bundle`, judge its detections in time order until `wrong` of them
-    are marked wrong (each is right when it overlaps a true low tone), or relabelled as
-    `relabel` when given; export the verdicts; returns the export folder."""
+    are marked wrong, or relabelled as `relabel` when given; export the verdicts; returns the
+    export folder."""
     scan_out = folder / "scan"
     with Scanner(bundle) as scanner:
         scanner.scan(recording, scan_out)
@@ -121,11 +133,13 @@ def review(
         if given >= wrong:
             break
         start, end = float(event["start_offset"]), float(event["end_offset"])
-        right = any(a < end and b > start for a, b in low)
+        right = judge(str(event["label"]), start, end)
+        if right is None:
+            continue
         if right or relabel is None:
-            store.put(event["id"], "right" if right else "wrong", "simulated")
+            store.put(event["id"], "right" if right else "wrong", reviewer)
         else:
-            store.put(event["id"], "relabel", "simulated", label=relabel)
+            store.put(event["id"], "relabel", reviewer, label=relabel)
         given += not right
     verdicts = store.all()
     store.close()

@@ -45,7 +45,9 @@ def candidate(world: dict[str, object]) -> Path:
     assert isinstance(folder, Path) and isinstance(deployed, Path) and isinstance(low, dict)
     sub = folder / "n20"
     sub.mkdir()
-    verdicts = loop.review(deployed, folder / "deployed.wav", low["deployed"], 20, sub)
+    verdicts = loop.review(
+        deployed, folder / "deployed.wav", loop.overlaps(low["deployed"]), 20, sub
+    )
     return loop.fine_tune(deployed, folder / "original.csv", verdicts, sub, "n20")
 
 
@@ -55,7 +57,9 @@ def _held_out_verdicts(world: dict[str, object]) -> Path:
     sub = folder / "held"
     if not (sub / "verdicts").is_dir():
         sub.mkdir(exist_ok=True)
-        loop.review(deployed, folder / "held.wav", low["held"], 1000, sub)  # every detection
+        loop.review(
+            deployed, folder / "held.wav", loop.overlaps(low["held"]), 1000, sub
+        )  # every detection
     return sub / "verdicts"
 
 
@@ -94,7 +98,9 @@ def test_relabelled_detections_extend_the_labels(world: dict[str, object]) -> No
     assert isinstance(folder, Path) and isinstance(deployed, Path) and isinstance(low, dict)
     sub = folder / "buzz"
     sub.mkdir()
-    verdicts = loop.review(deployed, folder / "deployed.wav", low["deployed"], 20, sub, "buzz")
+    verdicts = loop.review(
+        deployed, folder / "deployed.wav", loop.overlaps(low["deployed"]), 20, sub, "buzz"
+    )
     candidate = loop.fine_tune(deployed, folder / "original.csv", verdicts, sub, "buzz")
     manifest = yaml.safe_load((candidate / "manifest.yaml").read_text())
     assert manifest["labels"] == ["low", "background", "buzz"]
@@ -152,7 +158,7 @@ def test_too_few_verdicts_keep_the_threshold_loudly(
 ) -> None:
     folder, deployed, low = world["folder"], world["deployed"], world["low"]
     assert isinstance(folder, Path) and isinstance(deployed, Path) and isinstance(low, dict)
-    verdicts = loop.review(deployed, folder / "held.wav", low["held"], 3, tmp_path)
+    verdicts = loop.review(deployed, folder / "held.wav", loop.overlaps(low["held"]), 3, tmp_path)
     bundle = tmp_path / "bundle"
     shutil.copytree(deployed, bundle)
     manifest = (bundle / "manifest.yaml").read_text()
