@@ -61,8 +61,12 @@ def read_events(root: Path) -> list[Found]:
 
 
 def analysed_spans(root: Path) -> Spans:
-    """The stretches of time lane 0 was analysed, from the per-second CSVs under `root`."""
-    seconds = []
+    """The stretches of time lane 0 was analysed, from the per-second CSVs under `root`.
+
+    Rows come in time order within a file and files sort by time, so seconds join the last
+    stretch as they are read (weeks of rows never sit in memory); the few stretches are then
+    sorted and merged, for files that did not follow on."""
+    spans: Spans = []
     for path in sorted(root.glob("*/*.csv")):
         if not HOUR_FILE.match(path.name):
             continue
@@ -71,16 +75,20 @@ def analysed_spans(root: Path) -> Spans:
                 if number == 1 or len(row) < 2 or row[1] != "analysed":
                     continue
                 try:
-                    seconds.append(_time(row[0]))
+                    t = _time(row[0])
                 except ValueError:
                     raise SoundwatchError(f"{path}:{number}: not a per-second row") from None
-    spans: Spans = []
-    for t in sorted(seconds):
-        if spans and t <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(spans[-1][1], t + SECOND))
+                if spans and spans[-1][0] <= t <= spans[-1][1]:
+                    spans[-1] = (spans[-1][0], max(spans[-1][1], t + SECOND))
+                else:
+                    spans.append((t, t + SECOND))
+    merged: Spans = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
-            spans.append((t, t + SECOND))
-    return spans
+            merged.append((start, end))
+    return merged
 
 
 def _heard(e: Found, spans: Spans) -> bool:
