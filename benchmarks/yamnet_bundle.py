@@ -34,32 +34,30 @@ def unique(names: list[str]) -> list[str]:
     return out
 
 
-def build(source: Path, out: Path) -> Path:
-    model, class_map = source / "yamnet.tflite", source / "yamnet_class_map.csv"
-    for path in (model, class_map):
-        if not path.is_file():
-            raise SystemExit(f"{path}: not found (needs yamnet.tflite and yamnet_class_map.csv)")
-    with class_map.open(newline="") as f:
-        labels = unique([row["display_name"] for row in csv.DictReader(f)])
+def link(model: Path, out: Path) -> Path:
+    """`model` linked into the bundle folder `out` (copied where no link can be made)."""
     out.mkdir(parents=True, exist_ok=True)
-    target = out / "yamnet.tflite"
+    target = out / model.name
     target.unlink(missing_ok=True)
     try:
         target.symlink_to(model.resolve())
     except OSError:
         shutil.copyfile(model, target)
+    return target
+
+
+def write_manifest(
+    out: Path, model: Path, labels: list[str], threshold: float, **fields: object
+) -> Path:
+    """A waveform-model manifest in `out`: `fields` name rate, window, hop and output; every
+    label gets `threshold`, and an event is every window over it (no smoothing, no minimum)."""
     manifest = {
         "format": "soundwatch-bundle/1",
-        "name": "yamnet",
-        "version": "1",
+        **fields,
         "labels": labels,
         "task": "multilabel",
-        "sample_rate": 16000,
-        "window_seconds": 0.975,
-        "hop_seconds": HOP_SECONDS,
         "frontend": {"kind": "waveform"},
-        "output": {"activation": "none", "name": "Identity"},
-        "thresholds": dict.fromkeys(labels, THRESHOLD),
+        "thresholds": dict.fromkeys(labels, threshold),
         "events": {
             "median_windows": 1,
             "min_duration_seconds": 0.0,
@@ -69,7 +67,7 @@ def build(source: Path, out: Path) -> Path:
         },
         "files": {
             "tflite-fp32": {
-                "path": target.name,
+                "path": model.name,
                 "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
             }
         },
@@ -77,6 +75,27 @@ def build(source: Path, out: Path) -> Path:
     text = yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True)
     (out / "manifest.yaml").write_text(text, encoding="utf-8")
     return out
+
+
+def build(source: Path, out: Path) -> Path:
+    model, class_map = source / "yamnet.tflite", source / "yamnet_class_map.csv"
+    for path in (model, class_map):
+        if not path.is_file():
+            raise SystemExit(f"{path}: not found (needs yamnet.tflite and yamnet_class_map.csv)")
+    with class_map.open(newline="") as f:
+        labels = unique([row["display_name"] for row in csv.DictReader(f)])
+    return write_manifest(
+        out,
+        link(model, out),
+        labels,
+        THRESHOLD,
+        name="yamnet",
+        version="1",
+        sample_rate=16000,
+        window_seconds=0.975,
+        hop_seconds=HOP_SECONDS,
+        output={"activation": "none", "name": "Identity"},
+    )
 
 
 def main() -> None:
