@@ -32,7 +32,8 @@ from trainer.dataset import DataError
 from trainer.model import masked_bce
 from trainer.run import Trained, TrainError, load_run
 from trainer.scoring import choose_threshold, pr_curve
-from trainer.train import fit, precision_for, resolve_device
+from trainer.train import fit
+from trainer.trainloop import precision_for, resolve_device
 
 RATE_HZ = 4000
 SECONDS = 24.0
