@@ -37,6 +37,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             ("validation.split", args.validation),
             ("validation.share", args.share),
             ("validation.folds", args.folds),
+            ("validation.thresholds", args.thresholds),
             ("augment.background", args.background),
             ("dense", None if args.dense is None else args.dense or ["*"]),
         )
@@ -126,6 +127,14 @@ def add_fit(sub: Any) -> None:
     )
     f.add_argument("--share", type=float, help="share held out for validation (default: 0.2)")
     f.add_argument("--folds", type=int, help="k-fold cross-validation with k models (default: 1)")
+    f.add_argument(
+        "--thresholds",
+        choices=["auto", "out-of-fold", "validation"],
+        help="where per-label thresholds are chosen: out-of-fold, on every training recording"
+        " scored per second by models that did not train on it; validation, on the validation"
+        " windows (default: auto, out-of-fold for a --backbone head, and for a CNN with --folds"
+        " k > 1 by recordings or blocks; README, Thresholds)",
+    )
     f.add_argument("--background", help="folder of recordings to mix in as augmentation")
     f.add_argument(
         "--dense",

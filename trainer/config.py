@@ -172,7 +172,17 @@ class ValidationConfig:
     precision_recall_ratio: float = field(
         1.0,
         gt=0,
-        help="per-label thresholds: where precision / recall on validation is closest to this",
+        help="per-label thresholds: where precision / recall is closest to this",
+    )
+    thresholds: Literal["auto", "out-of-fold", "validation"] = field(
+        "auto",
+        help="where thresholds are chosen: out-of-fold: the per-second scores of every training"
+        " recording (unannotated audio too) by models that did not train on it; validation: the"
+        " validation windows; auto: out-of-fold for a backbone head, and for a CNN with folds > 1"
+        " split by recordings or blocks (its folds' models), else validation",
+    )
+    threshold_folds: int = field(
+        5, ge=2, help="out-of-fold thresholds of a backbone head: k heads, each holding out 1/k"
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from edge.audio.files import AudioFile
-from trainer import report, scoring
+from trainer import outoffold, report, scoring
 from trainer.annotations import AnnotationSet
 from trainer.annotations.gaps import dense_matcher, gap_annotations
 from trainer.config import TrainConfig, mel_spread_warning, resolve
@@ -41,11 +41,15 @@ from trainer.dataset import (
     load_background,
     recording_features,
 )
+from trainer.features import FeatureStore
 from trainer.finetune import Init, labels_from, wrong_as_background
 from trainer.model import count_parameters
+from trainer.outoffold import Grid, OutOfFold, threshold_lines
 from trainer.run import Trained, save_run
 from trainer.splits import splits
-from trainer.trainloop import _train_fold, resolve_device
+from trainer.trainloop import FoldResult, _predict_logits, _train_fold, resolve_device
+
+_SCORE_WINDOWS = 4096  # windows scored at once out of fold: bounds memory on long recordings
 
 # --- fit ------------------------------------------------------------------------------------------
 
@@ -114,6 +118,12 @@ def fit(
     )
     v = config.validation
     folds = splits(examples, v.split, v.share, v.folds, t.seed, v.block_seconds)
+    out_of_fold = v.folds > 1 and v.split in ("recordings", "blocks")
+    if v.thresholds == "out-of-fold" and not out_of_fold:
+        raise DataError(
+            "thresholds out-of-fold: a CNN needs --folds k > 1 with --validation recordings or"
+            " blocks (each fold's model scores the audio it held out); or --thresholds validation"
+        )
 
     results = []
     for fold, (train_idx, val_idx) in enumerate(folds):
@@ -144,6 +154,20 @@ def fit(
     ratio = v.precision_recall_ratio
     scored = scoring.score_labels(config.labels, chosen.val_y, chosen.scores, ratio)
     thresholds = {label: m["threshold"] for label, m in scored["per_label"].items()}
+    rule: dict[str, Any] = {"precision_recall_ratio": ratio, "chosen_on": "validation windows"}
+    oof = None
+    if out_of_fold and v.thresholds != "validation":
+        oof = _out_of_fold(config, examples, folds, results, audio, features, data, thresholds)
+        for line in oof.lines():
+            say(line)
+        thresholds, rule = {**thresholds, **oof.thresholds}, oof.rule(ratio)
+        scored = scoring.score_labels(config.labels, chosen.val_y, chosen.scores, ratio, thresholds)
+    elif v.thresholds == "auto":
+        say(
+            "thresholds: chosen on the validation windows; for thresholds chosen on whole"
+            " recordings out of fold, fit with --folds 5 --validation recordings (or blocks):"
+            " five models, five times the training"
+        )
     model = chosen.model
     rng = np.random.default_rng([t.seed, 104729])
     calibration, _ = chosen.train_windows.batch(
@@ -155,7 +179,7 @@ def fit(
         "task": config.task,
         "labels": config.labels,
         **scored,
-        "threshold_rule": {"precision_recall_ratio": ratio},
+        "threshold_rule": rule,
         "best_epoch": chosen.best_epoch,
         "epochs_run": chosen.history[-1]["epoch"],
         "train_seconds": round(seconds, 1),
@@ -174,7 +198,7 @@ def fit(
         model=model,
         config=config,
         thresholds=thresholds,
-        threshold_rule={"precision_recall_ratio": ratio},
+        threshold_rule=rule,
         metrics=metrics,
         calibration=calibration,
         validation_x=chosen.val_x,
@@ -197,9 +221,49 @@ def fit(
                 f"Model: {count_parameters(model):,} parameters ({config.model.channels} channels,"
                 f" {config.task}); trained {seconds:.0f} s on {device}, best epoch"
                 f" {metrics['best_epoch']} of {metrics['epochs_run']}.",
+                *threshold_lines(oof, len(chosen.val_y)),
             ],
         )
     return trained
+
+
+def _out_of_fold(
+    config: TrainConfig,
+    examples: Examples,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    results: list[FoldResult],
+    audio: Audio,
+    features: FeatureStore,
+    data: AnnotationSet,
+    validation: dict[str, float],
+) -> OutOfFold:
+    """Thresholds out of fold (trainer.outoffold) from a k-fold split by recordings or blocks:
+    each fold's model scores every window, on the edge's grid, of the audio it held out. (Its
+    epoch was kept on that fold's validation windows: annotated windows only.)"""
+    v, rate = config.validation, config.sample_rate_hz or 0
+    dealt = outoffold.from_pairs(examples, v.split, v.block_seconds, folds)
+    grid = Grid(config.window_seconds, round((config.hop_seconds or 0) * rate), rate)
+    scored = []
+    for path, length in audio.lengths.items():
+        n = grid.count(length)
+        centres, which = grid.centres(n), dealt.fold_of(path, grid.centres(n))
+        scores = np.zeros((n, len(config.labels)), dtype=np.float32)
+        for fold in np.unique(which).tolist():
+            mine = np.flatnonzero(which == fold)
+            model = results[fold].model
+            for part in np.array_split(mine, -(-len(mine) // _SCORE_WINDOWS)):
+                rows = features.starts(
+                    np.full(len(part), features.index[path]), part * grid.hop_samples
+                )
+                logits = _predict_logits(model, features.windows(rows), torch.device("cpu"))
+                scores[part] = model.activation(logits).numpy()
+        scored.append(
+            outoffold.per_second(path, centres, scores, grid.window_seconds, length / rate)
+        )
+    ratio, background = v.precision_recall_ratio, config.background or []
+    return outoffold.choose(
+        config.labels, scored, data.annotations, ratio, validation, dealt, background
+    )
 
 
 def with_gaps(
