@@ -133,7 +133,7 @@ def add_fit(sub: Any) -> None:
         help="where per-label thresholds are chosen: out-of-fold, on every training recording"
         " scored per second by models that did not train on it; validation, on the validation"
         " windows (default: auto, out-of-fold for a --backbone head, and for a CNN with --folds"
-        " k > 1 by recordings or blocks; README, Thresholds)",
+        " k > 1 by recordings or blocks; README, How thresholds are chosen)",
     )
     f.add_argument("--background", help="folder of recordings to mix in as augmentation")
     f.add_argument(

@@ -275,7 +275,7 @@ def threshold_lines(oof: OutOfFold | None, validation_windows: int) -> list[str]
         return [
             "",
             f"Thresholds: chosen on the {validation_windows} validation windows (annotated"
-            " audio only; see README, Thresholds).",
+            " audio only; see README, How thresholds are chosen).",
         ]
     first, *rest = oof.lines()
     return ["", f"Thresholds: {first}.", "", *(f"- {line}" for line in rest), ""]
