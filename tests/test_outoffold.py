@@ -176,7 +176,11 @@ def test_too_few_recordings_or_blocks_fall_back_loudly(tmp_path: Path) -> None:
          str(tmp_path / "backbone"), "--cache", str(tmp_path / "cache"), "--epochs", "3"]
     )  # fmt: skip
     assert code == 0, err
-    assert "WARNING thresholds: chosen on the validation windows only: validation by blocks" in err
+    assert (
+        "WARNING thresholds: chosen on the validation windows only: 5 folds need 5 annotated"
+        " recordings, or 5 stretches of 30 s with annotations (validation.block_seconds);"
+        " these hold 1 and 2"
+    ) in err
     rule = json.loads((tmp_path / "run" / "run.json").read_text())["threshold_rule"]
     assert rule["chosen_on"] == "validation windows"
 

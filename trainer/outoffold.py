@@ -34,7 +34,7 @@ from edge.detection.seconds import SecondAggregator
 from edge.records import ANALYSED, SecondRow, StreamInfo
 from trainer.annotations import Annotation
 from trainer.calibrate import MIN_TRUE_SECONDS
-from trainer.dataset import Examples
+from trainer.dataset import DataError, Examples
 from trainer.measures import true_seconds
 from trainer.scoring import choose_threshold, counts_at
 from trainer.splits import splits
@@ -68,6 +68,16 @@ def deal(examples: Examples, k: int, seed: int, block_seconds: float) -> Folds:
     (DataError when even the blocks are fewer than k)."""
     recordings = {str(e.annotation.recording) for e in examples.items}
     how = "recordings" if len(recordings) >= k else "blocks"
+    blocks = {
+        (str(e.annotation.recording), e.annotation.start_seconds // block_seconds)
+        for e in examples.items
+    }
+    if how == "blocks" and len(blocks) < k:
+        raise DataError(
+            f"{k} folds need {k} annotated recordings, or {k} stretches of {block_seconds:g} s"
+            f" with annotations (validation.block_seconds); these hold {len(recordings)} and"
+            f" {len(blocks)}"
+        )
     return from_pairs(
         examples, how, block_seconds, splits(examples, how, 0.2, k, seed, block_seconds)
     )
