@@ -14,6 +14,9 @@ is dense (its seconds are its class, every other label's seconds negatives). Fly
 annotated recording cut into 4 quarters of 50 s (its sparse annotations with them), a quarter
 held out per fold; unannotated seconds count as negatives, though some hold unmarked song.
 
+With `--scratch K`: a CNN from scratch, `--folds K --validation recordings` (fly song: blocks),
+whose K fold models score the recordings they held out for the out-of-fold thresholds.
+
 Macro per-second F1 over the labels with true seconds in the held-out fold, at: the exported
 thresholds; the thresholds fit would have chosen on its validation windows; 0.5 for every
 label; one threshold for all labels chosen on the held-out fold itself; one threshold for all
@@ -132,13 +135,12 @@ def figures(s: Seconds, exported: dict[str, float], validation: dict[str, float]
 
 
 def fit_export_scan(
-    work: Path, k: int, train: Path, held: Path, backbone: Path
+    work: Path, k: int, train: Path, held: Path, method: list[str]
 ) -> tuple[list[Path], dict[str, float], dict[str, float], list[str]]:
-    """fit, export and evaluate as a user types them; the scan's CSVs in recording order, the
-    exported and the validation thresholds, and the labels."""
+    """fit (with `method`'s arguments), export and evaluate as a user types them; the scan's
+    CSVs in recording order, the exported and the validation thresholds, and the labels."""
     fitted, bundle, out = work / f"run{k}", work / f"bundle{k}", work / f"eval{k}"
-    run([*TRAIN, "fit", "--data", str(train), "--out", str(fitted), "-q", "--overwrite",
-         "--backbone", str(backbone), "--cache", str(work / "cache")])  # fmt: skip
+    run([*TRAIN, "fit", "--data", str(train), "--out", str(fitted), "-q", "--overwrite", *method])
     run([*TRAIN, "export", str(fitted), "--bundle", str(bundle), "--overwrite", "-q",
          "--formats", "onnx-int8"])  # fmt: skip
     run([*TRAIN, "evaluate", "--model", str(bundle), "--data", str(held), "--out", str(out)])
@@ -152,7 +154,7 @@ def fit_export_scan(
     return csvs, exported, validation, list(exported)
 
 
-def esc50(args: argparse.Namespace, work: Path, backbone: Path) -> list[dict]:
+def esc50(args: argparse.Namespace, work: Path, method: list[str]) -> list[dict]:
     audio = args.esc50 / "audio"
     with (args.esc50 / "meta.csv").open() as f:
         meta = list(csv.DictReader(f))
@@ -170,7 +172,7 @@ def esc50(args: argparse.Namespace, work: Path, backbone: Path) -> list[dict]:
         held = write_csv(
             work / f"test{k}.csv", [(audio / r["filename"], 0.0, 5.0, r["category"]) for r in test]
         )
-        csvs, exported, validation, labels = fit_export_scan(work, k, train, held, backbone)
+        csvs, exported, validation, labels = fit_export_scan(work, k, train, held, method)
         s = Seconds(labels)
         for r, path in zip(test, csvs, strict=True):
             s.add(path, {r["category"]: set(range(5))}, lambda _i, src=r["src_file"]: src)
@@ -179,7 +181,7 @@ def esc50(args: argparse.Namespace, work: Path, backbone: Path) -> list[dict]:
     return rows
 
 
-def flysong(args: argparse.Namespace, work: Path, backbone: Path) -> list[dict]:
+def flysong(args: argparse.Namespace, work: Path, method: list[str]) -> list[dict]:
     """The annotated recording in 4 quarters; each quarter held out in turn."""
     import soundfile as sf
 
@@ -207,7 +209,7 @@ def flysong(args: argparse.Namespace, work: Path, backbone: Path) -> list[dict]:
             work / f"train{k}.csv", [m for q, marks in enumerate(quarters) if q != k for m in marks]
         )
         held = write_csv(work / f"test{k}.csv", quarters[k])
-        csvs, exported, validation, labels = fit_export_scan(work, k, train, held, backbone)
+        csvs, exported, validation, labels = fit_export_scan(work, k, train, held, method)
         truth: dict[str, set[int]] = {}
         for label in labels:
             truth[label] = true_seconds([(a, b) for _, a, b, x in quarters[k] if x == label])
@@ -229,6 +231,13 @@ def main() -> None:
     p.add_argument("--backbone-file", required=True, type=Path, help="yamnet.tflite")
     p.add_argument("--work", required=True, type=Path, help="folder for runs and bundles")
     p.add_argument("--only", help="comma-separated fold numbers to run (default: all 4)")
+    p.add_argument(
+        "--scratch",
+        type=int,
+        metavar="K",
+        help="a CNN from scratch instead of YAMNet, with --folds K --validation recordings"
+        " (blocks for fly song), so its K models give the out-of-fold thresholds",
+    )
     args = p.parse_args()
     work = args.work.resolve()
     backbone = work / "yamnet"
@@ -237,7 +246,12 @@ def main() -> None:
     if not link.exists():
         link.symlink_to(args.backbone_file.resolve())
     (backbone / "backbone.yaml").write_text(YAMNET.format(file=link.name))
-    rows = flysong(args, work, backbone) if args.songexplorer else esc50(args, work, backbone)
+    method = ["--backbone", str(backbone), "--cache", str(work / "cache")]
+    if args.scratch:
+        split = "blocks" if args.songexplorer else "recordings"
+        method = ["--folds", str(args.scratch), "--validation", split]
+        method += [] if args.songexplorer else ["--rate", "16000"]
+    rows = flysong(args, work, method) if args.songexplorer else esc50(args, work, method)
     print(
         "\n| fold | labels | test s (true) | sources | exported | validation's | 0.5 for all"
         " | one for all, best on test | one for all, leave one source out | each label's best |"

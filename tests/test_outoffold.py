@@ -111,7 +111,7 @@ def test_out_of_fold_thresholds_land_near_the_best_on_new_recordings(fitted: Pat
 
 def test_the_fit_says_what_the_thresholds_rest_on(fitted: Path) -> None:
     log = (fitted / "fit.log").read_text()
-    assert "thresholds out of fold: 5 folds by recordings, 240 s scored" in log
+    assert "thresholds chosen out of fold: 5 folds by recordings, 240 s scored" in log
     summary = (fitted / "run" / "report" / "summary.md").read_text()
     for label in ("low", "high"):
         line = next(x for x in summary.splitlines() if x.startswith(f"- {label}: "))
@@ -199,6 +199,6 @@ def test_a_cnn_chooses_out_of_fold_from_its_folds_models(fitted: Path, tmp_path:
          "recordings", "--epochs", "2"]
     )  # fmt: skip
     assert code == 0, err
-    assert "thresholds out of fold: 3 folds by recordings, 240 s scored" in err
+    assert "thresholds chosen out of fold: 3 folds by recordings, 240 s scored" in err
     rule = json.loads((tmp_path / "cnn" / "run.json").read_text())["threshold_rule"]
     assert {r["seconds"] for r in rule["rests_on"].values()} == {240}

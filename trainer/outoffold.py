@@ -216,8 +216,8 @@ class OutOfFold:
     def lines(self) -> list[str]:
         share = self.seconds_annotated / self.seconds if self.seconds else 0.0
         head = (
-            f"thresholds out of fold: {self.folds} folds by {self.how}, {self.seconds} s scored"
-            f" as the edge scores them, {self.seconds_annotated} ({share:.0%}) hold an"
+            f"thresholds chosen out of fold: {self.folds} folds by {self.how}, {self.seconds} s"
+            f" scored as the edge scores them, {self.seconds_annotated} ({share:.0%}) hold an"
             " annotation (every other second counts as none of the labels)"
         )
         tail = [f"{x}: background, keeps its validation threshold" for x in self.skipped]
@@ -288,7 +288,7 @@ def threshold_lines(oof: OutOfFold | None, validation_windows: int) -> list[str]
             " audio only; see README, How thresholds are chosen).",
         ]
     first, *rest = oof.lines()
-    return ["", f"Thresholds: {first}.", "", *(f"- {line}" for line in rest), ""]
+    return ["", f"T{first[1:]}.", "", *(f"- {line}" for line in rest), ""]
 
 
 def _nan(value: float) -> float:
