@@ -132,8 +132,8 @@ def add_fit(sub: Any) -> None:
         choices=["auto", "out-of-fold", "validation"],
         help="where per-label thresholds are chosen: out-of-fold, on every training recording"
         " scored per second by models that did not train on it; validation, on the validation"
-        " windows (default: auto, out-of-fold for a --backbone head, and for a CNN with --folds"
-        " k > 1 by recordings or blocks; README, How thresholds are chosen)",
+        " windows (default: auto, out-of-fold for a --backbone head, and for a CNN with"
+        " --validation recordings or blocks; README, How thresholds are chosen)",
     )
     f.add_argument("--background", help="folder of recordings to mix in as augmentation")
     f.add_argument(

@@ -178,8 +178,9 @@ class ValidationConfig:
         "auto",
         help="where thresholds are chosen: out-of-fold: the per-second scores of every training"
         " recording (unannotated audio too) by models that did not train on it; validation: the"
-        " validation windows; auto: out-of-fold for a backbone head, and for a CNN with folds > 1"
-        " split by recordings or blocks (its folds' models), else validation",
+        " validation windows; auto: out-of-fold for a backbone head, and for a CNN split by"
+        " recordings or blocks (its validation model, or with folds > 1 its folds' models, score"
+        " the audio they held out), else validation",
     )
     threshold_folds: int = field(
         5, ge=2, help="out-of-fold thresholds of a backbone head: k heads, each holding out 1/k"

@@ -17,7 +17,9 @@ Every unannotated second counts as none of the labels. With sparse annotations t
 unmarked sounds false alarms and pushes thresholds up; the report gives the share of seconds
 that hold an annotation, to judge by. A time block without annotations is scored by the model
 that holds out its block number modulo k (no model trained on its windows, but an annotation
-from the block before may reach into it).
+from the block before may reach into it). The CNN takes its k folds' models (`--folds k` by
+recordings or blocks), or, with one such split, its validation model, which scores only the
+recordings or blocks it held out.
 """
 
 from __future__ import annotations
@@ -52,13 +54,16 @@ class Folds:
     fold_of_unit: dict[Unit, int]
 
     def fold_of(self, recording: Path, centres_s: np.ndarray) -> np.ndarray:
-        """The fold that holds out each window (by its centre, s) of `recording`."""
-        if self.how == "recordings":
-            return np.full(len(centres_s), self.fold_of_unit[(str(recording), 0)])
-        blocks = (centres_s // self.block_seconds).astype(np.int64)
+        """The fold that holds out each window (by its centre, s) of `recording`; -1 where
+        none does (a single split's training audio)."""
         k = len(self.pairs)
+        if self.how == "recordings":
+            fold = self.fold_of_unit.get((str(recording), 0), -1)
+            return np.full(len(centres_s), fold, dtype=np.int64)
+        blocks = (centres_s // self.block_seconds).astype(np.int64).tolist()
+        # A block without annotations: k folds score it by its number; one split leaves it.
         return np.array(
-            [self.fold_of_unit.get((str(recording), int(b)), int(b) % k) for b in blocks],
+            [self.fold_of_unit.get((str(recording), b), b % k if k > 1 else -1) for b in blocks],
             dtype=np.int64,
         )
 
@@ -215,8 +220,9 @@ class OutOfFold:
 
     def lines(self) -> list[str]:
         share = self.seconds_annotated / self.seconds if self.seconds else 0.0
+        folds = f"{self.folds} folds by {self.how}" if self.folds > 1 else f"{self.how} held out"
         head = (
-            f"thresholds chosen out of fold: {self.folds} folds by {self.how}, {self.seconds} s"
+            f"thresholds chosen out of fold: {folds}, {self.seconds} s"
             f" scored as the edge scores them, {self.seconds_annotated} ({share:.0%}) hold an"
             " annotation (every other second counts as none of the labels)"
         )
@@ -242,7 +248,8 @@ def choose(
     for j, label in enumerate(labels):
         if label in background:
             continue
-        truth, values, events, holding = [], [], 0, 0
+        truth, values = [np.zeros(0, dtype=bool)], [np.zeros(0, dtype=np.float32)]
+        events = holding = 0
         for s in scored:
             mine = [a for a in by_recording.get(str(s.recording), []) if a.label == label]
             true = true_seconds([(a.start_seconds, a.end_seconds) for a in mine])

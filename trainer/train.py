@@ -118,11 +118,12 @@ def fit(
     )
     v = config.validation
     folds = splits(examples, v.split, v.share, v.folds, t.seed, v.block_seconds)
-    out_of_fold = v.folds > 1 and v.split in ("recordings", "blocks")
+    out_of_fold = v.split in ("recordings", "blocks")
     if v.thresholds == "out-of-fold" and not out_of_fold:
         raise DataError(
-            "thresholds out-of-fold: a CNN needs --folds k > 1 with --validation recordings or"
-            " blocks (each fold's model scores the audio it held out); or --thresholds validation"
+            "thresholds out-of-fold: a CNN needs --validation recordings or blocks (its"
+            " validation model, or with --folds k each fold's, scores the audio it held out);"
+            " or --thresholds validation"
         )
 
     results = []
@@ -165,8 +166,8 @@ def fit(
     elif v.thresholds == "auto":
         say(
             "thresholds: chosen on the validation windows; for thresholds chosen on whole"
-            " recordings out of fold, fit with --folds 5 --validation recordings (or blocks):"
-            " five models, five times the training"
+            " recordings, fit with --validation recordings (or blocks): the validation model"
+            " scores the audio it held out (with --folds 5, all of it: five models)"
         )
     model = chosen.model
     rng = np.random.default_rng([t.seed, 104729])
@@ -237,18 +238,21 @@ def _out_of_fold(
     data: AnnotationSet,
     validation: dict[str, float],
 ) -> OutOfFold:
-    """Thresholds out of fold (trainer.outoffold) from a k-fold split by recordings or blocks:
-    each fold's model scores every window, on the edge's grid, of the audio it held out. (Its
-    epoch was kept on that fold's validation windows: annotated windows only.)"""
+    """Thresholds out of fold (trainer.outoffold) from a split by recordings or blocks: each
+    fold's model (the one model of a single split) scores every window, on the edge's grid, of
+    the audio it held out. (Its epoch was kept on that audio's annotated windows.)"""
     v, rate = config.validation, config.sample_rate_hz or 0
     dealt = outoffold.from_pairs(examples, v.split, v.block_seconds, folds)
     grid = Grid(config.window_seconds, round((config.hop_seconds or 0) * rate), rate)
     scored = []
     for path, length in audio.lengths.items():
         n = grid.count(length)
-        centres, which = grid.centres(n), dealt.fold_of(path, grid.centres(n))
+        which = dealt.fold_of(path, grid.centres(n))
+        held = np.flatnonzero(which >= 0)  # a single split: only the audio it held out
+        if not len(held):
+            continue
         scores = np.zeros((n, len(config.labels)), dtype=np.float32)
-        for fold in np.unique(which).tolist():
+        for fold in np.unique(which[held]).tolist():
             mine = np.flatnonzero(which == fold)
             model = results[fold].model
             for part in np.array_split(mine, -(-len(mine) // _SCORE_WINDOWS)):
@@ -257,9 +261,8 @@ def _out_of_fold(
                 )
                 logits = _predict_logits(model, features.windows(rows), torch.device("cpu"))
                 scores[part] = model.activation(logits).numpy()
-        scored.append(
-            outoffold.per_second(path, centres, scores, grid.window_seconds, length / rate)
-        )
+        centres, end = grid.centres(n)[held], length / rate
+        scored.append(outoffold.per_second(path, centres, scores[held], grid.window_seconds, end))
     ratio, background = v.precision_recall_ratio, config.background or []
     return outoffold.choose(
         config.labels, scored, data.annotations, ratio, validation, dealt, background
