@@ -176,15 +176,11 @@ class ValidationConfig:
     )
     thresholds: Literal["auto", "out-of-fold", "validation"] = field(
         "auto",
-        help="where thresholds are chosen: out-of-fold: the per-second scores of every training"
-        " recording (unannotated audio too) by models that did not train on it; validation: the"
-        " validation windows; auto: out-of-fold for a backbone head, and for a CNN split by"
-        " recordings or blocks (its validation model, or with folds > 1 its folds' models, score"
-        " the audio they held out), else validation",
+        help="out-of-fold: per-second scores of the training recordings by models that did not"
+        " train on them; validation: the validation windows; auto: out-of-fold for backbone"
+        " heads and for a CNN split by recordings or blocks (README, How thresholds are chosen)",
     )
-    threshold_folds: int = field(
-        5, ge=2, help="out-of-fold thresholds of a backbone head: k heads, each holding out 1/k"
-    )
+    threshold_folds: int = field(5, ge=2, help="out-of-fold thresholds of a backbone head: folds")
 
 
 @dataclass(frozen=True)
