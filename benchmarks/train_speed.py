@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-import trainer.train
+import trainer.trainloop
 from trainer.annotations import load_any
 from trainer.config import load_config, with_overrides
 from trainer.dataset import Windows
@@ -113,7 +113,7 @@ def main() -> None:
         lines: list[str] = []
         # Wrapped, not replaced: the same code runs, with a clock around it.
         Windows.batch = _timed("batches", Windows.batch)  # type: ignore[method-assign]
-        trainer.train._predict_logits = _timed("validation", trainer.train._predict_logits)
+        trainer.trainloop._predict_logits = _timed("validation", trainer.trainloop._predict_logits)
         profiler = cProfile.Profile() if args.profile else None
         began, cpu_began = time.perf_counter(), time.process_time()
         if profiler:

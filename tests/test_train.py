@@ -32,7 +32,8 @@ from trainer.dataset import DataError
 from trainer.model import masked_bce
 from trainer.run import Trained, TrainError, load_run
 from trainer.scoring import choose_threshold, pr_curve
-from trainer.train import fit, precision_for, resolve_device
+from trainer.train import fit
+from trainer.trainloop import precision_for, resolve_device
 
 RATE_HZ = 4000
 SECONDS = 24.0
@@ -184,7 +185,10 @@ def test_load_run_gives_the_model_and_what_export_needs(exclusive_run: Path) -> 
         p = trained.model(torch.from_numpy(trained.validation_x)).numpy()
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)  # softmax inside the model
     assert set(trained.thresholds) == {"low", "high", "beep"}
-    assert trained.threshold_rule == {"precision_recall_ratio": 1.0}
+    assert trained.threshold_rule == {
+        "precision_recall_ratio": 1.0,
+        "chosen_on": "validation windows",  # one split, no folds to score recordings out of
+    }
     assert "--labels low,high,beep" in trained.command
     assert "2 recording(s)" in trained.data_description
     accuracy = np.mean(p.argmax(axis=1) == trained.validation_y.argmax(axis=1))

@@ -7,14 +7,11 @@ import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edge import __version__
 from edge.errors import SoundwatchError
-
-if TYPE_CHECKING:
-    from trainer.annotations import AnnotationSet
-    from trainer.config import TrainConfig
+from trainer.cli_data import LABEL_COLUMN_HELP, read_annotations
+from trainer.cli_fit import add_fit
 
 
 def cmd_tone_bundle(args: argparse.Namespace) -> int:
@@ -25,79 +22,6 @@ def cmd_tone_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
-    from trainer.config import load_config
-    from trainer.finetune import load_init
-    from trainer.run import TrainError
-    from trainer.train import fit
-
-    if args.init and args.backbone:
-        raise TrainError("--init and --backbone: a backbone's head cannot start from a bundle yet")
-    init = load_init(Path(args.init)) if args.init else None
-
-    overrides = {
-        key: value
-        for key, value in (
-            ("labels", args.labels.split(",") if args.labels else None),
-            ("mode", args.mode),
-            ("window_seconds", args.window_seconds),
-            ("sample_rate_hz", args.rate),
-            ("training.epochs", args.epochs),
-            ("training.seed", args.seed),
-            ("training.device", args.device),
-            ("training.threads", args.threads),
-            ("validation.split", args.validation),
-            ("validation.share", args.share),
-            ("validation.folds", args.folds),
-            ("augment.background", args.background),
-            ("dense", None if args.dense is None else args.dense or ["*"]),
-        )
-        if value is not None
-    }
-    if init is not None:
-        # The init's settings (features, window, network); its labels come first in fit, then
-        # new ones found. Its `dense` patterns do not carry over: reviewed recordings are not
-        # densely annotated, so only --dense names the ones that are.
-        overrides = {"labels": [], "dense": [], **overrides}
-    config_file = Path(args.config) if args.config else None
-    if init is not None and config_file is None:
-        config_file = init.folder / "train.yaml"
-    config = load_config(config_file, overrides)
-    out = Path(args.out)
-    if (out / "checkpoint.pt").exists() and not args.overwrite:
-        raise TrainError(f"{out}: already holds a run; choose another --out or pass --overwrite")
-    data = _annotations(args)
-    if args.backbone:
-        _fit_transfer(args, config, data, out)
-    else:
-        fit(
-            config,
-            data,
-            out,
-            command=args.command_line,
-            progress=False if args.quiet else None,
-            init=init,
-        )
-    print(f"wrote {out} (report: {out / 'report' / 'summary.md'})")
-    return 0
-
-
-def _fit_transfer(
-    args: argparse.Namespace, config: TrainConfig, data: AnnotationSet, out: Path
-) -> None:
-    from edge.model.backbone import load_backbone
-    from trainer.embeddings import default_cache
-    from trainer.transfer import fit_transfer
-
-    backbone = load_backbone(args.backbone)
-    manifest = Path(args.backbone)
-    manifest = manifest / "backbone.yaml" if manifest.is_dir() else manifest
-    cache = Path(args.cache) if args.cache else default_cache()
-    fit_transfer(
-        config, data, backbone, manifest, cache, out, head=args.head, command=args.command_line
-    )
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from trainer.calibrate import calibrate
     from trainer.run import TrainError
@@ -106,7 +30,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise TrainError("calibrate: give --data (dense annotations) or --verdicts, not both")
     if args.verdicts is not None:
         return _recalibrate(args)
-    data = _annotations(args, dedup=True)
+    data = read_annotations(args, dedup=True)
     choices, report = calibrate(
         Path(args.model), data.annotations, args.ratio, write=not args.dry_run
     )
@@ -134,7 +58,7 @@ def _recalibrate(args: argparse.Namespace) -> int:
     if args.precision is None:
         raise TrainError("calibrate --verdicts: name the precision to reach, e.g. --precision 0.9")
     args.data = args.verdicts
-    events = reviewed(_annotations(args, dedup=True).annotations)
+    events = reviewed(read_annotations(args, dedup=True).annotations)
     choices = recalibrate(Path(args.model), events, args.precision, write=not args.dry_run)
     for choice in choices:
         print(choice.line())
@@ -154,36 +78,11 @@ def _recalibrate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from trainer.verdicts import comparison_table, reviewed, score
 
-    events = reviewed(_annotations(args, dedup=True).annotations)
+    events = reviewed(read_annotations(args, dedup=True).annotations)
     deployed = score(Path(args.model), events)
     candidate = score(Path(args.candidate), events)
     print(comparison_table(events, deployed, candidate))
     return 0
-
-
-def _annotations(args: argparse.Namespace, *, dedup: bool = False) -> AnnotationSet:
-    """`--data` loaded, its bad rows reported; with `dedup`, identical rows counted once (two
-    annotators marking one sound make one true event; `fit` drops them itself, and says so)."""
-    from trainer.annotations import AnnotationSet, load_any
-
-    paths = args.data if isinstance(args.data, list) else [args.data]
-    data = AnnotationSet()
-    for path in paths:
-        loaded = load_any(Path(path), **_annotation_options(args))
-        data = AnnotationSet(data.annotations + loaded.annotations, data.problems + loaded.problems)
-    for problem in data.problems:
-        print(f"skipped: {problem}", file=sys.stderr)
-    if dedup:
-        data, duplicates = data.without_duplicates()
-        if duplicates:
-            print(f"dropped {duplicates} duplicate annotations (same recording, label, start, end)")
-    return data
-
-
-def _annotation_options(args: argparse.Namespace) -> dict[str, object]:
-    """Loader options from the command line; only those given (a Raven option on a SongExplorer
-    folder is then a clear error, not ignored)."""
-    return {"label_column": args.label_column} if args.label_column else {}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -245,7 +144,7 @@ def _export_transfer(args: argparse.Namespace, bundle: Path) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate
 
-    data = _annotations(args, dedup=True)
+    data = read_annotations(args, dedup=True)
     out = Path(args.out) if args.out else None
     report = evaluate(
         Path(args.model),
@@ -261,12 +160,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-LABEL_COLUMN_HELP = (
-    "Raven tables: the column that holds the label (default: the first of Annotation, Label,"
-    " Species, Class, Call Type, Sound Type)"
-)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="soundwatch-train", description="Build soundwatch model bundles."
@@ -277,71 +170,7 @@ def parser() -> argparse.ArgumentParser:
     tone.add_argument("folder", help="bundle folder to write, e.g. models/tone")
     tone.set_defaults(func=cmd_tone_bundle)
 
-    f = sub.add_parser("fit", help="train a model on annotated recordings into a run folder")
-    f.add_argument(
-        "--data",
-        required=True,
-        action="append",
-        help="annotations (SongExplorer, Raven, CSV, folders); repeat to train on several, e.g."
-        " the original data and exported verdicts",
-    )
-    f.add_argument(
-        "--init",
-        metavar="BUNDLE",
-        help="fine-tune from a bundle (or run folder): its weights, settings and labels first;"
-        " wrong verdicts (not_<label>) train as background in exclusive mode",
-    )
-    f.add_argument("--out", required=True, help="run folder to write, e.g. runs/flysong")
-    f.add_argument("-c", "--config", help="train.yaml with settings (default: built-in defaults)")
-    f.add_argument("--labels", help="comma-separated labels in output order (default: all found)")
-    f.add_argument("--mode", choices=["exclusive", "overlapped"], help="default: exclusive")
-    f.add_argument("--window-seconds", type=float, help="model input window, s (default: 0.2048)")
-    f.add_argument(
-        "--rate",
-        type=int,
-        help="model sample rate, Hz; recordings are resampled to it"
-        " (default: the recordings' own, which must then agree)",
-    )
-    f.add_argument("--label-column", help=LABEL_COLUMN_HELP)
-    f.add_argument("--epochs", type=int, help="most epochs per model (default: 40)")
-    f.add_argument("--seed", type=int, help="random seed (default: 0)")
-    f.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
-    f.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
-    f.add_argument(
-        "--validation",
-        choices=["share", "recordings", "blocks"],
-        help="hold out a share of each label's annotations, whole recordings, or 30 s blocks"
-        " of each recording (default: share)",
-    )
-    f.add_argument("--share", type=float, help="share held out for validation (default: 0.2)")
-    f.add_argument("--folds", type=int, help="k-fold cross-validation with k models (default: 1)")
-    f.add_argument("--background", help="folder of recordings to mix in as augmentation")
-    f.add_argument(
-        "--dense",
-        nargs="*",
-        metavar="PATTERN",
-        help="the annotations are dense (all recordings, or those whose path or name matches a"
-        " PATTERN): unannotated audio becomes background",
-    )
-    f.add_argument(
-        "--backbone",
-        help="train a small head on this pretrained backbone's embeddings (a backbone.yaml or"
-        " its folder; README, Transfer learning)",
-    )
-    f.add_argument(
-        "--head",
-        choices=["linear", "mlp"],
-        default="linear",
-        help="with --backbone (default: linear)",
-    )
-    f.add_argument(
-        "--cache",
-        help="with --backbone: folder for cached embeddings"
-        " (default: ~/.cache/soundwatch/embeddings)",
-    )
-    f.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    f.set_defaults(func=cmd_fit)
+    add_fit(sub)
 
     export = sub.add_parser("export", help="export a training run as a checked model bundle")
     export.add_argument("run_dir", help="run folder written by fit")

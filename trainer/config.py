@@ -172,8 +172,15 @@ class ValidationConfig:
     precision_recall_ratio: float = field(
         1.0,
         gt=0,
-        help="per-label thresholds: where precision / recall on validation is closest to this",
+        help="per-label thresholds: where precision / recall is closest to this",
     )
+    thresholds: Literal["auto", "out-of-fold", "validation"] = field(
+        "auto",
+        help="out-of-fold: per-second scores of the training recordings by models that did not"
+        " train on them; validation: the validation windows; auto: out-of-fold for backbone"
+        " heads and for a CNN split by recordings or blocks (README, How thresholds are chosen)",
+    )
+    threshold_folds: int = field(5, ge=2, help="out-of-fold thresholds of a backbone head: folds")
 
 
 @dataclass(frozen=True)

@@ -270,8 +270,9 @@ def summary(labels: list[str], metrics: dict[str, Any], lines: list[str]) -> str
         )
     out += [
         "",
-        f"Macro F1: **{_f(metrics['macro_f1'])}** (thresholds where precision / recall"
-        f" is closest to {metrics['threshold_rule']['precision_recall_ratio']:g}).",
+        f"Macro F1: **{_f(metrics['macro_f1'])}** on the validation windows (thresholds where"
+        f" precision / recall is closest to {metrics['threshold_rule']['precision_recall_ratio']:g}"
+        f" on the {metrics['threshold_rule'].get('chosen_on', 'validation windows')}).",
     ]
     cv = metrics.get("cross_validation")
     if cv:

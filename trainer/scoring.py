@@ -94,14 +94,20 @@ def counts_at(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[s
 
 
 def score_labels(
-    labels: list[str], y: np.ndarray, scores: np.ndarray, ratio: float
+    labels: list[str],
+    y: np.ndarray,
+    scores: np.ndarray,
+    ratio: float,
+    thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Thresholds and per-label figures on validation; `y` (n, labels) with NaN = unknown."""
+    """Thresholds and per-label figures on validation; `y` (n, labels) with NaN = unknown.
+    With `thresholds` (chosen elsewhere, e.g. out of fold), the figures at those."""
     per_label: dict[str, Any] = {}
     for j, label in enumerate(labels):
         known = ~np.isnan(y[:, j])
         truth, s = y[known, j], scores[known, j]
-        per_label[label] = counts_at(truth, s, choose_threshold(truth, s, ratio))
+        at = thresholds[label] if thresholds else choose_threshold(truth, s, ratio)
+        per_label[label] = counts_at(truth, s, at)
     f1s = [m["f1"] for m in per_label.values() if not math.isnan(m["f1"])]
     out: dict[str, Any] = {
         "macro_f1": float(np.mean(f1s)) if f1s else math.nan,

@@ -3,13 +3,8 @@
 `fit` reads top to bottom: label the annotations, read the recordings, split off validation,
 train one model per fold, keep the best fold's model, choose thresholds on its validation
 windows, and (with a run folder) `save_run` and write the report. The run folder and `Trained`,
-the contract with export, are in `trainer.run`.
-
-Devices: `training.device` auto picks CUDA when torch sees a GPU, else the CPU. On CUDA the
-forward pass runs under `torch.autocast` in bfloat16 where the GPU supports it (no loss scaling
-needed), else float16 with a `GradScaler`; on the CPU everything is float32. The CPU path is
-bit-for-bit reproducible for a seed (same machine, same thread count); CUDA runs are seeded
-and use deterministic cuDNN, but autocast reductions may still differ in the last bits.
+the contract with export, are in `trainer.run`; one model's epochs, on which device and in
+which precision, are in `trainer.trainloop`.
 
 k-fold (`validation.folds` k > 1): k models, each validated on its own fold. The run keeps the
 model of the fold with the best validation macro F1, with its thresholds and windows, and the
@@ -20,12 +15,11 @@ stop early, or check the int8 export against.)
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +27,7 @@ import numpy as np
 import torch
 
 from edge.audio.files import AudioFile
-from trainer import report, scoring
+from trainer import outoffold, report, scoring
 from trainer.annotations import AnnotationSet
 from trainer.annotations.gaps import dense_matcher, gap_annotations
 from trainer.config import TrainConfig, mel_spread_warning, resolve
@@ -47,45 +41,15 @@ from trainer.dataset import (
     load_background,
     recording_features,
 )
-from trainer.finetune import Init, labels_from, start_from, wrong_as_background
-from trainer.model import SoundCNN, count_parameters, loss_for, save_checkpoint
-from trainer.run import Trained, TrainError, save_run
+from trainer.features import FeatureStore
+from trainer.finetune import Init, labels_from, wrong_as_background
+from trainer.model import count_parameters
+from trainer.outoffold import Grid, OutOfFold, threshold_lines
+from trainer.run import Trained, save_run
 from trainer.splits import splits
+from trainer.trainloop import FoldResult, _predict_logits, _train_fold, resolve_device
 
-_PREDICT_BATCH = 1024
-
-
-# --- device and precision -------------------------------------------------------------------------
-
-
-def resolve_device(wanted: str) -> torch.device:
-    """`auto`: CUDA if torch sees a GPU, else the CPU; `cuda` without a GPU is an error."""
-    if wanted == "cpu":
-        return torch.device("cpu")
-    if wanted == "cuda" and not torch.cuda.is_available():
-        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
-        raise TrainError(f"device cuda: torch ({torch.__version__}, {build}) sees no CUDA GPU")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How the forward pass runs: autocast dtype (None: float32) and whether to scale the loss."""
-
-    autocast_dtype: torch.dtype | None
-    grad_scaler: bool
-
-
-def precision_for(device: torch.device, bf16_supported: bool | None = None) -> Precision:
-    """Mixed precision on CUDA (bfloat16 where supported, else float16 + GradScaler); float32
-    on the CPU. `bf16_supported` None asks the GPU."""
-    if device.type != "cuda":
-        return Precision(None, False)
-    if bf16_supported is None:
-        bf16_supported = torch.cuda.is_bf16_supported()
-    # float16 has a narrow exponent: small gradients underflow unless the loss is scaled.
-    return Precision(torch.bfloat16, False) if bf16_supported else Precision(torch.float16, True)
-
+_SCORE_WINDOWS = 4096  # windows scored at once out of fold: bounds memory on long recordings
 
 # --- fit ------------------------------------------------------------------------------------------
 
@@ -154,6 +118,13 @@ def fit(
     )
     v = config.validation
     folds = splits(examples, v.split, v.share, v.folds, t.seed, v.block_seconds)
+    out_of_fold = v.split in ("recordings", "blocks")
+    if v.thresholds == "out-of-fold" and not out_of_fold:
+        raise DataError(
+            "thresholds out-of-fold: a CNN needs --validation recordings or blocks (its"
+            " validation model, or with --folds k each fold's, scores the audio it held out);"
+            " or --thresholds validation"
+        )
 
     results = []
     for fold, (train_idx, val_idx) in enumerate(folds):
@@ -184,6 +155,20 @@ def fit(
     ratio = v.precision_recall_ratio
     scored = scoring.score_labels(config.labels, chosen.val_y, chosen.scores, ratio)
     thresholds = {label: m["threshold"] for label, m in scored["per_label"].items()}
+    rule: dict[str, Any] = {"precision_recall_ratio": ratio, "chosen_on": "validation windows"}
+    oof = None
+    if out_of_fold and v.thresholds != "validation":
+        oof = _out_of_fold(config, examples, folds, results, audio, features, data, thresholds)
+        for line in oof.lines():
+            say(line)
+        thresholds, rule = {**thresholds, **oof.thresholds}, oof.rule(ratio)
+        scored = scoring.score_labels(config.labels, chosen.val_y, chosen.scores, ratio, thresholds)
+    elif v.thresholds == "auto":
+        say(
+            "thresholds: chosen on the validation windows; for thresholds chosen on whole"
+            " recordings, fit with --validation recordings (or blocks): the validation model"
+            " scores the audio it held out (with --folds 5, all of it: five models)"
+        )
     model = chosen.model
     rng = np.random.default_rng([t.seed, 104729])
     calibration, _ = chosen.train_windows.batch(
@@ -195,7 +180,7 @@ def fit(
         "task": config.task,
         "labels": config.labels,
         **scored,
-        "threshold_rule": {"precision_recall_ratio": ratio},
+        "threshold_rule": rule,
         "best_epoch": chosen.best_epoch,
         "epochs_run": chosen.history[-1]["epoch"],
         "train_seconds": round(seconds, 1),
@@ -214,7 +199,7 @@ def fit(
         model=model,
         config=config,
         thresholds=thresholds,
-        threshold_rule={"precision_recall_ratio": ratio},
+        threshold_rule=rule,
         metrics=metrics,
         calibration=calibration,
         validation_x=chosen.val_x,
@@ -237,9 +222,51 @@ def fit(
                 f"Model: {count_parameters(model):,} parameters ({config.model.channels} channels,"
                 f" {config.task}); trained {seconds:.0f} s on {device}, best epoch"
                 f" {metrics['best_epoch']} of {metrics['epochs_run']}.",
+                *threshold_lines(oof, len(chosen.val_y)),
             ],
         )
     return trained
+
+
+def _out_of_fold(
+    config: TrainConfig,
+    examples: Examples,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    results: list[FoldResult],
+    audio: Audio,
+    features: FeatureStore,
+    data: AnnotationSet,
+    validation: dict[str, float],
+) -> OutOfFold:
+    """Thresholds out of fold (trainer.outoffold) from a split by recordings or blocks: each
+    fold's model (the one model of a single split) scores every window, on the edge's grid, of
+    the audio it held out. (Its epoch was kept on that audio's annotated windows.)"""
+    v, rate = config.validation, config.sample_rate_hz or 0
+    dealt = outoffold.from_pairs(examples, v.split, v.block_seconds, folds)
+    grid = Grid(config.window_seconds, round((config.hop_seconds or 0) * rate), rate)
+    scored = []
+    for path, length in audio.lengths.items():
+        n = grid.count(length)
+        which = dealt.fold_of(path, grid.centres(n))
+        held = np.flatnonzero(which >= 0)  # a single split: only the audio it held out
+        if not len(held):
+            continue
+        scores = np.zeros((n, len(config.labels)), dtype=np.float32)
+        for fold in np.unique(which[held]).tolist():
+            mine = np.flatnonzero(which == fold)
+            model = results[fold].model
+            for part in np.array_split(mine, -(-len(mine) // _SCORE_WINDOWS)):
+                rows = features.starts(
+                    np.full(len(part), features.index[path]), part * grid.hop_samples
+                )
+                logits = _predict_logits(model, features.windows(rows), torch.device("cpu"))
+                scores[part] = model.activation(logits).numpy()
+        centres, end = grid.centres(n)[held], length / rate
+        scored.append(outoffold.per_second(path, centres, scores[held], grid.window_seconds, end))
+    ratio, background = v.precision_recall_ratio, config.background or []
+    return outoffold.choose(
+        config.labels, scored, data.annotations, ratio, validation, dealt, background
+    )
 
 
 def with_gaps(
@@ -314,131 +341,6 @@ def _check_split(
             say(f"warning: {where}no validation annotations for {label!r}: its F1 is not measured")
     if len(val_idx) == 0:
         raise DataError(f"{where}no validation annotations: every label has a single annotation")
-
-
-@dataclass
-class FoldResult:
-    """One fold's model at its best validation epoch, with what fit needs of that fold."""
-
-    model: SoundCNN  # float32, eval(), on the CPU
-    best_macro_f1: float  # validation macro F1 of the kept epoch (-inf if never defined)
-    best_epoch: int  # 1-based
-    history: list[dict[str, Any]]  # one row per epoch run
-    train_windows: Windows  # draws the int8 calibration windows
-    val_x: np.ndarray  # float32 (N, frames, mels)
-    val_y: np.ndarray  # float32 (N, labels), NaN where unknown
-    scores: np.ndarray  # (N, labels) probabilities of the kept epoch on val_x
-
-
-def _train_fold(
-    config: TrainConfig,
-    windows: Windows,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
-    device: torch.device,
-    fold: int,
-    n_folds: int,
-    run_dir: Path | None,
-    say: Callable[[str], None],
-    show: bool,
-    init: Init | None = None,
-) -> FoldResult:
-    """Train one model; keep the weights of its best validation epoch (macro F1, then loss)."""
-    t = config.training
-    torch.manual_seed(t.seed * 1000 + fold)
-    rng = np.random.default_rng([t.seed, fold])
-    frames, mels = val_x.shape[1:]
-    model = SoundCNN(config.model, (frames, mels), len(config.labels), config.task)
-    if init is not None:
-        start_from(init, model, config.labels)
-    # Channels-last activations: the CPU (oneDNN) and GPU convolutions run faster on them;
-    # the model goes back to the default layout before it is returned. (torch's stubs do not
-    # list Module.to's memory_format.)
-    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
-    )
-    steps = -(-config.windows.windows_per_epoch // t.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs * steps)
-    precision = precision_for(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
-    loss_fn = loss_for(config.task)
-    ratio = config.validation.precision_recall_ratio
-    best_macro, best_loss, best_epoch = -math.inf, math.inf, 0
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict[str, Any]] = []
-    scores = np.zeros_like(val_y)
-    name = f"fold {fold + 1}/{n_folds} " if n_folds > 1 else ""
-    for epoch in range(1, t.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        total = 0.0
-        bar = report.ProgressBar(f"{name}epoch {epoch}/{t.epochs}", steps) if show else None
-        for step in range(steps):
-            x, y = windows.batch(t.batch_size, rng)
-            xb = torch.from_numpy(x).to(device, non_blocking=True)
-            yb = torch.from_numpy(y).to(device, non_blocking=True)
-            with torch.autocast(
-                device.type,
-                dtype=precision.autocast_dtype,
-                enabled=precision.autocast_dtype is not None,
-            ):
-                logits = model.logits(xb)
-            loss = loss_fn(logits.float(), yb)  # the loss in float32 whatever the autocast
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            total += loss.item()
-            if bar is not None:
-                bar.update(step + 1, total / (step + 1))
-        if bar is not None:
-            bar.done()
-        logits_val = _predict_logits(model, val_x, device)
-        val_loss = float(loss_fn(logits_val, torch.from_numpy(val_y)))
-        epoch_scores = model.activation(logits_val).numpy()
-        macro = scoring.score_labels(config.labels, val_y, epoch_scores, ratio)["macro_f1"]
-        macro = -math.inf if math.isnan(macro) else macro
-        history.append(
-            {
-                "fold": fold + 1,
-                "epoch": epoch,
-                "train_loss": total / steps,
-                "validation_loss": val_loss,
-                "validation_macro_f1": macro,
-                "learning_rate": schedule.get_last_lr()[0],
-                "seconds": round(time.perf_counter() - started, 2),
-            }
-        )
-        improved = (macro, -val_loss) > (best_macro, -best_loss)
-        say(
-            f"{name}epoch {epoch:3d}: loss {total / steps:.4f}, validation loss {val_loss:.4f},"
-            f" macro F1 {macro:.3f}{' *' if improved else ''}"
-        )
-        if improved:
-            best_macro, best_loss, best_epoch = macro, val_loss, epoch
-            best_state = copy.deepcopy(model.state_dict())
-            scores = epoch_scores
-            if run_dir is not None:
-                save_checkpoint(run_dir / "checkpoints" / f"fold{fold + 1}-best.pt", model)
-        elif t.patience and epoch - best_epoch >= t.patience:
-            say(f"{name}stopping early: no better validation macro F1 for {t.patience} epochs")
-            break
-    model.load_state_dict(best_state)
-    model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
-    return FoldResult(model, best_macro, best_epoch, history, windows, val_x, val_y, scores)
-
-
-@torch.no_grad()
-def _predict_logits(model: SoundCNN, x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Logits for (N, frames, mels) windows, float32 on the CPU; model left in eval mode."""
-    model.eval()
-    out = [
-        model.logits(torch.from_numpy(x[i : i + _PREDICT_BATCH]).to(device)).float().cpu()
-        for i in range(0, len(x), _PREDICT_BATCH)
-    ]
-    return torch.cat(out) if out else torch.zeros((0, model.n_labels))
 
 
 def _f(value: float | None) -> str:

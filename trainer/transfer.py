@@ -30,14 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge.audio.files import AudioFile
 from edge.model.backbone import Backbone
-from trainer import report, scoring
+from trainer import outoffold, report, scoring
 from trainer.annotations import AnnotationSet
 from trainer.config import TrainConfig, resolve
-from trainer.dataset import Examples, label_examples
+from trainer.dataset import DataError, Examples, label_examples
 from trainer.embeddings import EmbeddingCache
 from trainer.head import EmbeddingHead, HeadKind, load_head, save_head
 from trainer.model import count_parameters, loss_for
+from trainer.outoffold import Grid, OutOfFold, threshold_lines
 from trainer.run import Trained, read_run, run_file, write_run
 from trainer.splits import splits
 from trainer.train import _check_split, _f, with_gaps
@@ -125,13 +127,34 @@ def fit_transfer(
     val_y = y[chosen["val_rows"]]
     scored = scoring.score_labels(config.labels, val_y, chosen["scores"], ratio)
     thresholds = {label: s["threshold"] for label, s in scored["per_label"].items()}
+    rule: dict[str, Any] = {"precision_recall_ratio": ratio, "chosen_on": "validation windows"}
+    oof = None
+    if v.thresholds != "validation":
+        grid = Grid(window_seconds, hop, m.sample_rate)
+        oof = _out_of_fold(
+            config,
+            x,
+            y,
+            embedded,
+            examples,
+            example_of,
+            data,
+            grid,
+            head,
+            thresholds,
+            chosen["epoch"],
+            say,
+        )
+    if oof is not None:
+        thresholds, rule = {**thresholds, **oof.thresholds}, oof.rule(ratio)
+        scored = scoring.score_labels(config.labels, val_y, chosen["scores"], ratio, thresholds)
     seconds = time.perf_counter() - began
     model: EmbeddingHead = chosen["model"]
     metrics: dict[str, Any] = {
         "task": config.task,
         "labels": config.labels,
         **scored,
-        "threshold_rule": {"precision_recall_ratio": ratio},
+        "threshold_rule": rule,
         "best_epoch": chosen["epoch"],
         "train_seconds": round(seconds, 1),
         "head_train_seconds": round(head_seconds, 2),
@@ -160,7 +183,7 @@ def fit_transfer(
         model=model,
         config=config,
         thresholds=thresholds,
-        threshold_rule={"precision_recall_ratio": ratio},
+        threshold_rule=rule,
         metrics=metrics,
         calibration=calibration.astype(np.float32),
         validation_x=x[chosen["val_rows"]].astype(np.float32),
@@ -186,6 +209,7 @@ def fit_transfer(
                 f"Data: {description}",
                 f"Model: {model.kind} head, {count_parameters(model):,} parameters on backbone"
                 f" {backbone.block.name} ({backbone.block.licence}); trained {seconds:.1f} s.",
+                *threshold_lines(oof, len(val_y)),
             ],
         )
     return run
@@ -224,8 +248,11 @@ def _train(
     example_of: np.ndarray,
     kind: HeadKind,
     fold: int,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
-    """One head on `train_rows`, kept at its best validation epoch (macro F1, then loss)."""
+    """One head on `train_rows`, kept at its best validation epoch (macro F1, then loss); with
+    `epochs`, trained that many and kept at the last (an out-of-fold head: no epoch is chosen
+    on the rows it scores)."""
     t = config.training
     torch.manual_seed(t.seed * 1000 + fold)
     rng = np.random.default_rng([t.seed, fold])
@@ -240,7 +267,7 @@ def _train(
     xv, yv = torch.from_numpy(x[val_rows]), torch.from_numpy(y[val_rows])
     best: dict[str, Any] = {"macro": -math.inf, "loss": math.inf}
     history = []
-    for epoch in range(1, t.epochs + 1):
+    for epoch in range(1, (epochs or t.epochs) + 1):
         model.train()
         started, total = time.perf_counter(), 0.0
         for _ in range(steps):
@@ -269,11 +296,61 @@ def _train(
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
-        if (macro, -val_loss) > (best["macro"], -best["loss"]):
+        if epochs or (macro, -val_loss) > (best["macro"], -best["loss"]):
             best = {"macro": macro, "loss": val_loss, "epoch": epoch, "scores": scores}
             best["model"] = copy.deepcopy(model).eval()
     best.update(train_rows=train_rows, val_rows=val_rows, history=history)
     return best
+
+
+def _out_of_fold(
+    config: TrainConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    embedded: dict[Path, np.ndarray],
+    examples: Examples,
+    example_of: np.ndarray,
+    data: AnnotationSet,
+    grid: Grid,
+    kind: HeadKind,
+    validation: dict[str, float],
+    epochs: int,
+    say: Callable[[str], None],
+) -> OutOfFold | None:
+    """Thresholds out of fold (trainer.outoffold): k heads, each trained `epochs` epochs (the
+    kept head's best) on k-1 folds, score every window of the recordings they hold out; None,
+    loudly, when the recordings cannot be dealt into k folds."""
+    v = config.validation
+    try:
+        folds = outoffold.deal(examples, v.threshold_folds, config.training.seed, v.block_seconds)
+    except DataError as err:
+        say(f"WARNING thresholds: chosen on the validation windows only: {err}")
+        return None
+    heads = []
+    for fold, (train_idx, held_idx) in enumerate(folds.pairs):
+        train_rows = np.flatnonzero(np.isin(example_of, train_idx))
+        held_rows = np.flatnonzero(np.isin(example_of, held_idx))
+        trained = _train(
+            config, x, y, train_rows, held_rows, examples, example_of, kind, fold, epochs
+        )
+        heads.append(trained["model"])
+    scored = []
+    for path, windows in embedded.items():
+        with AudioFile.open(path) as audio:
+            end = audio.duration_seconds
+        n = min(len(windows), grid.count(int(end * grid.rate_hz)))
+        centres = grid.centres(n)
+        with torch.no_grad():
+            every = np.stack([h(torch.from_numpy(windows[:n])).numpy() for h in heads])
+        scores = every[folds.fold_of(path, centres), np.arange(n)]
+        scored.append(outoffold.per_second(path, centres, scores, grid.window_seconds, end))
+    ratio, background = v.precision_recall_ratio, config.background or []
+    oof = outoffold.choose(
+        config.labels, scored, data.annotations, ratio, validation, folds, background
+    )
+    for line in oof.lines():
+        say(line)
+    return oof
 
 
 def save_transfer_run(run_dir: Path, run: TransferRun) -> None:
