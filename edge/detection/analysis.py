@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edge.detection.events import EventDetector, Transition
-from edge.detection.order import MessageOrder
+from edge.detection.bank import DetectorBank
+from edge.detection.events import Transition
 from edge.detection.seconds import SecondAggregator
 from edge.model.bundle import Bundle
 from edge.model.frontend import StreamingLogMel
@@ -98,6 +98,10 @@ class Analyzer:
         self._raw = np.zeros((batch_windows, len(bundle.labels)), dtype=np.float32)
         self._kept = np.zeros((batch_windows, len(labels)), dtype=np.float32)
         self._keep_all = self._keep.tolist() == list(range(len(bundle.labels)))
+        # A detector for each label that makes events (background labels have none), made
+        # once: a stream's `begin` resets them.
+        makes_events = [i for i, s in enumerate(labels) if s.events]
+        self._bank = DetectorBank(makes_events, [labels[i].rules for i in makes_events])
         self.windows_scored = 0
         self._pending = 0  # windows cut into the batch but not yet scored
         self._info: StreamInfo | None = None
@@ -121,11 +125,7 @@ class Analyzer:
         self._seconds = SecondAggregator(
             info, len(self.labels), self.sink.second, self.window_samples / self.rate_hz
         )
-        # (column, detector) for each label that makes events; background labels have none.
-        self._detectors = [
-            (i, EventDetector(s.rules)) for i, s in enumerate(self.labels) if s.events
-        ]
-        self._order = MessageOrder([detector for _, detector in self._detectors])
+        self._bank.begin()
         self._open_ids: list[str | None] = [None] * len(self.labels)  # open event per label
         self._position = position  # samples of this stream so far, gaps included
         self._restart(position)
@@ -250,26 +250,13 @@ class Analyzer:
     def _deliver(self, centres: np.ndarray, scores: np.ndarray) -> None:
         """One batch's windows (centre offsets in s, kept scores) into rows and events."""
         self._seconds.add(centres, scores)
-        times = centres.tolist()
-        order = self._order
-        # NaN counts as 0 in the detectors; fmax skips it (a column all NaN gives NaN, which
-        # `unmoved_by` does not take for quiet).
-        peaks = np.fmax.reduce(scores, axis=0).tolist()
-        for i, detector in self._detectors:
-            if detector.unmoved_by(peaks[i]):
-                continue
-            transitions = detector.update_batch(times, scores[:, i])
-            if transitions:
-                order.hold(i, transitions)
         # Labels decide at different delays (min duration, merge gap, median): the messages go
         # out in the order of the time they carry, once no label can still precede them.
-        self._publish(order.release())
+        self._publish(self._bank.feed(centres.tolist(), scores))
 
     def _close_events(self, at_seconds: float) -> None:
         """End every label's stream at ``at_seconds`` and send all messages still held."""
-        for i, detector in self._detectors:
-            self._order.hold(i, detector.close(at_seconds))
-        self._publish(self._order.flush())
+        self._publish(self._bank.close(at_seconds))
 
     def _publish(self, messages: Sequence[tuple[int, Transition]]) -> None:
         info = self._info
