@@ -68,7 +68,9 @@ def reference(
         for first in range(0, len(times), batch):
             part = slice(first, first + batch)
             for detector, column in zip(detectors, columns, strict=True):
-                order.hold(column, detector.update_batch(times[part].tolist(), scores[part, column]))
+                order.hold(
+                    column, detector.update_batch(times[part].tolist(), scores[part, column])
+                )
             got += order.release()
         for detector, column in zip(detectors, columns, strict=True):
             order.hold(column, detector.close(float(times[-1]) + 0.5))
