@@ -106,6 +106,7 @@ class Analyzer:
         # once: a stream's `begin` resets them.
         makes_events = [i for i, s in enumerate(labels) if s.events]
         self._bank = DetectorBank(makes_events, [labels[i].rules for i in makes_events])
+        self._event_labels = tuple(labels[i].label for i in makes_events)
         self.windows_scored = 0
         self._pending = 0  # windows cut into the batch but not yet scored
         self._info: StreamInfo | None = None
@@ -121,7 +122,7 @@ class Analyzer:
         m = self.bundle.manifest
         info = replace(
             info,
-            event_labels=tuple(s.label for s in self.labels if s.events),
+            event_labels=self._event_labels,
             model=m.name,
             model_version=m.version,
         )
