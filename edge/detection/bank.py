@@ -29,8 +29,8 @@ class DetectorBank:
 
     def __init__(self, columns: Sequence[int], rules: Sequence[EventRules]) -> None:
         self.columns = np.asarray(columns, dtype=np.intp)
-        # Every column makes events (no background label): the peaks need no gather.
-        self._every = self.columns.tolist() == list(range(len(self.columns)))
+        # Columns 0, 1, ... n - 1: scores of n columns (no background label) need no gather.
+        self._leading = self.columns.tolist() == list(range(len(self.columns)))
         self.detectors = [EventDetector(r) for r in rules]
         self._labels = [int(c) for c in columns]
         self._on = np.array([d.rules.threshold for d in self.detectors], dtype=np.float64)
@@ -52,7 +52,8 @@ class DetectorBank:
         labels)): the messages that can now go out, in time order, as (column, transition)."""
         # NaN counts as 0 in the detectors; fmax skips it, and a column all NaN gives NaN,
         # which `<` does not take for quiet.
-        peaks = np.fmax.reduce(scores if self._every else scores[:, self.columns], axis=0)
+        every = self._leading and scores.shape[1] == len(self.columns)
+        peaks = np.fmax.reduce(scores if every else scores[:, self.columns], axis=0)
         moved = np.flatnonzero(~(self._quiet & (peaks < self._on))).tolist()
         order, labels = self._order, self._labels
         for j in moved:
