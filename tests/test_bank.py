@@ -105,3 +105,21 @@ def test_the_bank_gives_the_reference_messages(batch: int, seed: int, skipped: i
 
 def unindexed(streams: list[list[tuple[int, Transition]]]) -> list[list[tuple[int, Transition]]]:
     return [[(c, replace(tr, index=0)) for c, tr in messages] for messages in streams]
+
+
+def test_a_stream_left_open_leaves_nothing_to_the_next() -> None:
+    """A stream that ends without `close` (its reader failed): the next `begin` starts from
+    detectors as if new and no message held, as fresh detectors would."""
+    held = EventRules(threshold=0.5, merge_gap_seconds=5.0, refractory_seconds=10.0)
+    bank = DetectorBank([0, 1], [held, EventRules(threshold=0.5)])
+    bank.begin()
+    times = [0.5, 1.0, 1.5, 2.0]
+    scores = np.array([[0.9, 0.9], [0.9, 0.9], [0.1, 0.9], [0.1, 0.1]], np.float32)
+    early = bank.feed(times, scores)
+    # Label 0's end (from 1.5 s) waits for its merge gap and holds label 1's end (2.0 s) back.
+    assert [(c, tr.type) for c, tr in early] == [(0, "start"), (1, "start")]
+    bank.begin()  # no close: the first stream was cut off
+    again = bank.feed([0.5], np.array([[0.9, 0.2]], np.float32))
+    assert [(c, tr.type, tr.start_seconds) for c, tr in again] == [(0, "start", 0.5)]
+    closed = bank.close(1.0)
+    assert [(c, tr.type, tr.end_seconds) for c, tr in closed] == [(0, "end", 1.0)]

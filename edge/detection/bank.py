@@ -40,12 +40,14 @@ class DetectorBank:
 
     def begin(self) -> None:
         """A new stream: every detector as if new but for its event index, which counts on
-        (nothing reads it outside the detector). The message order is empty after `close`."""
+        (nothing reads it outside the detector), and no message held, even where the last
+        stream was not closed."""
         for j in np.flatnonzero(self._fed).tolist():
             detector = self.detectors[j]
             detector.reset()
             self._quiet[j] = detector.quiet
         self._fed[:] = False
+        self._order = MessageOrder(self.detectors)
 
     def feed(self, times: list[float], scores: np.ndarray) -> list[tuple[int, Transition]]:
         """Windows in time order (centre times in s, scores (n, columns of the model's kept
