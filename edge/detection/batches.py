@@ -57,15 +57,11 @@ class BatchFeed:
 
     @property
     def quiet(self) -> bool:
-        """No event open and no median ring to keep: a batch below ``threshold`` leaves this
-        detector as it was, and it holds back no message (its horizon is infinity)."""
+        """No event open and no median ring to keep: a batch whose every window is below
+        ``threshold`` leaves this detector as it was, and it holds back no message (its
+        horizon is infinity). The bank then skips the batch for this label (BirdNET: 6,522
+        labels, almost all quiet)."""
         return self._k == 1 and self._state == _IDLE
-
-    def unmoved_by(self, peak: float) -> bool:
-        """True when a batch whose highest score is ``peak`` cannot change this detector: it
-        is quiet and every window is below ``threshold``. The analyzer then skips the batch
-        for this label (YAMNet: 521 labels, almost all quiet)."""
-        return self.quiet and peak < self._on
 
     def update_batch(self, times: Sequence[float], scores: np.ndarray) -> list[Transition]:
         """Feed windows in time order (centre times in s, scores (n,)): the transitions of
