@@ -60,15 +60,16 @@ def label_setups(loaded: Loaded, bundle: Bundle) -> list[LabelSetup]:
     config, where = loaded.config, loaded.where
     problems: list[str] = []
     names = bundle.labels
+    column = {name: i for i, name in enumerate(names)}  # BirdNET's 6,522: not list searches
     keep = config.labels if config.labels is not None else names
     for i, label in enumerate(keep):
-        if label not in names:
+        if label not in column:
             problems.append(
                 f"{where(('labels', i))}: '{label}' is not a label of {bundle.manifest.name}"
                 f" (its labels: {', '.join(names)})"
             )
     for label in config.events.labels:
-        if label not in names:
+        if label not in column:
             problems.append(
                 f"{where(('events', 'labels', label))}: '{label}' is not a label of"
                 f" {bundle.manifest.name} (its labels: {', '.join(names)})"
@@ -79,6 +80,7 @@ def label_setups(loaded: Loaded, bundle: Bundle) -> list[LabelSetup]:
     # The manifest's defaults are EventRules' fields less the thresholds (set per label below).
     base = EventRules(threshold=0.5, **dataclasses.asdict(bundle.manifest.events))
     setups = []
+    checked: dict[EventRules, list[str]] = {}  # the rules' problems, once per distinct rules
     for label in keep:
         rules = replace(base, threshold=bundle.manifest.thresholds[label])
         # Where each rule was last set, so a problem points at the line that set it.
@@ -100,13 +102,15 @@ def label_setups(loaded: Loaded, bundle: Bundle) -> list[LabelSetup]:
                 rules, off_threshold=max(0.0, rules.threshold - config.events.hysteresis)
             )
             origin["off_threshold"] = ("events", "hysteresis")
-        for problem in rules.validate():
+        if rules not in checked:
+            checked[rules] = rules.validate()
+        for problem in checked[rules]:
             key, _, message = problem.partition(": ")
             at = origin.get(key, ("events", key))
             source = "" if key in origin else ", the bundle's default"
             problems.append(f"{where(at)}: {message or problem} (label {label}{source})")
         events = config.events.background or label not in bundle.manifest.background
-        setups.append(LabelSetup(label, names.index(label), rules, events))
+        setups.append(LabelSetup(label, column[label], rules, events))
     if problems:
         raise ConfigError("\n".join(problems))
     return setups

@@ -434,14 +434,15 @@ def test_update_batch_matches_update(
     assert batched.close(len(scores) * HOP) == one.close(len(scores) * HOP)
 
 
-def test_a_detector_is_unmoved_only_by_a_quiet_batch_while_idle() -> None:
+def test_a_detector_is_quiet_only_while_idle_without_a_median() -> None:
+    """`quiet`: what lets the bank skip a batch below the threshold (edge/detection/bank.py)."""
     detector = EventDetector(EventRules(threshold=0.5))
-    assert detector.unmoved_by(0.49)
-    assert not detector.unmoved_by(0.5)  # would start an event
-    assert not detector.unmoved_by(math.nan)  # NaN: no claim, the windows go through
+    assert detector.quiet and detector.horizon_seconds == math.inf
     detector.update(0.0, 0.9)
-    assert not detector.unmoved_by(0.1)  # an open event: 0.1 ends it
-    assert not EventDetector(EventRules(threshold=0.5, median_windows=3)).unmoved_by(0.1)
+    assert not detector.quiet  # an open event: 0.1 ends it
+    detector.update(0.5, 0.1)
+    assert detector.quiet  # ended (no merge gap)
+    assert not EventDetector(EventRules(threshold=0.5, median_windows=3)).quiet
 
 
 @pytest.mark.parametrize("median", [1, 3])

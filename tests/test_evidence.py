@@ -164,6 +164,35 @@ def test_score_cells_match_the_one_by_one_format() -> None:
     assert score_cells(np.full(3, np.nan, np.float32)) == ",,"
 
 
+def test_long_rows_are_made_with_numpy_to_the_last_digit() -> None:
+    """Rows of 100 scores and more (BirdNET's 6,522) are made with numpy: the same text as
+    `%.4f` one by one, at the roundings' halfway points too, and the rows numpy cannot make
+    (values of 10 or more, negative, NaN cells) still right."""
+    from edge.outputs.files import NUMPY_CELLS_FROM, format_score, score_cells
+
+    rng = np.random.default_rng(1)
+    n = 6522
+    halfway = ((rng.integers(0, 100000, n) + 0.5) / 10000).astype(np.float32)  # d.dddd5
+    rows = [
+        rng.random(n).astype(np.float32),
+        halfway,
+        np.nextafter(halfway, np.float32(0)),
+        np.nextafter(halfway, np.float32(10)),
+        np.array([0.0, 1.0, 0.99995, 0.00005, 9.99994, 1e-30] * 20, np.float32),
+        (np.arange(1, 320, 2) / 32).astype(np.float32),  # exact halves: 0.03125 is 0.0312
+        np.array([9.99995, *rng.random(199)], np.float32),  # rounds to 10.0000
+        np.array([-0.0, *rng.random(199)], np.float32),
+        np.array([-3e-5, *rng.random(199)], np.float32),
+        np.array([12.5, *rng.random(199)], np.float32),
+        np.where(rng.random(n) < 0.1, np.nan, rng.random(n)).astype(np.float32),
+        np.full(NUMPY_CELLS_FROM, np.nan, np.float32),
+        rng.random(300),  # float64: %-format
+    ]
+    for scores in rows:
+        assert len(scores) >= NUMPY_CELLS_FROM
+        assert score_cells(scores) == ",".join(format_score(p) for p in scores.tolist())
+
+
 def test_second_phase_is_exact_from_microseconds() -> None:
     # -timestamp() % 1 gives 0.70000005 here: one sample too many in the first second at 48 kHz.
     assert second_phase(ANCHOR) == 0.7

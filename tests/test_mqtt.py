@@ -462,6 +462,48 @@ def test_every_payload_builder_follows_its_schema_without_a_broker() -> None:
     assert levels_payload(SecondRow(3.0, when, ANALYSED, scores), "dBFS") is None
 
 
+def test_many_labels_give_the_payload_json_dumps_gives() -> None:
+    """Rows of TABLE_FROM scores and more (BirdNET: 6,522) are written by table look-up: the
+    same bytes as json.dumps of the dict of rounded scores, at the roundings' halfway points,
+    for labels JSON must escape, NaN rows, and the rows the table cannot take."""
+    from edge.outputs.mqtt.messages import TABLE_FROM
+
+    def reference(row: SecondRow, labels: list[str]) -> bytes:
+        scores = {
+            label: None if np.isnan(p) else round(p, 4)
+            for label, p in zip(labels, row.scores.tolist(), strict=True)
+        }
+        payload: dict[str, object] = {
+            "time": "2026-06-01T12:00:00.000Z" if row.time else None,
+            "status": row.status,
+            "scores": scores,
+        }
+        if row.channel is not None:
+            payload["channel"] = row.channel
+        return json.dumps(payload).encode()
+
+    rng = np.random.default_rng(2)
+    n = 6522
+    labels = [f"Genus species_{i} Common name" for i in range(n)]
+    labels[:3] = ['Turdus "quoted"', "Émouchet d'Éurope", "back\\slash"]
+    halfway = ((rng.integers(0, 10000, n) + 0.5) / 10000).astype(np.float32)
+    when = datetime.fromisoformat("2026-06-01T12:00:00+00:00")
+    edges = np.resize(np.array([0, 1, 0.99995, 0.03125], np.float32), n)  # 0.03125: a half
+    rows = [
+        SecondRow(0.0, None, ANALYSED, rng.random(n).astype(np.float32)),
+        SecondRow(1.0, when, ANALYSED, halfway, channel=2),
+        SecondRow(2.0, when, ANALYSED, np.nextafter(halfway, np.float32(0))),
+        SecondRow(3.0, when, ANALYSED, np.nextafter(halfway, np.float32(1))),
+        SecondRow(4.0, when, ANALYSED, edges),
+        SecondRow(5.0, when, "gap:overrun", np.full(n, np.nan, np.float32)),
+        SecondRow(6.0, when, ANALYSED, np.where(rng.random(n) < 0.1, np.nan, halfway)),
+        SecondRow(7.0, when, ANALYSED, np.resize(np.array([0.5, 1.5, -0.0], np.float32), n)),
+    ]
+    for row in rows:
+        assert len(row.scores) >= TABLE_FROM
+        assert probabilities_payload(row, labels) == reference(row, labels)
+
+
 def sink_for(broker: Mosquitto, tmp_path: Path, **mqtt: Any) -> MqttSink:
     config = MqttConfig(host=broker.host, port=broker.port, **mqtt)
     sink = MqttSink(

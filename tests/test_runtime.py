@@ -15,7 +15,7 @@ import pytest
 
 from edge.errors import BundleError, RuntimeUnavailable
 from edge.model.runtime import available_backends, open_backend
-from edge.model.runtime.base import Backend, InputLayout, plan_input
+from edge.model.runtime.base import ONE_PER_CALL_BYTES, Backend, InputLayout, plan_input
 from trainer import toymodel
 
 FRAMES, MELS, LABELS = 24, 16, 3
@@ -328,6 +328,25 @@ class _NumpyBackend(Backend):
 
     def _release(self) -> None:
         pass
+
+
+def test_heavy_windows_go_one_per_call(tmp_path: Path) -> None:
+    """Windows of ONE_PER_CALL_BYTES or more (BirdNET's 563 KiB) go one per model call even
+    where the model takes any batch: a batched call is no faster a window, only a larger arena.
+    The scores are the batch's all the same."""
+    samples = ONE_PER_CALL_BYTES // 4
+    W = np.array([[2.0, -3.0]], np.float32)
+    b = np.array([0.1, 0.2], np.float32)
+    waves = np.random.default_rng(5).uniform(-1, 1, (3, samples)).astype(np.float32)
+    heavy, light = tmp_path / "heavy.onnx", tmp_path / "light.onnx"
+    toymodel.build_onnx(heavy, W, b, samples, activation="none", batch="dynamic")
+    toymodel.build_onnx(light, W, b, samples - 1, activation="none", batch="dynamic")
+    backend = open_backend("onnx-fp32", heavy, feature_shape=(samples,), n_labels=2)
+    assert backend.max_batch == 1
+    expected = toymodel.reference(waves[:, :, None], W, b, activation="none")
+    np.testing.assert_allclose(backend.predict(waves), expected, atol=1e-5)
+    smaller = open_backend("onnx-fp32", light, feature_shape=(samples - 1,), n_labels=2)
+    assert smaller.max_batch is None  # a window a sample smaller still batches
 
 
 def test_batching_is_trusted_only_when_it_agrees(

@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edge.detection.events import EventDetector, Transition
-from edge.detection.order import MessageOrder
+from edge.detection.bank import DetectorBank
+from edge.detection.events import Transition
 from edge.detection.seconds import SecondAggregator
 from edge.model.bundle import Bundle
 from edge.model.frontend import StreamingLogMel
 from edge.model.rules import EventRules
-from edge.model.runtime.base import Backend
+from edge.model.runtime.base import ONE_PER_CALL_BYTES, Backend
 from edge.records import Event, Sink, StreamInfo
 
 # Audio is pushed through the frontend in pieces of at most this many samples, which bounds the
@@ -36,8 +36,12 @@ MAX_BATCH_BYTES = 4 << 20
 
 
 def capped_batch(feature_shape: tuple[int, ...], batch_windows: int) -> int:
-    """`batch_windows`, or fewer where that many windows would pass MAX_BATCH_BYTES."""
+    """`batch_windows`, or fewer where that many windows would pass MAX_BATCH_BYTES; one
+    window of ONE_PER_CALL_BYTES or more, which the model is given one a call anyway: a batch
+    of them would only hold memory (BirdNET: 7 windows, 8 MiB with the samples behind them)."""
     window_bytes = 4 * int(np.prod(feature_shape))
+    if window_bytes >= ONE_PER_CALL_BYTES:
+        return 1
     return max(1, min(batch_windows, MAX_BATCH_BYTES // window_bytes))
 
 
@@ -98,6 +102,11 @@ class Analyzer:
         self._raw = np.zeros((batch_windows, len(bundle.labels)), dtype=np.float32)
         self._kept = np.zeros((batch_windows, len(labels)), dtype=np.float32)
         self._keep_all = self._keep.tolist() == list(range(len(bundle.labels)))
+        # A detector for each label that makes events (background labels have none), made
+        # once: a stream's `begin` resets them.
+        makes_events = [i for i, s in enumerate(labels) if s.events]
+        self._bank = DetectorBank(makes_events, [labels[i].rules for i in makes_events])
+        self._event_labels = tuple(labels[i].label for i in makes_events)
         self.windows_scored = 0
         self._pending = 0  # windows cut into the batch but not yet scored
         self._info: StreamInfo | None = None
@@ -113,7 +122,7 @@ class Analyzer:
         m = self.bundle.manifest
         info = replace(
             info,
-            event_labels=tuple(s.label for s in self.labels if s.events),
+            event_labels=self._event_labels,
             model=m.name,
             model_version=m.version,
         )
@@ -121,11 +130,7 @@ class Analyzer:
         self._seconds = SecondAggregator(
             info, len(self.labels), self.sink.second, self.window_samples / self.rate_hz
         )
-        # (column, detector) for each label that makes events; background labels have none.
-        self._detectors = [
-            (i, EventDetector(s.rules)) for i, s in enumerate(self.labels) if s.events
-        ]
-        self._order = MessageOrder([detector for _, detector in self._detectors])
+        self._bank.begin()
         self._open_ids: list[str | None] = [None] * len(self.labels)  # open event per label
         self._position = position  # samples of this stream so far, gaps included
         self._restart(position)
@@ -250,26 +255,13 @@ class Analyzer:
     def _deliver(self, centres: np.ndarray, scores: np.ndarray) -> None:
         """One batch's windows (centre offsets in s, kept scores) into rows and events."""
         self._seconds.add(centres, scores)
-        times = centres.tolist()
-        order = self._order
-        # NaN counts as 0 in the detectors; fmax skips it (a column all NaN gives NaN, which
-        # `unmoved_by` does not take for quiet).
-        peaks = np.fmax.reduce(scores, axis=0).tolist()
-        for i, detector in self._detectors:
-            if detector.unmoved_by(peaks[i]):
-                continue
-            transitions = detector.update_batch(times, scores[:, i])
-            if transitions:
-                order.hold(i, transitions)
         # Labels decide at different delays (min duration, merge gap, median): the messages go
         # out in the order of the time they carry, once no label can still precede them.
-        self._publish(order.release())
+        self._publish(self._bank.feed(centres.tolist(), scores))
 
     def _close_events(self, at_seconds: float) -> None:
         """End every label's stream at ``at_seconds`` and send all messages still held."""
-        for i, detector in self._detectors:
-            self._order.hold(i, detector.close(at_seconds))
-        self._publish(self._order.flush())
+        self._publish(self._bank.close(at_seconds))
 
     def _publish(self, messages: Sequence[tuple[int, Transition]]) -> None:
         info = self._info

@@ -55,11 +55,13 @@ class BatchFeed:
     def update(self, time_seconds: float, score: float) -> list[Transition] | tuple[()]:
         raise NotImplementedError
 
-    def unmoved_by(self, peak: float) -> bool:
-        """True when a batch whose highest score is ``peak`` cannot change this detector: no
-        event open, no median ring to keep, every window below ``threshold``. The analyzer
-        then skips the batch for this label (YAMNet: 521 labels, almost all quiet)."""
-        return self._k == 1 and self._state == _IDLE and peak < self._on
+    @property
+    def quiet(self) -> bool:
+        """No event open and no median ring to keep: a batch whose every window is below
+        ``threshold`` leaves this detector as it was, and it holds back no message (its
+        horizon is infinity). The bank then skips the batch for this label (BirdNET: 6,522
+        labels, almost all quiet)."""
+        return self._k == 1 and self._state == _IDLE
 
     def update_batch(self, times: Sequence[float], scores: np.ndarray) -> list[Transition]:
         """Feed windows in time order (centre times in s, scores (n,)): the transitions of

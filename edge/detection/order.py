@@ -46,13 +46,15 @@ class MessageOrder:
             self._held.append((tr.seconds, self._arrived, label, tr))
             self._arrived += 1
 
-    def release(self) -> list[tuple[int, Transition]]:
+    def release(self, horizon: float | None = None) -> list[tuple[int, Transition]]:
         """The held messages no detector can now precede, in time order: (label, transition).
 
-        Call after every detector has been fed the same windows."""
+        Call after every detector has been fed the same windows. `horizon`: the earliest of
+        the detectors' horizons, when the caller knows it cheaper (edge/detection/bank.py)."""
         if not self._held:
             return []
-        horizon = min(d.horizon_seconds for d in self._detectors)
+        if horizon is None:
+            horizon = min(d.horizon_seconds for d in self._detectors)
         self._held.sort(key=_carried)
         n = 0
         while n < len(self._held) and self._held[n][0] <= horizon:

@@ -70,15 +70,19 @@ class SecondAggregator:
             return
         bins = np.floor(centres - self.phase + 1e-9).astype(np.int64)
         # Windows arrive in time order, so each run of equal bins is one second's windows.
-        starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
-        maxima = np.fmax.reduceat(scores, starts, axis=0)
-        ends = [*starts[1:].tolist(), len(centres)]
-        for i, (first, end) in enumerate(zip(starts.tolist(), ends, strict=True)):
+        starts = np.flatnonzero(bins[1:] != bins[:-1]) + 1
+        firsts = [0, *starts.tolist()]
+        ends = [*firsts[1:], len(centres)]
+        reduced = self._reduced
+        for first, end in zip(firsts, ends, strict=True):
             b = int(bins[first])
             # Seconds that end before this window starts can get nothing more.
             self._finish_until(self.bin_of(float(centres[first]) - self.half))
             slot = b % len(self._has_centre)
-            np.fmax(self._centred[slot], maxima[i], out=self._centred[slot])
+            # One reduce per second, not one reduceat over the batch: along axis 0 that took
+            # 100 µs for a single window of BirdNET's 6,522 labels, against 4 µs.
+            np.fmax.reduce(scores[first:end], axis=0, out=reduced)
+            np.fmax(self._centred[slot], reduced, out=self._centred[slot])
             self._has_centre[slot] = True
             if self.half > 0:
                 self._overlap(b, centres[first:end], scores[first:end])

@@ -68,13 +68,52 @@ def _cells_format(n: int) -> str:
     return ",".join(["%.4f"] * n)
 
 
+# The four decimals of 0 ... 9999 as ASCII digits, the four bytes of one little-endian uint32
+# each, and a cell `d.dddd,` as a packed record: a row's cells are looked up (np.take) and
+# written field by field, not divided digit by digit.
+_DECIMALS = (
+    (np.arange(10000)[:, None] // np.array([1000, 100, 10, 1]) % 10 + ord("0"))
+    .astype(np.uint8)
+    .view("<u4")
+    .ravel()
+)
+_CELL = np.dtype([("unit", "u1"), ("point", "u1"), ("decimals", "<u4"), ("comma", "u1")])
+
+
+# Rows of fewer scores are faster through one %-format (2 labels: 0.5 against 12 µs).
+NUMPY_CELLS_FROM = 100
+
+
 def score_cells(scores: np.ndarray) -> str:
-    """`format_score` of each score, comma-separated: one %-format call for a row without
-    NaN (YAMNet's 521 labels a second), the slow join for a row with empty cells."""
+    """`format_score` of each score, comma-separated. Long rows of float32 scores in [0, 10)
+    (probabilities: BirdNET's 6,522 a second, 49 µs here against 870 µs by %-format) are
+    made with numpy; rows with other values or NaN cells, and short rows, by `%`-format."""
+    if scores.dtype == np.float32 and len(scores) >= NUMPY_CELLS_FROM:
+        # A float32 times 10,000 is exact in float64 (24 + 14 bits), and rint rounds half to
+        # even as "%.4f" does on that exact value: the same digits, to the last one.
+        tens = np.rint(scores.astype(np.float64) * 10000.0)
+        low, high = tens.min(), tens.max()  # NaN anywhere: both NaN, and the test fails
+        if low >= 0 and high < 100000 and not np.signbit(scores).any():
+            return _fixed_cells(tens)
+        if np.isnan(scores).all():
+            return "," * (len(scores) - 1)
     values = scores.tolist()
     if np.isnan(scores).any():
         return ",".join(format_score(p) for p in values)
     return _cells_format(len(values)) % tuple(values)
+
+
+def _fixed_cells(tens: np.ndarray) -> str:
+    """`d.dddd,` for each of `tens` (scores times 10,000, in [0, 100000)), the last comma cut."""
+    whole = tens.astype(np.uint32)
+    units = whole // 10000
+    cells = np.empty(len(tens), dtype=_CELL)
+    cells["unit"] = units
+    cells["unit"] += ord("0")
+    cells["point"] = ord(".")
+    cells["decimals"] = np.take(_DECIMALS, whole - units * 10000)
+    cells["comma"] = ord(",")
+    return cells.tobytes()[:-1].decode("ascii")
 
 
 def columns(info: StreamInfo) -> list[str]:

@@ -33,6 +33,11 @@ FILE_KEYS: tuple[FileKey, ...] = get_args(FileKey)
 # model is trusted to batch; wrong batching differs by far more than float summation order.
 _BATCH_RTOL = 1e-3
 _BATCH_ATOL = 1e-4
+# Windows at least this large go one per model call. Such a window is milliseconds of work,
+# so a call's fixed cost is noise, while a batched call makes the runtime hold activations
+# for every window at once: BirdNET (3 s of 48 kHz, 563 KiB) in batches of 7 was no faster a
+# window (42.5 against 41.6 ms) and held 134 MiB more (BENCHMARKS.md, "Issue 14: heavy models").
+ONE_PER_CALL_BYTES = 256 << 10
 
 Dim = int | str | None  # a model dimension: a size, or dynamic (None, -1, or a symbolic name)
 
@@ -186,6 +191,7 @@ class Backend(ABC):
         A dynamic batch axis, or a fixed batch of 1 that the backend can resize
         (``try_batching``, LiteRT), runs a whole batch per call only if that gives the same
         scores as one-window calls: exported models sometimes hard-code batch 1 inside.
+        Windows of ONE_PER_CALL_BYTES or more go one per call without trying.
         """
         self._layout = layout
         fixed = layout.fixed_batch
@@ -203,6 +209,9 @@ class Backend(ABC):
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise BundleError(f"{self.path}: the model fails on a test window: {message}") from None
         if fixed is not None and not try_batching:
+            return
+        if 4 * math.prod(self.feature_shape) >= ONE_PER_CALL_BYTES:
+            self.max_batch = 1  # not even probed: a batched call would grow the arena
             return
         self.max_batch = None
         try:

@@ -1,0 +1,82 @@
+"""One event detector per label, fed a batch at a time, their messages let out in time order.
+
+With thousands of labels (BirdNET: 6,522) the work is knowing which detectors a batch can
+move. A detector with no median ring and no event open is *quiet*: a batch whose highest score
+for its label is below its threshold leaves it as it was, and it holds back no message of
+another label. Which are quiet is kept in a numpy mask, so a batch costs one comparison over
+the labels and a Python call only for the few it can move; the message order's horizon is the
+earliest of the detectors that are not quiet.
+
+The detectors are made once and reused stream after stream: a stream's `begin` resets only the
+ones the last stream fed, since making (and checking the rules of) 6,522 detectors took 0.2 s
+a file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from edge.detection.events import EventDetector, Transition
+from edge.detection.order import MessageOrder
+from edge.model.rules import EventRules
+
+
+class DetectorBank:
+    """The detectors of `rules`, one per column of `columns` in the scores fed."""
+
+    def __init__(self, columns: Sequence[int], rules: Sequence[EventRules]) -> None:
+        self.columns = np.asarray(columns, dtype=np.intp)
+        # Columns 0, 1, ... n - 1: scores of n columns (no background label) need no gather.
+        self._leading = self.columns.tolist() == list(range(len(self.columns)))
+        self.detectors = [EventDetector(r) for r in rules]
+        self._labels = [int(c) for c in columns]
+        self._on = np.array([d.rules.threshold for d in self.detectors], dtype=np.float64)
+        self._quiet = np.array([d.quiet for d in self.detectors], dtype=bool)
+        self._fed = np.zeros(len(self.detectors), dtype=bool)  # since the last `begin`
+        self._order = MessageOrder(self.detectors)
+
+    def begin(self) -> None:
+        """A new stream: every detector as if new but for its event index, which counts on
+        (nothing reads it outside the detector), and no message held, even where the last
+        stream was not closed."""
+        for j in np.flatnonzero(self._fed).tolist():
+            detector = self.detectors[j]
+            detector.reset()
+            self._quiet[j] = detector.quiet
+        self._fed[:] = False
+        self._order = MessageOrder(self.detectors)
+
+    def feed(self, times: list[float], scores: np.ndarray) -> list[tuple[int, Transition]]:
+        """Windows in time order (centre times in s, scores (n, columns of the model's kept
+        labels)): the messages that can now go out, in time order, as (column, transition)."""
+        # NaN counts as 0 in the detectors; fmax skips it, and a column all NaN gives NaN,
+        # which `<` does not take for quiet.
+        every = self._leading and scores.shape[1] == len(self.columns)
+        peaks = np.fmax.reduce(scores if every else scores[:, self.columns], axis=0)
+        moved = np.flatnonzero(~(self._quiet & (peaks < self._on))).tolist()
+        order, labels = self._order, self._labels
+        for j in moved:
+            detector = self.detectors[j]
+            transitions = detector.update_batch(times, scores[:, labels[j]])
+            if transitions:
+                order.hold(labels[j], transitions)
+            self._quiet[j] = detector.quiet
+        self._fed[moved] = True
+        return order.release(self._horizon()) if len(order) else []
+
+    def close(self, at_seconds: float) -> list[tuple[int, Transition]]:
+        """End every label's stream at `at_seconds` (an end, a gap): every message held."""
+        for j in np.flatnonzero(~self._quiet).tolist():  # a quiet one has nothing to close
+            detector = self.detectors[j]
+            self._order.hold(self._labels[j], detector.close(at_seconds))
+            self._quiet[j] = detector.quiet
+        return self._order.flush()
+
+    def _horizon(self) -> float:
+        """The earliest time a message still to come can carry (quiet detectors: none)."""
+        busy = np.flatnonzero(~self._quiet).tolist()
+        detectors = self.detectors
+        return min((detectors[j].horizon_seconds for j in busy), default=math.inf)
