@@ -155,6 +155,34 @@ def test_a_gap_is_written_as_gap_seconds_and_closes_events(bundle: Bundle) -> No
     assert len(long_tone) == 1 and long_tone[0].end == pytest.approx(11.0)
 
 
+def test_a_sound_there_from_the_first_sample_starts_its_event_at_the_run_start(
+    bundle: Bundle,
+) -> None:
+    """A clip that opens on its sound, and a tone that goes on after a gap: the first window
+    (centred half a window in) is on, so the sound was there when the run began. Elsewhere an
+    event starts at its first window's centre."""
+    rate = 16000
+    x = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(6 * rate) / rate).astype(np.float32)
+    x[3 * rate :] = 0.0  # 0-3 s: 1 kHz from the first sample; then silence
+    analyzer, sink = make(bundle)
+    analyzer.begin(info())
+    analyzer.push(x[: 2 * rate])
+    analyzer.gap(rate // 2, "overrun")  # 2.0-2.5 s lost, mid-tone
+    analyzer.push(x[2 * rate + rate // 2 :])
+    analyzer.end()
+    found = [f for f in sink.found() if f.label == "tone-1k"]
+    assert [f.start for f in found] == pytest.approx([0.0, 2.5])
+    assert found[0].end == pytest.approx(2.0) and 2.9 < found[1].end < 3.4
+    # Starts agree between the start message, its end and the event id.
+    starts = {e.id: e.start_offset for e in sink.events if e.type == "start"}
+    assert sorted(starts.values()) == pytest.approx([0.0, 2.5])
+    # A tone that begins inside the run starts at its first window's centre, as before.
+    analyzer, sink = make(bundle)
+    run_blocks(analyzer, np.concatenate([np.zeros(rate, np.float32), x[: 2 * rate]]), [])
+    (late,) = [f for f in sink.found() if f.label == "tone-1k"]
+    assert 0.7 < late.start < 1.3 and (late.start * rate - bundle.window_samples / 2) % 1600 == 0
+
+
 def test_feed_turns_stream_gaps_into_gap_seconds_at_the_stream_rate(bundle: Bundle) -> None:
     """A 48 kHz stream with an overrun of 2 s: resampled, and the gap converted to model time."""
     from scipy.signal import resample_poly

@@ -152,6 +152,11 @@ class Analyzer:
     def _restart(self, position: int) -> None:
         """Begin a run of contiguous audio at stream sample `position` (after a start or gap)."""
         self._run_start = position
+        # An event on from a run's first window was sounding when the run began: it starts
+        # there, not half a window in (a clip that opens on its sound would otherwise miss
+        # every onset match by half a window).
+        self._run_start_seconds = position / self.rate_hz
+        self._first_centre = (position + self.window_samples / 2) / self.rate_hz
         self._n_features = 0  # frames held in the buffer
         self._features_base = 0  # run frame index of self._features[0]
         self._next_window = 0  # run index of the next window to cut
@@ -268,8 +273,11 @@ class Analyzer:
         assert info is not None
         for i, tr in messages:
             setup = self.labels[i]
+            start = tr.start_seconds
+            if abs(start - self._first_centre) < 1e-9:
+                start = self._run_start_seconds
             if tr.type == "start":
-                self._open_ids[i] = event_id_for(info, setup.label, tr.start_seconds)
+                self._open_ids[i] = event_id_for(info, setup.label, start)
             event_id = self._open_ids[i]
             assert event_id is not None, "an end without a start"
             if tr.type == "end":
@@ -279,9 +287,9 @@ class Analyzer:
                     id=event_id,
                     type=tr.type,
                     label=setup.label,
-                    start_offset=tr.start_seconds,
+                    start_offset=start,
                     end_offset=tr.end_seconds,
-                    start=info.at(tr.start_seconds),
+                    start=info.at(start),
                     end=None if tr.end_seconds is None else info.at(tr.end_seconds),
                     score_max=tr.score_max,
                     score_mean=tr.score_mean,
