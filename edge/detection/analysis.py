@@ -250,6 +250,13 @@ class Analyzer:
     def _deliver(self, centres: np.ndarray, scores: np.ndarray) -> None:
         """One batch's windows (centre offsets in s, kept scores) into rows and events."""
         self._seconds.add(centres, scores)
+        # The next window is centred a hop later, and no gap can fall in audio already here:
+        # the seconds before both are final now, not when the next batch comes (the first
+        # second of a stream comes out up to a hop sooner; with BirdNET's 3 s windows, a
+        # window sooner).
+        next_centre = float(centres[-1]) + self.hop_samples / self.rate_hz
+        received = self._position / self.rate_hz + self._seconds.half
+        self._seconds.finish_before(min(next_centre, received))
         times = centres.tolist()
         order = self._order
         # NaN counts as 0 in the detectors; fmax skips it (a column all NaN gives NaN, which
