@@ -188,6 +188,14 @@ class Analyzer:
         self.sink.end()
         self._info = None
 
+    def samples_wanted(self) -> int:
+        """Samples still to come before the next window is complete (at least 1)."""
+        spec = self._frontend.spec if self._frontend is not None else None
+        frame_length = 1 if spec is None else spec.n_fft
+        last_frame = self._next_window * self._hop_frames + self._window_frames - 1
+        end = self._run_start + last_frame * self._frame_hop + frame_length
+        return max(1, end - self._position)
+
     @property
     def position_seconds(self) -> float:
         return self._position / self.rate_hz
