@@ -33,6 +33,8 @@ MAX_PIECE_SAMPLES = 1 << 15
 # (YAMNet's 0.975 s waveform is 61 KiB a window, BirdNET's 3 s 563 KiB) a larger batch buys no
 # speed, only memory (the batch and the feature buffer behind it both grow with it).
 MAX_BATCH_BYTES = 4 << 20
+# Batches of at most this many windows go through the event detectors a window at a time.
+FEW_WINDOWS = 4
 
 
 def capped_batch(feature_shape: tuple[int, ...], batch_windows: int) -> int:
@@ -226,11 +228,14 @@ class Analyzer:
             if ready <= 0:
                 return
             m = min(ready, self.batch_windows - self._pending)
-            frames = self._features[first : first + (m - 1) * hop + width]
-            # (m, mels, frames) views of the buffer, copied as (m, frames, mels) in one go.
-            windows = sliding_window_view(frames, width, axis=0)[::hop]
             slots = slice(self._pending, self._pending + m)
-            self._batch[slots] = windows.transpose(0, 2, 1)
+            if m == 1:  # live, mostly: a plain copy, without building a view of views
+                self._batch[self._pending] = self._features[first : first + width]
+            else:
+                frames = self._features[first : first + (m - 1) * hop + width]
+                # (m, mels, frames) views of the buffer, copied as (m, frames, mels) in one go.
+                windows = sliding_window_view(frames, width, axis=0)[::hop]
+                self._batch[slots] = windows.transpose(0, 2, 1)
             starts = self._run_start + self.hop_samples * (
                 self._next_window + self._window_index[:m]
             )
@@ -270,10 +275,21 @@ class Analyzer:
         # NaN counts as 0 in the detectors; fmax skips it (a column all NaN gives NaN, which
         # `unmoved_by` does not take for quiet).
         peaks = np.fmax.reduce(scores, axis=0).tolist()
+        # Live, a batch is a window or two: one `update` each costs microseconds, where the
+        # batch path's numpy set-up (medians, searches) costs a tenth of a millisecond.
+        few = len(times) <= FEW_WINDOWS
+        values = scores.T.tolist() if few else None
         for i, detector in self._detectors:
             if detector.unmoved_by(peaks[i]):
                 continue
-            transitions = detector.update_batch(times, scores[:, i])
+            if values is None:
+                transitions = detector.update_batch(times, scores[:, i])
+            else:
+                transitions = [
+                    tr
+                    for t, v in zip(times, values[i], strict=True)
+                    for tr in detector.update(t, v)
+                ]
             if transitions:
                 order.hold(i, transitions)
         # Labels decide at different delays (min duration, merge gap, median): the messages go

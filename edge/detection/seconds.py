@@ -56,6 +56,7 @@ class SecondAggregator:
         self._reduced = np.empty(n_labels, dtype=np.float32)
         self._gaps: list[tuple[float, float, str]] = []  # (start, end) offsets, reason
         self._nan_row = np.full(n_labels, np.nan, dtype=np.float32)
+        self._zero = np.zeros(1, dtype=np.intp)
 
     def bin_of(self, offset_seconds: float) -> int:
         """Second `k` covers offsets [phase + k, phase + k + 1)."""
@@ -70,7 +71,8 @@ class SecondAggregator:
             return
         bins = np.floor(centres - self.phase + 1e-9).astype(np.int64)
         # Windows arrive in time order, so each run of equal bins is one second's windows.
-        starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+        starts = np.flatnonzero(bins[1:] != bins[:-1]) + 1  # and 0: the first run
+        starts = np.concatenate(([0], starts)) if len(starts) else self._zero
         maxima = np.fmax.reduceat(scores, starts, axis=0)
         ends = [*starts[1:].tolist(), len(centres)]
         for i, (first, end) in enumerate(zip(starts.tolist(), ends, strict=True)):
