@@ -264,3 +264,18 @@ def test_a_live_source_is_asked_for_just_the_audio_of_the_next_window(bundle: Bu
     pairs = per_block[2:-2]  # not the first block (asked for nothing) nor the end (no more)
     assert pairs == [0, 1] * (len(pairs) // 2)
     assert [r.status for r in sink.rows].count("gap:overrun") == 1
+
+
+def test_a_second_comes_out_with_the_last_window_centred_in_it(bundle: Bundle) -> None:
+    """The stream starts 0.3 s before a whole second: windows (0.5 s every 0.1 s) are centred at
+    0.25, 0.35, ... s, so the first (partial) second is final with the first window, whose
+    successor is centred past it. Its row comes with that window's last sample, not a hop
+    later with the next window's."""
+    analyzer, sink = make(bundle, batch=1)
+    x = scene()
+    analyzer.begin(info(datetime(2026, 1, 1, 0, 0, 0, 700_000, tzinfo=timezone.utc)))
+    last = 46 * 160 + 512  # the end of the first window's 47th frame: its last sample needed
+    analyzer.push(x[: last - 1])
+    assert sink.rows == []
+    analyzer.push(x[last - 1 : last])
+    assert [(r.offset_seconds, r.status) for r in sink.rows] == [(-0.7, ANALYSED)]
