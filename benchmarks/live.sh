@@ -25,7 +25,7 @@ for model in tone flysong; do
     for file in "${files[@]}"; do
         for block in "${blocks[@]}"; do
             echo "== $model $file, blocks of $block s"
-            "$python" -m edge.cli bench --live --model "$model" --model-file "$file" \
+            "$python" -m edge.cli bench --live --model "$PWD/models/$model" --model-file "$file" \
                 --block "$block" --seconds "$seconds"
             echo
         done

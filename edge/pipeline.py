@@ -106,6 +106,8 @@ def feed_lanes(
                     if len(replacement) != len(lanes):
                         raise ValueError(f"{len(replacement)} analyzers for {len(lanes)} lanes")
                     pending = replacement
+            if stream.want is not None:
+                stream.want(_frames_wanted(lanes, conditioners))
             if stop.is_set():
                 break
         for lane, conditioner in zip(lanes, conditioners, strict=True):
@@ -125,6 +127,14 @@ def _one(item: np.ndarray | Gap, analyzer: Analyzer, conditioner: Conditioner) -
             conditioner.retune(item.resume_rate_hz)
     elif len(item):
         analyzer.push(conditioner.process(item))
+
+
+def _frames_wanted(lanes: list[Lane], conditioners: list[Conditioner]) -> int:
+    """Stream frames still to come before some lane's next window is complete."""
+    return min(
+        conditioner.frames_wanted(lane.analyzer.samples_wanted())
+        for lane, conditioner in zip(lanes, conditioners, strict=True)
+    )
 
 
 def _head(item: np.ndarray | Gap, frames: int) -> np.ndarray | Gap:

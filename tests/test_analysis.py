@@ -3,6 +3,7 @@ explicit, events come out in time order."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -270,3 +271,54 @@ def test_batched_detectors_give_the_per_window_rows_and_events(bundle: Bundle, b
     np.testing.assert_array_equal(
         np.array([r.scores for r in fast_sink.rows]), np.array([r.scores for r in sink.rows])
     )
+
+
+def test_a_live_source_is_asked_for_just_the_audio_of_the_next_window(bundle: Bundle) -> None:
+    """`feed` tells a stream with `want` how many frames the next window still needs (through
+    the resampler and the frontend), exactly: delivered as all but one frame and then that one,
+    the first part scores no window and the last frame one, also after a gap restarts them."""
+    import threading
+
+    from scipy.signal import resample_poly
+
+    rate = 44100
+    x = resample_poly(scene(), 441, 160).astype(np.float32)[:, None]
+    analyzer, sink = make(bundle)
+    asked = [2205]  # the first block comes before any ask
+    per_block: list[int] = []
+
+    def blocks() -> Iterator[np.ndarray | Gap]:
+        at, gapped = 0, False
+        while at < len(x):
+            if not gapped and at > 7 * rate:
+                gapped = True
+                yield Gap(rate, "overrun")
+                at += rate
+                continue
+            for n in (asked[-1] - 1, 1):
+                before = analyzer.windows_scored
+                yield x[at : at + n]
+                at += n
+                per_block.append(analyzer.windows_scored - before)
+
+    stream = Stream("s", None, rate, 1, blocks(), want=asked.append)
+    feed(stream, analyzer, info(), "mix", threading.Event())
+    assert len(per_block) > 200
+    pairs = per_block[2:-2]  # not the first block (asked for nothing) nor the end (no more)
+    assert pairs == [0, 1] * (len(pairs) // 2)
+    assert [r.status for r in sink.rows].count("gap:overrun") == 1
+
+
+def test_a_second_comes_out_with_the_last_window_centred_in_it(bundle: Bundle) -> None:
+    """The stream starts 0.3 s before a whole second: windows (0.5 s every 0.1 s) are centred at
+    0.25, 0.35, ... s, so the first (partial) second is final with the first window, whose
+    successor is centred past it. Its row comes with that window's last sample, not a hop
+    later with the next window's."""
+    analyzer, sink = make(bundle, batch=1)
+    x = scene()
+    analyzer.begin(info(datetime(2026, 1, 1, 0, 0, 0, 700_000, tzinfo=timezone.utc)))
+    last = 46 * 160 + 512  # the end of the first window's 47th frame: its last sample needed
+    analyzer.push(x[: last - 1])
+    assert sink.rows == []
+    analyzer.push(x[last - 1 : last])
+    assert [(r.offset_seconds, r.status) for r in sink.rows] == [(-0.7, ANALYSED)]

@@ -90,7 +90,7 @@ def test_tone_bundle_loads_with_derived_sizes(tone_bundle: Path) -> None:
     assert (bundle.logmel.n_fft, bundle.logmel.hop_length, bundle.logmel.n_mels) == (512, 160, 40)
     assert bundle.manifest.output.activation == "none"
     assert bundle.manifest.thresholds == {"tone-1k": 0.5, "tone-3k": 0.5}
-    assert bundle.manifest.events.min_duration_seconds == 0.1
+    assert bundle.manifest.events.min_duration_seconds == 0.0
     assert bundle.manifest.events.merge_gap_seconds == 0.1
     assert bundle.manifest.events.median_windows == 1
     assert bundle.manifest.events.max_duration_seconds == 0.0  # not in the manifest: default

@@ -516,10 +516,10 @@ def test_defaults_come_from_the_bundle_manifest(
         refractory_seconds=1.0,
     )
     assert setups[1].rules.threshold == 0.4
-    # The tone bundle's own: thresholds 0.5, min duration and merge gap 0.1 s.
+    # The tone bundle's own: thresholds 0.5, no min duration, merge gap 0.1 s.
     plain = label_setups(loaded, tone)
     assert plain[0].rules == EventRules(
-        threshold=0.5, min_duration_seconds=0.1, merge_gap_seconds=0.1
+        threshold=0.5, min_duration_seconds=0.0, merge_gap_seconds=0.1
     )
 
 

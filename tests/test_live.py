@@ -117,3 +117,31 @@ def test_a_slow_consumer_gets_gaps_not_a_backlog(pulse_server: PulseServer) -> N
     # About 1.5 s lost (2.5 s behind, 1 s kept), and delivered + lost = everything captured.
     assert 1.2 * rate < gaps < 1.8 * rate, gaps / rate
     assert abs((frames + gaps) / rate - elapsed) < 0.5, (frames, gaps, elapsed)
+
+
+def test_the_reader_wakes_for_the_audio_asked_for_not_every_block(
+    pulse_server: PulseServer,
+) -> None:
+    """Blocks of 10 ms with `want` asking for 100 ms each time: the audio comes in about a
+    tenth as many deliveries, each holding at least what was asked, none of it lost."""
+    import threading
+
+    from edge.audio.live import LiveSource
+
+    stop = threading.Event()
+    source = LiveSource(
+        "pulse", sample_rate_hz=16000, channels=1, block_seconds=0.01, buffer_seconds=5.0, stop=stop
+    )
+    stream = source.stream()
+    assert stream.want is not None
+    ask = 1600
+    sizes: list[int] = []
+    for item in stream.blocks:
+        assert isinstance(item, np.ndarray)
+        sizes.append(len(item))
+        stream.want(ask)
+        if sum(sizes) >= 3 * 16000:
+            stop.set()
+    later = sizes[2:]  # the first delivery came before any ask
+    assert sum(1 for n in later if n >= ask) >= 0.8 * len(later), later
+    assert len(sizes) < 3 * 16000 / 160 / 4, len(sizes)  # per block it would be 300

@@ -309,3 +309,20 @@ def test_importing_frontend_and_resampler_does_not_import_scipy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("pair", [*RATE_PAIRS, (48000, 2500), (16000, 16000)])
+@pytest.mark.parametrize("outputs", [1, 7, 160, 1000])
+def test_inputs_wanted_is_exactly_what_gives_that_many_outputs(
+    pair: tuple[int, int], outputs: int
+) -> None:
+    """Fed one sample at a time after a first block, the resampler has returned `outputs`
+    more samples at the input `inputs_wanted` named, and not one input earlier."""
+    resampler = StreamingResampler(*pair)
+    resampler.process(np.zeros(1234, dtype=np.float32))
+    wanted = resampler.inputs_wanted(outputs)
+    got = 0
+    for fed in range(wanted):
+        assert got < outputs, (fed, wanted)  # not already before the last input named
+        got += len(resampler.process(np.zeros(1, dtype=np.float32)))
+    assert got >= outputs

@@ -144,7 +144,10 @@ def make_tone_bundle(
         "output": {"activation": "none"},  # the model ends in a sigmoid
         "thresholds": dict.fromkeys(LABELS, 0.5),
         "threshold_rule": {"designed": "0.5 when half the window holds the tone"},
-        "events": {"median_windows": 1, "min_duration_seconds": 0.1, "merge_gap_seconds": 0.1},
+        # No minimum duration: with a 0.1 s hop every event lasts at least 0.1 s anyway (it ends
+        # at the first window below, a hop after its last), so 0.1 s dropped nothing and only
+        # held each `start` back a hop (README "Latency, start-up and what the defaults cost").
+        "events": {"median_windows": 1, "min_duration_seconds": 0.0, "merge_gap_seconds": 0.1},
         "files": files,
         "metrics": {},
         "provenance": {

@@ -1,13 +1,13 @@
 """Live input through sounddevice (PortAudio): list and pick input devices, capture into a ring.
 
 The audio callback runs on PortAudio's thread and does only this: copy the block into the ring
-buffer, count overflows, note the time, set the first-audio event and write one byte to a pipe
-(`wait_for_block` sleeps on it, so the consumer wakes when a block lands rather than polling).
-No logging, no locks, no allocation of our own (sounddevice wraps each block in a numpy view,
-which we cannot avoid).
-Everything that can fail is checked before the stream opens, so a wrong device, rate or channel
-count is one AudioError line that names the device and what it supports, not a PortAudio
-traceback.
+buffer, count overflows, note the time, set the first-audio event and, once `wake_at` frames
+have been captured, write one byte to a pipe (`wait_for_frames` sleeps on it, so the consumer
+wakes when the audio it wants has landed rather than polling or waking for every block). No
+logging, no locks, no allocation of our own (sounddevice wraps each block in a numpy view,
+which we cannot avoid). Everything that can fail is checked before the stream opens, so a wrong
+device, rate or channel count is one AudioError line that names the device and what it
+supports, not a PortAudio traceback.
 
 PortAudio enumerates devices once, when it is initialised (at `import sounddevice`). A device
 plugged in later, or a sound server started later (PULSE_SERVER), is only seen after
@@ -42,11 +42,8 @@ _COMMON_RATES_HZ = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000
 
 
 class SettingsRefused(AudioError):
-    """The device is there and works, but not with these settings (rate, channels).
-
-    A config mistake rather than a missing device: the daemon stops with this at start instead
-    of waiting for the device to come back.
-    """
+    """The device is there and works, but not with these settings (rate, channels): a config
+    mistake, not a missing device, so the daemon stops with it at start instead of waiting."""
 
 
 class BlockWriter(Protocol):
@@ -214,14 +211,13 @@ class Capture:
         if block_seconds <= 0:
             raise AudioError(f"block_seconds must be positive, got {block_seconds}")
         _check_settings(self._device, rate_hz, channels)
-        self.block_frames = max(1, round(rate_hz * block_seconds))
-        """Frames per callback block."""
-
+        self.block_frames = max(1, round(rate_hz * block_seconds))  # frames per callback
         self.input_overflows = 0
         self.frames_captured = 0
+        self.wake_at = 0  # the consumer wakes at the block that brings frames_captured here
         self.last_callback_monotonic = time.monotonic()
         self._first_audio = threading.Event()
-        # One byte per block; non-blocking, so a consumer far behind never stalls the callback.
+        # Wake-up bytes; non-blocking, so a consumer far behind never stalls the callback.
         self._wake_read, self._wake_write = os.pipe()
         for fd in (self._wake_read, self._wake_write):
             os.set_blocking(fd, False)
@@ -249,6 +245,8 @@ class Capture:
         self.frames_captured += frames
         self.last_callback_monotonic = time.monotonic()
         self._first_audio.set()
+        if self.frames_captured < self.wake_at:
+            return
         try:  # noqa: SIM105 (contextlib.suppress would be an object per call)
             os.write(self._wake_write, b"\0")
         except BlockingIOError:  # the pipe is full: the consumer has bytes to wake on
@@ -297,11 +295,15 @@ class Capture:
         """
         return self._first_audio.wait(timeout_seconds)
 
-    def wait_for_block(self, timeout_seconds: float) -> None:
-        """Sleep until a block arrives after the last call (at once if one already has) or
-        the timeout passes."""
-        ready, _, _ = select.select([self._wake_read], [], [], timeout_seconds)
-        if ready:
+    def wait_for_frames(self, frames_total: int, timeout_seconds: float) -> None:
+        """Sleep until `frames_captured` reaches `frames_total` (woken by the block that
+        brings it there, not by polling) or the timeout passes."""
+        self.wake_at = frames_total
+        deadline = time.monotonic() + timeout_seconds
+        while self.frames_captured < frames_total:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._wake_read], [], [], left)[0]:
+                return
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_read, 4096)
 

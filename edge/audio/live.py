@@ -10,13 +10,13 @@ sessions come and go:
   the first block, with a delay that doubles from `reconnect_min_seconds` up to
   `reconnect_max_seconds`. A device absent at start is the same case from the first second.
 - **Missing time.** The stream's clock (edge/audio/streamclock.py) is tied to the monotonic
-  clock at its first frame.
-  While the device is away, a `Gap(reason="device")` is delivered about every second (so the
-  per-second CSV, the metrics and the watchdog go on), and when it is back one last gap brings
-  the stream's position to the new session's first frame: the gap is the time without audio,
-  measured, not guessed. The reconnect also corrects any drift between the sound card's clock
-  and the system's. (A stream that runs ahead, which a device with a fast clock can do, is not
-  moved back: its next gap is just shorter.)
+  clock at its first frame. While the device is away, a `Gap(reason="device")` is delivered
+  about every second (so the per-second CSV, the metrics and the watchdog go on), and when it
+  is back one last gap brings the stream's position to the new session's first frame: the gap
+  is the time without audio, measured, not guessed. The reconnect also corrects any drift
+  between the sound card's clock and the system's. (A stream that runs ahead, which a device
+  with a fast clock can do, is not moved back: its next gap is just shorter.)
+- **Wake-ups.** The reader sleeps until the audio the next window needs is in (`want`).
 - **Rate.** Reopening asks for the rate the stream has. A device that now refuses it is opened
   at its own default instead, and the gap says so (`resume_rate_hz`): `feed` re-tunes the
   resampler and time goes on in seconds. When the device was absent at start and no rate was
@@ -63,8 +63,8 @@ GAP_EVERY_SECONDS = 1.0  # while the device is away, a gap about this often
 # Gaps delivered while waiting stop this far short of now, so that the new session's first
 # frame (captured about one block before its callback) never lies before audio already counted.
 GAP_MARGIN_SECONDS = 1.0
-READ_BLOCKS = 4  # blocks read from the ring at a time: the most one `feed` step handles
-WAKE_SECONDS = 0.25  # the longest the reader sleeps without a block (stop, a silent device)
+READ_BLOCKS = 4  # blocks read from the ring at a time, beyond the most `want` asks for
+WAKE_SECONDS = 0.25  # the longest the reader sleeps (stop, a silent device); the most it wants
 SHED_LOG_SECONDS = 60.0  # load shedding is logged at most this often
 
 
@@ -74,8 +74,7 @@ class LiveSource:
     `device`: index, name substring, or None for the default input. `sample_rate_hz`: None
     takes the device's default. `max_lag_seconds`: None never sheds load (then only the ring's
     overruns drop audio). `first_audio_timeout_seconds`: how long a newly opened stream may
-    take to deliver its first block (PulseAudio takes 1-2 s).
-    """
+    take to deliver its first block."""
 
     def __init__(
         self,
@@ -115,6 +114,7 @@ class LiveSource:
         self._clock = StreamClock(sample_rate_hz or FALLBACK_RATE_HZ)
         self._last_problem = ""
         self._last_shed_log = -math.inf
+        self._want_frames = 0  # see `want`
 
     # -- read from any thread -----------------------------------------------------------------
 
@@ -143,6 +143,11 @@ class LiveSource:
         return 0.0 if ring is None else ring.available_frames / self._clock.rate_hz
 
     # -- the processing thread ----------------------------------------------------------------
+
+    def want(self, frames: int) -> None:
+        """Deliver the next audio once `frames` more have come (at most WAKE_SECONDS' worth):
+        the analyser's next window needs them, and waking for less would find nothing to do."""
+        self._want_frames = min(frames, round(WAKE_SECONDS * self._clock.rate_hz))
 
     def open(self) -> None:
         """Start the device now, to deliver by the time `stream()` is called (a sound server
@@ -180,12 +185,14 @@ class LiveSource:
         clock.start(self._first_frame_monotonic(capture), capture.sample_rate_hz)
         anchor = utc_now() - timedelta(seconds=time.monotonic() - clock.zero_monotonic)
         self.connected = True
-        return Stream(self.name, anchor, clock.rate_hz, self.channels, self._blocks())
+        blocks = self._blocks()
+        return Stream(self.name, anchor, clock.rate_hz, self.channels, blocks, want=self.want)
 
     def _absent_at_start(self, problem: str) -> Stream:
         self._complain(problem)
         self._clock.start(time.monotonic())
-        return Stream(self.name, utc_now(), self._clock.rate_hz, self.channels, self._blocks())
+        rate_hz, blocks = self._clock.rate_hz, self._blocks()
+        return Stream(self.name, utc_now(), rate_hz, self.channels, blocks, want=self.want)
 
     def _blocks(self) -> Iterator[np.ndarray | Gap]:
         try:
@@ -205,11 +212,13 @@ class LiveSource:
         """Deliver the session's audio until the device is lost or stop is set."""
         capture, ring = self._capture, self._ring
         assert capture is not None and ring is not None
-        buffer = np.empty((capture.block_frames * READ_BLOCKS, self.channels), dtype=np.float32)
         rate_hz = self._clock.rate_hz
+        frames = capture.block_frames * READ_BLOCKS + round(WAKE_SECONDS * rate_hz)
+        buffer = np.empty((frames, self.channels), dtype=np.float32)
         max_lag = math.inf if self.max_lag_seconds is None else self.max_lag_seconds * rate_hz
         while not self.stop.is_set():
-            capture.wait_for_block(WAKE_SECONDS)  # woken by the callback, not by polling
+            wanted = ring.read_frames_total + max(1, self._want_frames)
+            capture.wait_for_frames(wanted, WAKE_SECONDS)
             yield from self._read_all(ring, buffer, max_lag, keep=capture.block_frames)
             silent = time.monotonic() - capture.last_callback_monotonic
             if not capture.active or silent > self.device_timeout_seconds:
@@ -332,12 +341,9 @@ class LiveSource:
 
     def _start_capture(self, rate_hz: int | None = None, rescan: bool = False) -> Capture:
         """A started session at `rate_hz` (None: as configured, else the device's default).
-
-        A reopen (`rate_hz` given) probes the device first, quietly, and opens a device that
-        now refuses `rate_hz` at its own default rate instead. `rescan`: re-enumerate
-        PortAudio's devices first, as a replugged USB device has a new index or is new to
-        PortAudio altogether.
-        """
+        A reopen (`rate_hz` given) probes the device first, quietly, and opens one that now
+        refuses `rate_hz` at its own default rate. `rescan`: re-enumerate PortAudio's devices
+        first (a replugged USB device has a new index, or is new to PortAudio)."""
         if rescan:
             try:
                 rescan_devices()
@@ -388,13 +394,7 @@ class LiveSource:
         self.problem = problem
         level = logging.WARNING if problem != self._last_problem else logging.DEBUG
         self._last_problem = problem
-        if retry_in is None:
-            logger.log(level, "%s; waiting for it to come back", problem)
-        else:
-            logger.log(
-                level,
-                "%s; retrying in %g s (then at most every %g s)",
-                problem,
-                retry_in,
-                self.reconnect_max_seconds,
-            )
+        then, most = "waiting for it to come back", self.reconnect_max_seconds
+        if retry_in is not None:
+            then = f"retrying in {retry_in:g} s (then at most every {most:g} s)"
+        logger.log(level, "%s; %s", problem, then)

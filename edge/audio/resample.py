@@ -231,6 +231,16 @@ class StreamingResampler:
         """Input samples one row of output depends on (0 for a pass-through)."""
         return 0 if self.passthrough else self._d.width
 
+    def inputs_wanted(self, outputs: int) -> int:
+        """Input samples still to come before :meth:`process` has returned ``outputs`` more
+        samples (0 when the input already here gives them)."""
+        if self.passthrough:
+            return max(0, outputs)
+        d = self._d
+        rows = -(-(self._n_out + outputs) // d.row_outputs)
+        needed = 0 if rows <= 0 else (rows - 1) * d.block + d.width - d.lead
+        return max(0, needed - self._n_in)
+
     def reset(self) -> None:
         """Forget all history: the next :meth:`process` starts a new stream at time zero."""
         if self.passthrough:

@@ -76,6 +76,11 @@ class RingBuffer:
         return self._dropped_total
 
     @property
+    def read_frames_total(self) -> int:
+        """Frames read or dropped since construction: where the next ``read`` begins."""
+        return self._read_pos
+
+    @property
     def written_frames_total(self) -> int:
         """Frames passed to ``write`` since construction, dropped ones included."""
         return self._write_pos

@@ -56,6 +56,9 @@ class Stream:
     channels: int
     blocks: Iterator[np.ndarray | Gap]
     duration_seconds: float | None = None  # known for files
+    # A live source's: deliver the next block only once this many more frames have come (the
+    # rest of the analyser's next window), so the reader wakes once a hop, not once a block.
+    want: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -145,6 +148,10 @@ class Conditioner:
         if self.primary:
             counts.audio_seconds += len(block) / self.in_rate_hz
         return out
+
+    def frames_wanted(self, samples: int) -> int:
+        """Stream frames still to come before `samples` more model-rate samples are out."""
+        return self._resampler.inputs_wanted(samples)
 
     def flush(self) -> np.ndarray:
         """The resampler's withheld tail, at the end of a stream or before a gap."""

@@ -106,6 +106,13 @@ class Recorder:
             total += len(data)
             self.stamps.append((total // 4, time.monotonic()))
 
+    def wait_for_audio(self, timeout_seconds: float) -> bool:
+        """Until the monitor has delivered its first read (True) or the timeout (False)."""
+        deadline = time.monotonic() + timeout_seconds
+        while not self.stamps and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return bool(self.stamps)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)

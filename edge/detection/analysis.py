@@ -198,6 +198,14 @@ class Analyzer:
         self.sink.end()
         self._info = None
 
+    def samples_wanted(self) -> int:
+        """Samples still to come before the next window is complete (at least 1)."""
+        spec = self._frontend.spec if self._frontend is not None else None
+        frame_length = 1 if spec is None else spec.n_fft
+        last_frame = self._next_window * self._hop_frames + self._window_frames - 1
+        end = self._run_start + last_frame * self._frame_hop + frame_length
+        return max(1, end - self._position)
+
     @property
     def position_seconds(self) -> float:
         return self._position / self.rate_hz
@@ -228,11 +236,14 @@ class Analyzer:
             if ready <= 0:
                 return
             m = min(ready, self.batch_windows - self._pending)
-            frames = self._features[first : first + (m - 1) * hop + width]
-            # (m, mels, frames) views of the buffer, copied as (m, frames, mels) in one go.
-            windows = sliding_window_view(frames, width, axis=0)[::hop]
             slots = slice(self._pending, self._pending + m)
-            self._batch[slots] = windows.transpose(0, 2, 1)
+            if m == 1:  # live, mostly: a plain copy, without building a view of views
+                self._batch[self._pending] = self._features[first : first + width]
+            else:
+                frames = self._features[first : first + (m - 1) * hop + width]
+                # (m, mels, frames) views of the buffer, copied as (m, frames, mels) in one go.
+                windows = sliding_window_view(frames, width, axis=0)[::hop]
+                self._batch[slots] = windows.transpose(0, 2, 1)
             starts = self._run_start + self.hop_samples * (
                 self._next_window + self._window_index[:m]
             )
@@ -260,6 +271,13 @@ class Analyzer:
     def _deliver(self, centres: np.ndarray, scores: np.ndarray) -> None:
         """One batch's windows (centre offsets in s, kept scores) into rows and events."""
         self._seconds.add(centres, scores)
+        # The next window is centred a hop later, and no gap can fall in audio already here:
+        # the seconds before both are final now, not when the next batch comes (the first
+        # second of a stream comes out up to a hop sooner; with BirdNET's 3 s windows, a
+        # window sooner).
+        next_centre = float(centres[-1]) + self.hop_samples / self.rate_hz
+        received = self._position / self.rate_hz + self._seconds.half
+        self._seconds.finish_before(min(next_centre, received))
         # Labels decide at different delays (min duration, merge gap, median): the messages go
         # out in the order of the time they carry, once no label can still precede them.
         self._publish(self._bank.feed(centres.tolist(), scores))
