@@ -95,7 +95,7 @@ def test_only_the_command_line_and_the_app_import_the_review_page() -> None:
     # The review server sits beside the daemon, not in its pipeline: nothing below the wiring
     # may lean on it, so a device can run without ever importing it. Preflight checks the
     # page's token (web: on only), so `soundwatch check` refuses what `run` would.
-    allowed = {"edge.cli", "edge.app", "edge.preflight"}
+    allowed = {"edge.cli", "edge.cli_review", "edge.app", "edge.preflight"}
     bad = [
         f"{path.relative_to(EDGE.parent)}:{line}: {target}"
         for path in sorted(EDGE.rglob("*.py"))
