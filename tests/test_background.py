@@ -113,7 +113,8 @@ def test_a_background_that_is_not_a_list_of_labels_is_refused_naming_the_field(
 
 def test_the_trainer_marks_background_labels_for_the_bundle() -> None:
     from edge.errors import ConfigError
-    from trainer.config import TrainConfig, resolve
+    from trainer.config import TrainConfig
+    from trainer.resolve import resolve
 
     labels = ["ambient", "mel-pulse", "mel-sine"]
     # By name when the config says nothing; as given when it does; an unknown one is refused.
@@ -129,8 +130,9 @@ def test_wrong_detections_train_as_background_unless_they_lie_on_a_labelled_soun
     row within a window of an annotated sound (SongExplorer's notsong rows often lie on the
     other song type) is left out: it is no background."""
     from trainer.annotations import Annotation, AnnotationSet
-    from trainer.config import TrainConfig, resolve
+    from trainer.config import TrainConfig
     from trainer.finetune import wrong_as_background
+    from trainer.resolve import resolve
 
     config = resolve(TrainConfig(), 2500, ["ambient", "mel-pulse", "mel-sine"])
     rec, other = Path("/r/a.wav"), Path("/r/b.wav")

@@ -13,7 +13,7 @@ import pytest
 from edge.model.frontend import logmel
 from tests.audio import noise, rms, tone, tone_events, write_wav
 from trainer.annotations import Annotation
-from trainer.config import TrainConfig, resolve, with_overrides
+from trainer.config import TrainConfig, with_overrides
 from trainer.dataset import (
     Audio,
     Augmenter,
@@ -23,6 +23,7 @@ from trainer.dataset import (
     recording_features,
     window_features,
 )
+from trainer.resolve import resolve
 from trainer.splits import splits
 
 RATE_HZ = 4000

@@ -27,9 +27,10 @@ from edge.model.rules import EventTiming
 from tests.audio import tone_events, write_wav
 from trainer import cli
 from trainer.annotations import AnnotationSet, load_any
-from trainer.config import EventsConfig, TrainConfig, load_config, resolve, with_overrides
+from trainer.config import EventsConfig, TrainConfig, load_config, with_overrides
 from trainer.dataset import DataError
 from trainer.model import masked_bce
+from trainer.resolve import resolve
 from trainer.run import Trained, TrainError, load_run
 from trainer.scoring import choose_threshold, pr_curve
 from trainer.train import fit
@@ -457,7 +458,7 @@ def test_config_errors_name_the_line(tmp_path: Path) -> None:
 
 def test_a_mel_scale_spent_on_low_frequencies_is_warned_about() -> None:
     """At 384 kHz (bats) the default mel bands put half their number below ~11 kHz."""
-    from trainer.config import mel_spread_warning
+    from trainer.resolve import mel_spread_warning
 
     def warning(rate: int, **features: object) -> str | None:
         overrides = {f"features.{k}": v for k, v in features.items()}

@@ -30,7 +30,7 @@ from edge.audio.files import AudioFile
 from trainer import outoffold, report, scoring
 from trainer.annotations import AnnotationSet
 from trainer.annotations.gaps import dense_matcher, gap_annotations
-from trainer.config import TrainConfig, mel_spread_warning, resolve
+from trainer.config import TrainConfig
 from trainer.dataset import (
     Audio,
     Augmenter,
@@ -45,6 +45,7 @@ from trainer.features import FeatureStore
 from trainer.finetune import Init, labels_from, wrong_as_background
 from trainer.model import count_parameters
 from trainer.outoffold import Grid, OutOfFold, threshold_lines
+from trainer.resolve import mel_spread_warning, resolve
 from trainer.run import Trained, save_run
 from trainer.splits import splits
 from trainer.trainloop import FoldResult, _predict_logits, _train_fold, resolve_device

@@ -34,12 +34,13 @@ from edge.audio.files import AudioFile
 from edge.model.backbone import Backbone
 from trainer import outoffold, report, scoring
 from trainer.annotations import AnnotationSet
-from trainer.config import TrainConfig, resolve
+from trainer.config import TrainConfig
 from trainer.dataset import DataError, Examples, label_examples
 from trainer.embeddings import EmbeddingCache
 from trainer.head import EmbeddingHead, HeadKind, load_head, save_head
 from trainer.model import count_parameters, loss_for
 from trainer.outoffold import Grid, OutOfFold, threshold_lines
+from trainer.resolve import resolve
 from trainer.run import Trained, read_run, run_file, write_run
 from trainer.splits import splits
 from trainer.train import _check_split, _f, with_gaps
