@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +69,21 @@ def check_against_truth(found: list[Found], tolerance: float = HOP_SECONDS) -> N
         assert abs(hit.end - end) <= tolerance + 1e-6, f"offset {hit} vs {end}"
         unmatched.remove(hit)
     assert unmatched == [], f"false events: {unmatched}"
+
+
+Annotated = tuple[np.ndarray, list[tuple[float, float, str]]]
+
+
+def write_annotated(
+    folder: Path, seeds: Iterable[int], make: Callable[[int], Annotated], rate_hz: int
+) -> Path:
+    """`scene<seed>.wav` for each seed, from `make(seed)` (samples and (start, end, label)
+    rows), and the `annotations.csv` that lists their rows: its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["file,start_seconds,end_seconds,label"]
+    for seed in seeds:
+        samples, rows = make(seed)
+        write_wav(folder / f"scene{seed}.wav", samples, rate_hz)
+        lines += [f"scene{seed}.wav,{a:.4f},{b:.4f},{label}" for a, b, label in rows]
+    (folder / "annotations.csv").write_text("\n".join(lines) + "\n")
+    return folder / "annotations.csv"

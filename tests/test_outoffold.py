@@ -23,7 +23,8 @@ import pytest
 import torch
 import yaml
 
-from tests.audio import tone_events, write_wav
+from tests.audio import tone_events
+from tests.scenes import write_annotated
 from tests.test_transfer import RATE_HZ, write_backbone
 from trainer import cli
 from trainer.annotations import Annotation, load_any
@@ -51,14 +52,7 @@ def _scene(seed: int) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
 
 
 def _write(folder: Path, seeds: range | tuple[int, ...]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["file,start_seconds,end_seconds,label"]
-    for seed in seeds:
-        samples, rows = _scene(seed)
-        write_wav(folder / f"scene{seed}.wav", samples, RATE_HZ)
-        lines += [f"scene{seed}.wav,{a:.4f},{b:.4f},{label}" for a, b, label in rows]
-    (folder / "annotations.csv").write_text("\n".join(lines) + "\n")
-    return folder / "annotations.csv"
+    return write_annotated(folder, seeds, _scene, RATE_HZ)
 
 
 def _fit(args: list[str]) -> tuple[int, str]:

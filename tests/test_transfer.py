@@ -26,6 +26,7 @@ from edge.errors import BundleError, ConfigError
 from edge.model.backbone import load_backbone
 from edge.model.bundle import load_bundle
 from tests.audio import tone_events, write_wav
+from tests.scenes import write_annotated
 from trainer import cli
 from trainer.annotations import load_any
 from trainer.config import load_config, with_overrides
@@ -133,13 +134,7 @@ def _scene(seed: int) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
 
 
 def _write_scenes(folder: Path, seeds: tuple[int, ...]) -> Path:
-    lines = ["file,start_seconds,end_seconds,label"]
-    for seed in seeds:
-        samples, rows = _scene(seed)
-        write_wav(folder / f"scene{seed}.wav", samples, RATE_HZ)
-        lines += [f"scene{seed}.wav,{a:.4f},{b:.4f},{label}" for a, b, label in rows]
-    (folder / "annotations.csv").write_text("\n".join(lines) + "\n")
-    return folder / "annotations.csv"
+    return write_annotated(folder, seeds, _scene, RATE_HZ)
 
 
 @pytest.fixture(scope="module")
