@@ -181,3 +181,12 @@ def cross_validation(
         "per_fold": per_fold,
         "kept_fold": kept + 1,
     }
+
+
+def validation_macro(
+    labels: list[str], truth: np.ndarray, scores: np.ndarray, ratio: float
+) -> float:
+    """Macro F1 of an epoch's validation scores, what keeps the best epoch: -inf when no label
+    can be scored (NaN would compare as neither better nor worse)."""
+    macro = float(score_labels(labels, truth, scores, ratio)["macro_f1"])
+    return -math.inf if math.isnan(macro) else macro

@@ -145,19 +145,9 @@ def _train_fold(
         logits_val = _predict_logits(model, val_x, device)
         val_loss = float(loss_fn(logits_val, torch.from_numpy(val_y)))
         epoch_scores = model.activation(logits_val).numpy()
-        macro = scoring.score_labels(config.labels, val_y, epoch_scores, ratio)["macro_f1"]
-        macro = -math.inf if math.isnan(macro) else macro
-        history.append(
-            {
-                "fold": fold + 1,
-                "epoch": epoch,
-                "train_loss": total / steps,
-                "validation_loss": val_loss,
-                "validation_macro_f1": macro,
-                "learning_rate": schedule.get_last_lr()[0],
-                "seconds": round(time.perf_counter() - started, 2),
-            }
-        )
+        macro = scoring.validation_macro(config.labels, val_y, epoch_scores, ratio)
+        lr = float(schedule.get_last_lr()[0])
+        history.append(epoch_row(fold, epoch, total / steps, val_loss, macro, lr, started))
         improved = (macro, -val_loss) > (best_macro, -best_loss)
         say(
             f"{name}epoch {epoch:3d}: loss {total / steps:.4f}, validation loss {val_loss:.4f},"
@@ -186,3 +176,24 @@ def _predict_logits(model: SoundCNN, x: np.ndarray, device: torch.device) -> tor
         for i in range(0, len(x), _PREDICT_BATCH)
     ]
     return torch.cat(out) if out else torch.zeros((0, model.n_labels))
+
+
+def epoch_row(
+    fold: int,
+    epoch: int,
+    train_loss: float,
+    validation_loss: float,
+    macro_f1: float,
+    learning_rate: float,
+    started: float,
+) -> dict[str, Any]:
+    """One epoch's line of the run's history (`fold` counted from 0, written from 1)."""
+    return {
+        "fold": fold + 1,
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "validation_loss": validation_loss,
+        "validation_macro_f1": macro_f1,
+        "learning_rate": learning_rate,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -44,6 +44,7 @@ from trainer.resolve import resolve
 from trainer.run import Trained, read_run, run_file, write_run
 from trainer.splits import splits
 from trainer.train import _check_split, _f, with_gaps
+from trainer.trainloop import epoch_row
 
 _BATCH = 256
 _MIN_STEPS_PER_EPOCH = 20
@@ -284,18 +285,9 @@ def _train(
             logits = model.logits(xv)
             val_loss = float(loss_fn(logits, yv))
             scores = model.activation(logits).numpy()
-        macro = scoring.score_labels(config.labels, y[val_rows], scores, 1.0)["macro_f1"]
-        macro = -math.inf if math.isnan(macro) else macro
+        macro = scoring.validation_macro(config.labels, y[val_rows], scores, 1.0)
         history.append(
-            {
-                "fold": fold + 1,
-                "epoch": epoch,
-                "train_loss": total / steps,
-                "validation_loss": val_loss,
-                "validation_macro_f1": macro,
-                "learning_rate": t.learning_rate,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
+            epoch_row(fold, epoch, total / steps, val_loss, macro, t.learning_rate, started)
         )
         if epochs or (macro, -val_loss) > (best["macro"], -best["loss"]):
             best = {"macro": macro, "loss": val_loss, "epoch": epoch, "scores": scores}
