@@ -58,8 +58,6 @@ The MQTT counters and the outbox's continue across restarts: the outbox keeps th
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import math
 import time
@@ -74,6 +72,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from edge.errors import ConfigError
 from edge.model.runtime.base import Backend
+from edge.ops.lastsecond import LastSecond
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -103,7 +102,7 @@ class Metrics:
     inference_seconds: Histogram
     windows: Counter
     events: Counter
-    probability: Gauge
+    last_second: LastSecond  # soundwatch_probability and soundwatch_sound_level_db
     nonfinite_samples: Counter
     clipped_samples: Counter
     device_connected: Gauge
@@ -118,7 +117,6 @@ class Metrics:
     thread_restarts: Counter
     thread_up: Gauge
     model_info: Gauge
-    sound_level: Gauge
     clips: Counter
     clips_deleted: Counter
     clips_bytes: Gauge
@@ -160,9 +158,7 @@ def create_metrics() -> Metrics:
         ),
         windows=Counter(p + "windows", "Windows scored by the model", registry=r),
         events=Counter(p + "events", "Events started, by label", ["label"], registry=r),
-        probability=Gauge(
-            p + "probability", "The last second's probability, by label", ["label"], registry=r
-        ),
+        last_second=LastSecond(r),
         nonfinite_samples=Counter(
             p + "nonfinite_samples",
             "NaN/inf input samples replaced by 0, absurd ones (beyond ±1000) clipped to ±1",
@@ -213,12 +209,6 @@ def create_metrics() -> Metrics:
         ),
         model_info=Gauge(
             p + "model_info", "The model running", ["name", "version", "backend"], registry=r
-        ),
-        sound_level=Gauge(
-            p + "sound_level_db",
-            "The last second's sound level, dBFS or calibrated dB (unit), by band",
-            ["band", "unit"],
-            registry=r,
         ),
         clips=Counter(p + "clips", "Event clips, by result", ["result"], registry=r),
         clips_deleted=Counter(
@@ -287,60 +277,42 @@ def watch(gauge: Gauge, read: Callable[[], float]) -> None:
 
 
 class MetricsSink(Sink):
-    """Per-second probabilities and events into the metrics; counts events for the status.
-
-    The probability and level gauges read the last second's values from an array when
-    scraped: a row is one copy into it, not a locked `Gauge.set` per label (BirdNET: 6,522 a
-    second)."""
+    """Per-second probabilities and levels into the metrics (`LastSecond`) and events; counts
+    events for the status."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._labels: list[str] = []
         self._events: deque[float] = deque()  # time.monotonic() of recent event starts
         self._levels: tuple[str | None, tuple[str, ...]] = (None, ())
-        self._level_bands: list[str] = []  # "broadband" and the bands, as the gauges
-        self._key: object = None  # the second the gauges show (time or offset)
+        self._level_bands: list[str] = []  # "broadband" and the bands
+        self._key: object = None  # the second shown (time or offset)
         self._values = np.empty(0)  # the row being read, labels then levels
-        self._shown = np.empty(0)  # what the gauges show, read at scrape time
-        self._keys: list[tuple[str, str]] = []  # ("label", label) or ("band", band), as _shown
+        self._shown = np.empty(0)  # what a scrape reads
 
     def begin(self, info: StreamInfo) -> None:
-        kept = dict(zip(self._keys, self._shown.tolist(), strict=True))
+        old = self._shown
         labels_changed = info.labels != self._labels
-        if labels_changed:
-            for label in self._labels:
-                with contextlib.suppress(KeyError):
-                    self.metrics.probability.remove(label)
-            self._labels = list(info.labels)
-            kept = {k: v for k, v in kept.items() if k[0] != "label"}
         levels = (info.level_unit, info.level_bands)
         levels_changed = levels != self._levels
-        if levels_changed:
-            self.metrics.sound_level.clear()
-            self._levels = levels
-            self._level_bands = []
-            if info.level_unit is not None:
-                self._level_bands = ["broadband", *info.level_bands]
-            kept = {k: v for k, v in kept.items() if k[0] != "band"}
-        if labels_changed or levels_changed:
-            self._bind(kept)
-
-    def _bind(self, kept: dict[tuple[str, str], float]) -> None:
-        """Gauges for the labels and level bands now, each reading its cell of `_shown`: the
-        value it showed if it stays, else 0 until the first row (as a plain gauge)."""
-        m = self.metrics
-        self._keys = [("label", label) for label in self._labels]
-        self._keys += [("band", band) for band in self._level_bands]
-        gauges = [m.probability.labels(label) for label in self._labels]
-        gauges += [m.sound_level.labels(band, self._levels[0]) for band in self._level_bands]
-        shown = np.array([kept.get(key, 0.0) for key in self._keys], dtype=np.float64)
-        self._shown, self._values, self._key = shown, np.empty(len(gauges)), None
-        for i, gauge in enumerate(gauges):
-            gauge.set_function(functools.partial(shown.item, i))
+        if not labels_changed and not levels_changed:
+            return
+        n_old = len(self._labels)
+        self._labels = list(info.labels)
+        self._levels = levels
+        self._level_bands = ["broadband", *info.level_bands] if info.level_unit else []
+        # What stays shows on, as a gauge would; what is new shows 0 until the first row.
+        shown = np.zeros(len(self._labels) + len(self._level_bands))
+        if not labels_changed:
+            shown[:n_old] = old[:n_old]
+        if not levels_changed:
+            shown[len(self._labels) :] = old[n_old:]
+        self._shown, self._values, self._key = shown, np.empty(len(shown)), None
+        self.metrics.last_second.shown = (self._labels, self._level_bands, info.level_unit, shown)
 
     def second(self, row: SecondRow) -> None:
-        """The gauges show the last second; with one detector per channel, the highest
-        probability and level of the channels in that second."""
+        """The last second is shown; with one detector per channel, the highest probability
+        and level of the channels in that second."""
         n = len(self._labels)
         values = self._values
         values.fill(np.nan)  # NaN: not analysed, or no audio (a gap is not silence)
