@@ -18,6 +18,7 @@ from edge.config import Loaded, load_config
 from edge.detection.analysis import Analyzer
 from edge.detection.events import EventDetector
 from edge.detection.order import MessageOrder
+from edge.detection.seconds import SecondAggregator
 from edge.model.bundle import Bundle, load_bundle
 from edge.pipeline import feed
 from edge.records import ANALYSED, EDGE, Event, SecondRow, Sink, StreamInfo
@@ -322,3 +323,31 @@ def test_a_second_comes_out_with_the_last_window_centred_in_it(bundle: Bundle) -
     assert sink.rows == []
     analyzer.push(x[last - 1 : last])
     assert [(r.offset_seconds, r.status) for r in sink.rows] == [(-0.7, ANALYSED)]
+
+
+def test_one_window_at_a_time_gives_the_rows_of_one_batch() -> None:
+    """The per-second aggregator's one-window path (live) and its batch path (files) agree to
+    the bit, NaN scores and seconds without a window included."""
+    rng = np.random.default_rng(5)
+    anchor = datetime(2026, 12, 5, 10, 0, 0, 300_000, tzinfo=timezone.utc)
+    info = StreamInfo("x", ["a", "b", "c"], anchor, 16000)
+    hop = 0.13
+    centres = 0.25 + hop * np.arange(60)
+    centres[30:] += 2.0  # a stretch of two seconds with no window centred in it
+    scores = rng.random((60, 3)).astype(np.float32)
+    scores[::7, 1] = np.nan
+    batched: list[SecondRow] = []
+    one_by_one: list[SecondRow] = []
+    whole = SecondAggregator(info, 3, batched.append, window_seconds=0.5)
+    whole.add(centres, scores)
+    whole.close(centres[-1] + 0.25)
+    single = SecondAggregator(info, 3, one_by_one.append, window_seconds=0.5)
+    for i in range(len(centres)):
+        single.add(centres[i : i + 1], scores[i : i + 1])
+    single.close(centres[-1] + 0.25)
+    assert len(batched) == 11  # offsets -0.3 (the anchor is 0.3 s into its second) to 9.7
+    assert [(r.offset_seconds, r.time, r.status) for r in one_by_one] == [
+        (r.offset_seconds, r.time, r.status) for r in batched
+    ]
+    np.testing.assert_array_equal([r.scores for r in one_by_one], [r.scores for r in batched])
+    assert [r.offset_seconds for r in batched if r.status != ANALYSED] == [4.7]

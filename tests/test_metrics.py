@@ -23,7 +23,7 @@ from edge.ops.metrics import (
     create_metrics,
     parse_address,
 )
-from edge.records import ANALYSED, Event, SecondRow, StreamInfo, gap_status
+from edge.records import ANALYSED, Event, Levels, SecondRow, StreamInfo, gap_status
 from tests.audio import tone_events, write_wav
 from tests.conftest import Daemon, PulseServer, Scrape, daemon_config
 from tests.mqtt_broker import Mosquitto
@@ -135,6 +135,39 @@ def test_an_analysed_second_refreshes_the_last_analysed_time() -> None:
     assert metrics.last_analysed._value.get() == 0  # a gap is not analysed audio
     sink.second(SecondRow(1.0, None, ANALYSED, np.array([0.5], dtype=np.float32)))
     assert abs(metrics.last_analysed._value.get() - time.time()) < 60
+
+
+def test_the_gauges_show_the_last_second_as_served() -> None:
+    """Probabilities and levels as a scrape reads them: the last row's, NaN where it was not
+    analysed; a new label set replaces the old, and a segment with the same labels keeps them."""
+    metrics = create_metrics()
+    server = MetricsServer(metrics, "127.0.0.1:0")
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        sink = MetricsSink(metrics)
+        info = StreamInfo("live", ["a", "b"], None, 16000, level_unit="dBFS", level_bands=("1000",))
+        sink.begin(info)
+        first = scrape(url)
+        assert first.labelled("soundwatch_probability") == {"a": 0.0, "b": 0.0}
+        levels = Levels(-30.5, {"1000": -41.25}, 1.0)
+        sink.second(SecondRow(0.0, None, ANALYSED, np.array([0.25, 0.75], np.float32), levels))
+        got = scrape(url)
+        assert got.labelled("soundwatch_probability") == {"a": 0.25, "b": 0.75}
+        assert got.value("soundwatch_sound_level_db", band="broadband", unit="dBFS") == -30.5
+        assert got.value("soundwatch_sound_level_db", band="1000", unit="dBFS") == -41.25
+        sink.begin(info)  # a new segment, the same labels: the gauges go on showing the last
+        assert scrape(url).labelled("soundwatch_probability") == {"a": 0.25, "b": 0.75}
+        sink.second(SecondRow(1.0, None, gap_status("device"), np.full(2, np.nan, np.float32)))
+        gap = scrape(url)
+        assert all(math.isnan(p) for p in gap.labelled("soundwatch_probability").values())
+        assert math.isnan(gap.value("soundwatch_sound_level_db", band="broadband", unit="dBFS"))
+        sink.begin(StreamInfo("live", ["c"], None, 16000, level_unit="dBFS", level_bands=("1000",)))
+        sink.second(SecondRow(2.0, None, ANALYSED, np.array([0.5], np.float32), levels))
+        again = scrape(url)
+        assert again.labelled("soundwatch_probability") == {"c": 0.5}
+        assert again.value("soundwatch_sound_level_db", band="1000", unit="dBFS") == -41.25
+    finally:
+        server.close()
 
 
 def test_feed_counters_move_by_difference_across_streams() -> None:

@@ -244,7 +244,8 @@ class Capture:
         self._ring.write(indata)
         self.frames_captured += frames
         self.last_callback_monotonic = time.monotonic()
-        self._first_audio.set()
+        if not self._first_audio.is_set():  # set() takes a lock and notifies: once a session
+            self._first_audio.set()
         if self.frames_captured < self.wake_at:
             return
         try:  # noqa: SIM105 (contextlib.suppress would be an object per call)

@@ -237,17 +237,19 @@ class Analyzer:
                 return
             m = min(ready, self.batch_windows - self._pending)
             slots = slice(self._pending, self._pending + m)
-            if m == 1:  # live, mostly: a plain copy, without building a view of views
+            if m == 1:  # live, mostly: a plain copy and scalar arithmetic (the same float64)
                 self._batch[self._pending] = self._features[first : first + width]
+                start = self._run_start + self.hop_samples * self._next_window
+                self._centres[self._pending] = (start + self.window_samples / 2) / self.rate_hz
             else:
                 frames = self._features[first : first + (m - 1) * hop + width]
                 # (m, mels, frames) views of the buffer, copied as (m, frames, mels) in one go.
                 windows = sliding_window_view(frames, width, axis=0)[::hop]
                 self._batch[slots] = windows.transpose(0, 2, 1)
-            starts = self._run_start + self.hop_samples * (
-                self._next_window + self._window_index[:m]
-            )
-            np.divide(starts + self.window_samples / 2, self.rate_hz, out=self._centres[slots])
+                starts = self._run_start + self.hop_samples * (
+                    self._next_window + self._window_index[:m]
+                )
+                np.divide(starts + self.window_samples / 2, self.rate_hz, out=self._centres[slots])
             self._pending += m
             self._next_window += m
             if self._pending == self.batch_windows:

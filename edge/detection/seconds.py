@@ -68,6 +68,13 @@ class SecondAggregator:
         """Windows in time order: centres (n,) offsets in s, scores (n, n_labels)."""
         if len(centres) == 0:
             return
+        if len(centres) == 1 and self.half == 0:  # live, mostly: one window, no numpy set-up
+            b = self.bin_of(float(centres[0]))
+            self._finish_until(b)
+            slot = b % len(self._has_centre)
+            np.fmax(self._centred[slot], scores[0], out=self._centred[slot])
+            self._has_centre[slot] = True
+            return
         bins = np.floor(centres - self.phase + 1e-9).astype(np.int64)
         # Windows arrive in time order, so each run of equal bins is one second's windows.
         starts = np.flatnonzero(bins[1:] != bins[:-1]) + 1

@@ -58,7 +58,6 @@ The MQTT counters and the outbox's continue across restarts: the outbox keeps th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -73,6 +72,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from edge.errors import ConfigError
 from edge.model.runtime.base import Backend
+from edge.ops.lastsecond import LastSecond
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Metrics:
     inference_seconds: Histogram
     windows: Counter
     events: Counter
-    probability: Gauge
+    last_second: LastSecond  # soundwatch_probability and soundwatch_sound_level_db
     nonfinite_samples: Counter
     clipped_samples: Counter
     device_connected: Gauge
@@ -117,7 +117,6 @@ class Metrics:
     thread_restarts: Counter
     thread_up: Gauge
     model_info: Gauge
-    sound_level: Gauge
     clips: Counter
     clips_deleted: Counter
     clips_bytes: Gauge
@@ -159,9 +158,7 @@ def create_metrics() -> Metrics:
         ),
         windows=Counter(p + "windows", "Windows scored by the model", registry=r),
         events=Counter(p + "events", "Events started, by label", ["label"], registry=r),
-        probability=Gauge(
-            p + "probability", "The last second's probability, by label", ["label"], registry=r
-        ),
+        last_second=LastSecond(r),
         nonfinite_samples=Counter(
             p + "nonfinite_samples",
             "NaN/inf input samples replaced by 0, absurd ones (beyond ±1000) clipped to ±1",
@@ -212,12 +209,6 @@ def create_metrics() -> Metrics:
         ),
         model_info=Gauge(
             p + "model_info", "The model running", ["name", "version", "backend"], registry=r
-        ),
-        sound_level=Gauge(
-            p + "sound_level_db",
-            "The last second's sound level, dBFS or calibrated dB (unit), by band",
-            ["band", "unit"],
-            registry=r,
         ),
         clips=Counter(p + "clips", "Event clips, by result", ["result"], registry=r),
         clips_deleted=Counter(
@@ -286,57 +277,60 @@ def watch(gauge: Gauge, read: Callable[[], float]) -> None:
 
 
 class MetricsSink(Sink):
-    """Per-second probabilities and events into the metrics; counts events for the status."""
+    """Per-second probabilities and levels into the metrics (`LastSecond`) and events; counts
+    events for the status."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._labels: list[str] = []
-        self._gauges: list[Any] = []
         self._events: deque[float] = deque()  # time.monotonic() of recent event starts
         self._levels: tuple[str | None, tuple[str, ...]] = (None, ())
-        self._level_gauges: dict[str, Any] = {}
-        self._key: object = None  # the second the gauges show (time or offset)
-        self._best = np.empty(0)
+        self._level_bands: list[str] = []  # "broadband" and the bands
+        self._key: object = None  # the second shown (time or offset)
+        self._values = np.empty(0)  # the row being read, labels then levels
+        self._shown = np.empty(0)  # what a scrape reads
 
     def begin(self, info: StreamInfo) -> None:
-        if info.labels != self._labels:
-            for label in self._labels:
-                with contextlib.suppress(KeyError):
-                    self.metrics.probability.remove(label)
-            self._labels = list(info.labels)
-            self._gauges = [self.metrics.probability.labels(label) for label in self._labels]
+        old = self._shown
+        labels_changed = info.labels != self._labels
         levels = (info.level_unit, info.level_bands)
-        if levels != self._levels:
-            self.metrics.sound_level.clear()
-            self._levels = levels
-            self._level_gauges = {}
-            if info.level_unit is not None:
-                for band in ("broadband", *info.level_bands):
-                    gauge = self.metrics.sound_level.labels(band, info.level_unit)
-                    self._level_gauges[band] = gauge
+        levels_changed = levels != self._levels
+        if not labels_changed and not levels_changed:
+            return
+        n_old = len(self._labels)
+        self._labels = list(info.labels)
+        self._levels = levels
+        self._level_bands = ["broadband", *info.level_bands] if info.level_unit else []
+        # What stays shows on, as a gauge would; what is new shows 0 until the first row.
+        shown = np.zeros(len(self._labels) + len(self._level_bands))
+        if not labels_changed:
+            shown[:n_old] = old[:n_old]
+        if not levels_changed:
+            shown[len(self._labels) :] = old[n_old:]
+        self._shown, self._values, self._key = shown, np.empty(len(shown)), None
+        self.metrics.last_second.shown = (self._labels, self._level_bands, info.level_unit, shown)
 
     def second(self, row: SecondRow) -> None:
-        """The gauges show the last second; with one detector per channel, the highest
-        probability and level of the channels in that second."""
-        n = len(self._gauges)
-        values = np.full(n + len(self._level_gauges), np.nan)
+        """The last second is shown; with one detector per channel, the highest probability
+        and level of the channels in that second."""
+        n = len(self._labels)
+        values = self._values
+        values.fill(np.nan)  # NaN: not analysed, or no audio (a gap is not silence)
         if row.status == ANALYSED:
             values[:n] = row.scores
             self.metrics.last_analysed.set_to_current_time()
-        if self._level_gauges and row.levels is not None:
+        if self._level_bands and row.levels is not None:
             levels = row.levels
             values[n:] = [
                 levels.dbfs_or_db if band == "broadband" else levels.bands.get(band, math.nan)
-                for band in self._level_gauges
+                for band in self._level_bands
             ]
         key = row.time or row.offset_seconds
-        if row.channel is not None and key == self._key and len(self._best) == len(values):
-            np.fmax(self._best, values, out=self._best)  # another channel's row of this second
+        if row.channel is not None and key == self._key:
+            np.fmax(self._shown, values, out=self._shown)  # another channel's row of this second
         else:
-            self._key, self._best = key, values
-        gauges = [*self._gauges, *self._level_gauges.values()]
-        for gauge, value in zip(gauges, self._best.tolist(), strict=True):
-            gauge.set(value)  # NaN: not analysed, or no audio (a gap is not silence)
+            self._key = key
+            np.copyto(self._shown, values)
 
     def event(self, event: Event) -> None:
         if event.type == "start":
