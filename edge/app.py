@@ -38,7 +38,7 @@ from edge.audio.files import find_audio_files
 from edge.audio.streams import Conditioner, Stream, file_streams, repaired
 from edge.builders import build_analyzer
 from edge.clock import parse_start, utc_now
-from edge.config import Loaded, SourceConfig, load_config
+from edge.config import Loaded, load_config
 from edge.detection.analysis import Analyzer
 from edge.errors import AudioError, ConfigError, SoundwatchError
 from edge.model.bundle import Bundle
@@ -61,6 +61,7 @@ from edge.preflight import clips_folder, outbox_path, preflight
 from edge.records import Sink, StreamInfo
 from edge.reload import Pending, Reload, Reloader
 from edge.shadow import Shadow, Taps
+from edge.sources import detected_channels, open_device
 from edge.threads import Guarded, Supervised
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio; the page only with `web:` on
@@ -86,7 +87,7 @@ class App:
         self.reload = threading.Event()
         # The device opens before the model loads: a sound server takes 0.5-2 s to deliver the
         # first block, time the loading can share (README "Start-up").
-        self.live: LiveSource | None = _open_device(config.source, self.stop)
+        self.live: LiveSource | None = open_device(config.source, self.stop)
         self.metrics = create_metrics()
         self.metrics_sink = MetricsSink(self.metrics)
         self.sinks: list[Sink] = []
@@ -114,7 +115,7 @@ class App:
                 sensor_labels=[s.label for s in self.analyzer.labels if s.events],
                 outbox_path=outbox_path(loaded),
                 resolve=loaded.resolve,
-                channels=_detected_channels(config.source),
+                channels=detected_channels(config.source),
             )
             self.sinks.append(self.mqtt)
             self._mqtt_metrics = MqttMetrics(self.metrics, self.mqtt)
@@ -383,43 +384,3 @@ class App:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGHUP, reload)
-
-
-def _open_device(source: SourceConfig, stop: threading.Event) -> LiveSource | None:
-    """The live source, its device opened (its stream still to come), for kind device, or
-    auto with an input device; None otherwise."""
-    if source.kind not in ("device", "auto") or (source.kind == "auto" and not _has_input_device()):
-        return None
-    from edge.audio.live import LiveSource
-
-    live = LiveSource(
-        source.device,
-        sample_rate_hz=source.sample_rate_hz,
-        channels=source.channels,
-        block_seconds=source.block_seconds,
-        buffer_seconds=source.buffer_seconds,
-        stop=stop,
-        device_timeout_seconds=source.device_timeout_seconds,
-        reconnect_min_seconds=source.reconnect_min_seconds,
-        reconnect_max_seconds=source.reconnect_max_seconds,
-        max_lag_seconds=source.max_lag_seconds,
-    )
-    live.open()
-    return live
-
-
-def _has_input_device() -> bool:
-    try:
-        from edge.audio.capture import list_devices
-
-        return bool(list_devices())
-    except (OSError, AudioError):  # no PortAudio library at all: no device either
-        return False
-
-
-def _detected_channels(source: SourceConfig) -> list[int | None]:
-    """The channels with a detector of their own, as far as the config says (for Home
-    Assistant's sensors): each of a device's channels with `channel: each`, else none."""
-    if source.channel != "each":
-        return [None]
-    return list(range(source.channels))

@@ -58,12 +58,12 @@ def test_with_a_detector_per_channel_each_channel_has_its_own_sensors() -> None:
 
 
 def test_the_daemon_announces_a_sensor_per_channel_only_with_channel_each() -> None:
-    from edge.app import _detected_channels
     from edge.config import SourceConfig
+    from edge.sources import detected_channels
 
-    assert _detected_channels(SourceConfig(channels=2, channel="each")) == [0, 1]
-    assert _detected_channels(SourceConfig(channels=2, channel=1)) == [None]
-    assert _detected_channels(SourceConfig()) == [None]
+    assert detected_channels(SourceConfig(channels=2, channel="each")) == [0, 1]
+    assert detected_channels(SourceConfig(channels=2, channel=1)) == [None]
+    assert detected_channels(SourceConfig()) == [None]
 
 
 def test_every_entity_has_an_origin_and_goes_unavailable_with_the_last_will() -> None:
