@@ -152,11 +152,6 @@ class Analyzer:
     def _restart(self, position: int) -> None:
         """Begin a run of contiguous audio at stream sample `position` (after a start or gap)."""
         self._run_start = position
-        # An event on from a run's first window was sounding when the run began: it starts
-        # there, not half a window in (a clip that opens on its sound would otherwise miss
-        # every onset match by half a window).
-        self._run_start_seconds = position / self.rate_hz
-        self._first_centre = (position + self.window_samples / 2) / self.rate_hz
         self._n_features = 0  # frames held in the buffer
         self._features_base = 0  # run frame index of self._features[0]
         self._next_window = 0  # run index of the next window to cut
@@ -291,11 +286,16 @@ class Analyzer:
     def _publish(self, messages: Sequence[tuple[int, Transition]]) -> None:
         info = self._info
         assert info is not None
+        # An event on from the run's first window was sounding when the run began: it starts
+        # there, not half a window in (a clip that opens on its sound would otherwise miss
+        # every onset match by half a window).
+        run_start = self._run_start / self.rate_hz
+        first_centre = (self._run_start + self.window_samples / 2) / self.rate_hz
         for i, tr in messages:
             setup = self.labels[i]
             start = tr.start_seconds
-            if abs(start - self._first_centre) < 1e-9:
-                start = self._run_start_seconds
+            if abs(start - first_centre) < 1e-9:
+                start = run_start
             if tr.type == "start":
                 self._open_ids[i] = event_id_for(info, setup.label, start)
             event_id = self._open_ids[i]
