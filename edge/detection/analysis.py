@@ -23,7 +23,7 @@ from edge.detection.seconds import SecondAggregator
 from edge.model.bundle import Bundle
 from edge.model.frontend import StreamingLogMel
 from edge.model.rules import EventRules
-from edge.model.runtime.base import ONE_PER_CALL_BYTES, Backend
+from edge.model.runtime.base import Backend, one_per_call
 from edge.records import Event, Sink, StreamInfo
 
 # Audio is pushed through the frontend in pieces of at most this many samples, which bounds the
@@ -39,9 +39,9 @@ def capped_batch(feature_shape: tuple[int, ...], batch_windows: int) -> int:
     """`batch_windows`, or fewer where that many windows would pass MAX_BATCH_BYTES; one
     window of ONE_PER_CALL_BYTES or more, which the model is given one a call anyway: a batch
     of them would only hold memory (BirdNET: 7 windows, 8 MiB with the samples behind them)."""
-    window_bytes = 4 * int(np.prod(feature_shape))
-    if window_bytes >= ONE_PER_CALL_BYTES:
+    if one_per_call(feature_shape):
         return 1
+    window_bytes = 4 * int(np.prod(feature_shape))
     return max(1, min(batch_windows, MAX_BATCH_BYTES // window_bytes))
 
 

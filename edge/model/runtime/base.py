@@ -39,6 +39,12 @@ _BATCH_ATOL = 1e-4
 # window (42.5 against 41.6 ms) and held 134 MiB more (BENCHMARKS.md, "Issue 14: heavy models").
 ONE_PER_CALL_BYTES = 256 << 10
 
+
+def one_per_call(feature_shape: tuple[int, ...]) -> bool:
+    """Whether a float32 window of `feature_shape` is ONE_PER_CALL_BYTES or more."""
+    return 4 * math.prod(feature_shape) >= ONE_PER_CALL_BYTES
+
+
 Dim = int | str | None  # a model dimension: a size, or dynamic (None, -1, or a symbolic name)
 
 
@@ -210,7 +216,7 @@ class Backend(ABC):
             raise BundleError(f"{self.path}: the model fails on a test window: {message}") from None
         if fixed is not None and not try_batching:
             return
-        if 4 * math.prod(self.feature_shape) >= ONE_PER_CALL_BYTES:
+        if one_per_call(self.feature_shape):
             self.max_batch = 1  # not even probed: a batched call would grow the arena
             return
         self.max_batch = None
