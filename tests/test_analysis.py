@@ -351,3 +351,31 @@ def test_one_window_at_a_time_gives_the_rows_of_one_batch() -> None:
     ]
     np.testing.assert_array_equal([r.scores for r in one_by_one], [r.scores for r in batched])
     assert [r.offset_seconds for r in batched if r.status != ANALYSED] == [4.7]
+
+
+def test_a_model_of_one_window_a_call_is_given_views_of_the_feature_buffer(
+    bundle: Bundle,
+) -> None:
+    # A model that does not batch (the fly-song TFLite file) is given each window where the
+    # features are, not a copied batch: blocks of several frontend pieces (the first is 10 of
+    # them) must not move frames a window still to be scored reads. The same ONNX file run
+    # one window a call (max_batch 1, as the backend sets for such a model) stands in for it.
+    x = scene()
+    reference, ref_sink = make(bundle, batch=64, file="onnx-fp32")
+    run_blocks(reference, x, [])
+    one = bundle.open("onnx-fp32")
+    one.max_batch = 1
+    sink = Collect()
+    analyzer = Analyzer(
+        bundle, one, reference.labels, sink, hop_samples=bundle.hop_samples, batch_windows=64
+    )
+    run_blocks(analyzer, x, [len(x) - 40_000, 12_345])
+    assert analyzer.windows_scored == reference.windows_scored == 196
+    assert [r.status for r in sink.rows] == [r.status for r in ref_sink.rows]
+    np.testing.assert_allclose(
+        np.array([r.scores for r in sink.rows]),
+        np.array([r.scores for r in ref_sink.rows]),
+        atol=1e-5,
+    )
+    assert len(sink.found()) >= 2
+    assert sink.found() == ref_sink.found()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from edge.detection.bank import DetectorBank
 from edge.detection.events import Transition
@@ -95,8 +95,14 @@ class Analyzer:
             + 1
         )
         self._features = np.zeros((capacity, width), dtype=np.float32)
-        self._batch = np.zeros((batch_windows, self._window_frames, width), dtype=np.float32)
-        self._batch_model = self._batch.reshape((batch_windows, *bundle.feature_shape))
+        # A backend that takes one window a call is given the batch as a view of the feature
+        # buffer: each window is contiguous there, and copying the batch out (16 KB a window,
+        # fly song) was the work of cutting windows. Others get a copy in one array.
+        self._in_place = backend.max_batch == 1
+        rows = 0 if self._in_place else batch_windows
+        self._batch = np.zeros((rows, self._window_frames, width), dtype=np.float32)
+        self._batch_model = self._batch.reshape((rows, *bundle.feature_shape))
+        self._batch_first = 0  # in place: the buffer index of the batch's first window
         self._centres = np.zeros(batch_windows, dtype=np.float64)
         self._window_index = np.arange(batch_windows, dtype=np.int64)
         self._raw = np.zeros((batch_windows, len(bundle.labels)), dtype=np.float32)
@@ -166,6 +172,8 @@ class Analyzer:
             self._append(frames)
             self._position += len(piece)
             self._cut_windows()
+            if self._in_place:  # the next piece may move the frames the batch views
+                self._score()
         self._score()
 
     def gap(self, n_samples: int, reason: str) -> None:
@@ -223,7 +231,8 @@ class Analyzer:
         self._n_features += n
 
     def _cut_windows(self) -> None:
-        """Copy every complete window into the batch; score whenever the batch fills."""
+        """Add every complete window to the batch (a copy, or in place the batch's start in the
+        buffer); score whenever the batch fills."""
         hop, width = self._hop_frames, self._window_frames
         while True:
             first = self._next_window * hop - self._features_base  # buffer index of next window
@@ -232,15 +241,20 @@ class Analyzer:
                 return
             m = min(ready, self.batch_windows - self._pending)
             slots = slice(self._pending, self._pending + m)
-            if m == 1:  # live, mostly: a plain copy and scalar arithmetic (the same float64)
+            if self._in_place:
+                if self._pending == 0:
+                    self._batch_first = first
+            elif m == 1:  # live, mostly: a plain copy
                 self._batch[self._pending] = self._features[first : first + width]
-                start = self._run_start + self.hop_samples * self._next_window
-                self._centres[self._pending] = (start + self.window_samples / 2) / self.rate_hz
             else:
                 frames = self._features[first : first + (m - 1) * hop + width]
                 # (m, mels, frames) views of the buffer, copied as (m, frames, mels) in one go.
                 windows = sliding_window_view(frames, width, axis=0)[::hop]
                 self._batch[slots] = windows.transpose(0, 2, 1)
+            if m == 1:  # scalar arithmetic (the same float64)
+                start = self._run_start + self.hop_samples * self._next_window
+                self._centres[self._pending] = (start + self.window_samples / 2) / self.rate_hz
+            else:
                 starts = self._run_start + self.hop_samples * (
                     self._next_window + self._window_index[:m]
                 )
@@ -254,7 +268,7 @@ class Analyzer:
         n = self._pending
         if n == 0:
             return
-        raw = self.backend.predict(self._batch_model[:n], out=self._raw[:n])
+        raw = self.backend.predict(self._windows(n), out=self._raw[:n])
         _activate(raw, self._activation)
         scores = raw if self._keep_all else np.take(raw, self._keep, axis=1, out=self._kept[:n])
         centres = self._centres[:n]
@@ -264,6 +278,20 @@ class Analyzer:
             self.windows_to(centres, scores)
         else:
             self._deliver(centres, scores)
+
+    def _windows(self, n: int) -> np.ndarray:
+        """The batch's `n` windows as the model takes them: a copy, or views in place."""
+        if not self._in_place:
+            return self._batch_model[:n]
+        rows = self._features[self._batch_first :]
+        step, item = rows.strides
+        windows = as_strided(
+            rows,
+            shape=(n, self._window_frames, rows.shape[1]),
+            strides=(self._hop_frames * step, step, item),
+            writeable=False,
+        )
+        return windows.reshape((n, *self.bundle.feature_shape))
 
     def _deliver(self, centres: np.ndarray, scores: np.ndarray) -> None:
         """One batch's windows (centre offsets in s, kept scores) into rows and events."""

@@ -238,7 +238,9 @@ class Backend(ABC):
         """
         if self._closed:
             raise RuntimeError(f"{self.path}: backend is closed")
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+        # Windows may be views into a feature buffer (edge/detection/analysis.py), each one
+        # contiguous: only a call on several is made contiguous, not the whole batch at once.
+        x = np.asarray(batch, dtype=np.float32)
         if x.shape[1:] != self.feature_shape:
             raise ValueError(
                 f"predict wants (N, {', '.join(map(str, self.feature_shape))}), got {x.shape}"
@@ -255,6 +257,8 @@ class Backend(ABC):
             if self._padded is not None and stop - start < len(self._padded):
                 self._padded[: stop - start] = chunk
                 chunk = self._padded
+            elif not chunk.flags.c_contiguous:
+                chunk = np.ascontiguousarray(chunk)
             rows = chunk.shape[0]
             raw = self._run(chunk.reshape(self._layout.call_shape(rows)))
             if raw.size != rows * self.n_outputs:
