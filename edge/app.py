@@ -62,7 +62,7 @@ from edge.records import Sink, StreamInfo
 from edge.reload import Pending, Reload, Reloader
 from edge.shadow import Shadow, Taps
 from edge.sources import detected_channels, open_device
-from edge.threads import Guarded, Supervised
+from edge.threads import Guarded, Supervised, name_os_threads
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio; the page only with `web:` on
     from edge.audio.live import LiveSource
@@ -79,6 +79,7 @@ class App:
         if problems:
             raise ConfigError("\n".join(problems))
         self.loaded = loaded
+        name_os_threads()  # each thread by its name in top -H, py-spy and the live bench
         self.reloader = Reloader(
             reload_config or (lambda: load_config(self.loaded.path)), self._build_analyzer
         )
