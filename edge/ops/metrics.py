@@ -2,11 +2,11 @@
 
 Every metric is a plain prometheus_client object in one `Metrics`, made by `create_metrics()`
 in its own registry (nothing is registered at import, so tests can make as many as they like).
-They are updated where things happen, and cheaply: the processing thread moves its counters
-over once per block (`FeedMetrics` and the others in edge/ops/counters.py), the sinks once per
-second and per event (`MetricsSink`), the model call once per batch (`TimedBackend`); what
-other threads own (the ring's fill, the MQTT connection, the outbox) is read when Prometheus
-scrapes (`Gauge.set_function`).
+They are updated where things happen, and cheaply: the parts' own counts are moved over when
+the registry is read (`FeedMetrics` and the others in edge/ops/counters.py, run by
+edge/ops/scrape.py), the sinks once per second and per event (`MetricsSink`), the model call
+once per batch (`TimedBackend`); what other threads own (the ring's fill, the MQTT connection,
+the outbox) is read when Prometheus scrapes (`Gauge.set_function`).
 
     soundwatch_audio_seconds_total              audio received and analysed, s
     soundwatch_audio_overruns_total             times audio was lost before analysis read it
@@ -67,12 +67,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
 from edge.errors import ConfigError
 from edge.model.runtime.base import Backend
 from edge.ops.lastsecond import LastSecond
+from edge.ops.scrape import Registry
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ THREADS = ("mqtt-publisher", "mqtt-network")
 
 @dataclass(frozen=True)
 class Metrics:
-    registry: CollectorRegistry
+    registry: Registry
     audio_seconds: Counter
     overruns: Counter
     gap_seconds: Counter
@@ -136,7 +137,7 @@ class Metrics:
 
 def create_metrics() -> Metrics:
     """Every soundwatch metric, in a new registry (with the process's CPU and memory)."""
-    r = CollectorRegistry()
+    r = Registry()
     ProcessCollector(registry=r)
     p = "soundwatch_"
     metrics = Metrics(
