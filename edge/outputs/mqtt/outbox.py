@@ -96,10 +96,6 @@ class Outbox:
                     raise
                 self._db = self._recover(str(exc))
             self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-            # The highest seq stored: `after` a seq at or above it has nothing to read.
-            self._newest = int(
-                self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
-            )
             for name, count in self._db.execute("SELECT name, count FROM totals"):
                 self.totals[str(name)] = int(count)
         except (OSError, sqlite3.Error) as exc:
@@ -170,11 +166,10 @@ class Outbox:
                         (dropped,),
                     )
                     self._db.execute(ADD_TO_TOTAL, ("events_dropped", dropped))
-                added = self._db.execute(
+                self._db.execute(
                     "INSERT INTO outbox (topic, payload) VALUES (?, ?)", (topic, payload)
                 )
                 self._db.execute("COMMIT")
-                self._newest = int(added.lastrowid or self._newest)
             except sqlite3.Error as exc:
                 self._rollback()
                 raise OutboxError(f"{self.path}: cannot store a message ({exc})") from None
@@ -183,11 +178,8 @@ class Outbox:
             return dropped
 
     def after(self, seq: int, limit: int) -> list[Message]:
-        """Up to `limit` messages numbered above `seq`, oldest first. None stored above it:
-        no query (the publisher asks at every wake-up, once a second when idle)."""
+        """Up to `limit` messages numbered above `seq`, oldest first."""
         with self._lock:
-            if seq >= self._newest:
-                return []
             try:
                 rows = self._db.execute(
                     "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
