@@ -87,7 +87,7 @@ def format_live(result: dict[str, Any]) -> str:
         + (f" in {len(rounds)} rounds" if len(rounds) > 1 else ""),
         "",
         f"{'':8} {'CPU %':>7} {'RSS MiB':>8} {'peak MiB':>9} {'start s':>8}"
-        + (f"  (medians of {len(rounds)} rounds)" if len(rounds) > 1 else ""),
+        + (f"  (medians of {len(rounds)} rounds; peak: the highest)" if len(rounds) > 1 else ""),
     ]
     for name, row in (("daemon", d), ("bare", b)):
         lines.append(
