@@ -8,7 +8,8 @@
 #
 # Environment: PYTHON (default: .venv/bin/python if present, else python3), LIVE_SECONDS
 # (recording played per run, s; default 60), LIVE_BLOCKS (default: "0.05 0.1"),
-# LIVE_FILES (default: "tflite-int8 onnx-int8"). The figures go to stdout (BENCHMARKS.md,
+# LIVE_FILES (default: "tflite-int8 onnx-int8"), LIVE_ROUNDS (daemon and bare alternate this
+# often per run, the median ratio reported; default 3). The figures go to stdout (BENCHMARKS.md,
 # "Issue 14").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,19 +21,20 @@ fi
 seconds=${LIVE_SECONDS:-60}
 read -r -a blocks <<<"${LIVE_BLOCKS:-0.05 0.1}"
 read -r -a files <<<"${LIVE_FILES:-tflite-int8 onnx-int8}"
+rounds=${LIVE_ROUNDS:-3}
 
 for model in tone flysong; do
     for file in "${files[@]}"; do
         for block in "${blocks[@]}"; do
             echo "== $model $file, blocks of $block s"
             "$python" -m edge.cli bench --live --model "$PWD/models/$model" --model-file "$file" \
-                --block "$block" --seconds "$seconds"
+                --block "$block" --seconds "$seconds" --rounds "$rounds"
             echo
         done
     done
 done
 for bundle in "$@"; do
     echo "== $bundle"
-    "$python" -m edge.cli bench --live --model "$bundle" --seconds "$seconds"
+    "$python" -m edge.cli bench --live --model "$bundle" --seconds "$seconds" --rounds "$rounds"
     echo
 done

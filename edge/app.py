@@ -7,8 +7,9 @@
 
 The processing loop runs on the calling thread; PortAudio's callback thread only fills the ring
 buffer, the metrics endpoint and MQTT have threads of their own. Between blocks, the loop calls
-`App.tick`: metrics move, systemd hears READY/WATCHDOG/STATUS (edge/ops/status.py), and a reload
-asked for by SIGHUP is prepared (edge/reload.py) for `feed` to switch to.
+`App.tick`: systemd hears READY/WATCHDOG/STATUS (edge/ops/status.py), and a reload asked for by
+SIGHUP is prepared (edge/reload.py) for `feed` to switch to. The parts' counters move into the
+metrics when those are read (edge/ops/scrape.py), not between blocks.
 
 Signals:
 - SIGINT/SIGTERM set one stop event: the loop finishes its block, open events are closed, files
@@ -62,7 +63,7 @@ from edge.records import Sink, StreamInfo
 from edge.reload import Pending, Reload, Reloader
 from edge.shadow import Shadow, Taps
 from edge.sources import detected_channels, open_device
-from edge.threads import Guarded, Supervised
+from edge.threads import Guarded, Supervised, name_os_threads
 
 if TYPE_CHECKING:  # imported when used: it needs PortAudio; the page only with `web:` on
     from edge.audio.live import LiveSource
@@ -79,6 +80,7 @@ class App:
         if problems:
             raise ConfigError("\n".join(problems))
         self.loaded = loaded
+        name_os_threads()  # each thread by its name in top -H, py-spy and the live bench
         self.reloader = Reloader(
             reload_config or (lambda: load_config(self.loaded.path)), self._build_analyzer
         )
@@ -140,6 +142,10 @@ class App:
         self.heartbeat = Heartbeat(Notifier.from_environment(), self._status_text)
         self._feed_metrics = FeedMetrics(self.metrics)
         self._clip_metrics = ClipMetrics(self.metrics, self.evidences)
+        # The counters move when the metrics are read (edge/ops/scrape.py), not every hop.
+        self._counted: Conditioner | None = None  # the stream's first conditioner, per tick
+        self._counting = threading.Lock()  # a scrape's thread and the end of a stream
+        self.metrics.registry.before_collect.append(self._refresh_metrics)
         self._server: MetricsServer | None = None
         self._stream: Stream | None = None
         self._pending: Pending | None = None  # a reload being prepared on its own thread
@@ -293,7 +299,7 @@ class App:
     def tick(self, conditioner: Conditioner) -> list[Analyzer] | None:
         """Between blocks, on the processing thread (see FeedHooks): cheap unless it is time
         for a status line or a reload."""
-        self._update_metrics(conditioner)
+        self._counted = conditioner
         if self.shadow is not None:
             self.shadow.update_metrics()
         live = self.live
@@ -309,16 +315,23 @@ class App:
                 return self._take(reload)
         return None
 
-    def _update_metrics(self, conditioner: Conditioner) -> None:
+    def _refresh_metrics(self) -> None:
+        """The parts' counts into the metrics, as the registry is read (any thread)."""
+        self._update_metrics(self._counted)
+
+    def _update_metrics(self, conditioner: Conditioner | None) -> None:
         live = self.live
         overruns, reconnects = (live.overruns, live.reconnects) if live is not None else (0, 0)
-        self._feed_metrics.update(conditioner.counts, overruns=overruns, reconnects=reconnects)
-        self._clip_metrics.update()
-        if self._mqtt_metrics is not None:
-            self._mqtt_metrics.update()
-        if self._output_metrics is not None:
-            self._output_metrics.update()
-        self._thread_metrics.update()
+        with self._counting:
+            if conditioner is not None:
+                counts = conditioner.counts
+                self._feed_metrics.update(counts, overruns=overruns, reconnects=reconnects)
+            self._clip_metrics.update()
+            if self._mqtt_metrics is not None:
+                self._mqtt_metrics.update()
+            if self._output_metrics is not None:
+                self._output_metrics.update()
+            self._thread_metrics.update()
 
     def _status_text(self) -> str:
         stream = self._stream

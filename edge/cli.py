@@ -124,6 +124,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 audio=audio,
                 file_key=args.model_file,
                 block_seconds=args.block,
+                rounds=args.rounds,
                 as_json=args.json,
             )
         )
@@ -226,6 +227,13 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--block", type=float, help="--live: capture block, s (default: source.block_seconds)"
+    )
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="--live: daemon and bare loop alternate this often; each round's ratio and the"
+        " median (default: 1)",
     )
     bench.add_argument("--files", nargs="*", default=[], help="score these recordings instead")
     bench.add_argument(

@@ -15,11 +15,18 @@ top. Every thread soundwatch starts is one of these (edge/ops/metrics.py lists t
 (paho's network thread): an error in one is logged the same way and counted in `restarts`, and
 that callback is abandoned, so the thread goes on (it is never `down`). Without it, an error in
 a paho callback ends paho's thread: no more reconnects, ever.
+
+`name_os_threads()` has every thread started after it carry its Python name in the OS as well
+(Python 3.11 names only its own object), so `top -H`, py-spy and /proc/PID/task/*/comm tell
+the publisher from paho's thread and the metrics server; `name_os_thread(name)` names the
+calling thread, for a thread Python did not start (PortAudio's callback).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -34,6 +41,7 @@ logger = logging.getLogger(__name__)
 BACKOFF_MIN_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 HEALTHY_SECONDS = 60.0  # a run this long resets the backoff
+PR_SET_NAME = 15  # prctl(2): the calling thread's name, 15 bytes and a NUL at most
 
 
 class Supervised:
@@ -138,3 +146,31 @@ def _note(seen: set[tuple[str, str]], exc: Exception) -> tuple[str, bool]:
     first = kind not in seen
     seen.add(kind)
     return f"{type(exc).__name__}: {exc}", first
+
+
+def name_os_threads() -> None:
+    """Name every thread `threading` starts from now on in the OS too (see the module
+    docstring). The hook runs once in each new thread, before its target, and removes itself."""
+    threading.setprofile(_name_and_forget)
+
+
+def _name_and_forget(frame: Any, event: str, arg: Any) -> None:
+    sys.setprofile(None)
+    name_os_thread(threading.current_thread().name)
+
+
+def name_os_thread(name: str) -> None:
+    """The calling thread's OS name (cut to 15 bytes); nothing where prctl(2) is missing."""
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+_libc: list[Any] = []  # [prctl or None], looked up once
+
+
+def _prctl() -> Any:
+    if not _libc:
+        linux = sys.platform.startswith("linux")  # the process's own symbols hold libc's
+        _libc.append(getattr(ctypes.CDLL(None), "prctl", None) if linux else None)
+    return _libc[0]

@@ -211,6 +211,47 @@ def write_events(path: Path) -> Path:
     return write_wav(path, x, 48000)
 
 
+def test_counters_move_when_the_registry_is_read_over_http_and_in_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What the daemon does: the counts move at every read (a scrape, a restricted scrape,
+    get_sample_value), not on the processing thread; a refresh that fails costs a log line,
+    never the scrape."""
+    metrics = create_metrics()
+    feed, counts = FeedMetrics(metrics), Counts()
+    metrics.registry.before_collect.append(lambda: feed.update(counts))
+    server = MetricsServer(metrics, "127.0.0.1:0")
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        counts.audio_seconds = 1.5
+        assert (
+            Scrape(urllib.request.urlopen(url).read().decode()).value(
+                "soundwatch_audio_seconds_total"
+            )
+            == 1.5
+        )
+        counts.audio_seconds = 4.0
+        restricted = f"{url}?name[]=soundwatch_audio_seconds_total"
+        assert (
+            "soundwatch_audio_seconds_total 4.0"
+            in urllib.request.urlopen(restricted).read().decode()
+        )
+        counts.audio_seconds = 6.25
+        assert metrics.registry.get_sample_value("soundwatch_audio_seconds_total") == 6.25
+
+        def broken() -> None:
+            raise RuntimeError("the sink is gone")
+
+        metrics.registry.before_collect.insert(0, broken)
+        counts.audio_seconds = 7.0
+        for _ in range(2):
+            assert metrics.registry.get_sample_value("soundwatch_audio_seconds_total") == 7.0
+        failed = [r for r in caplog.records if "the sink is gone" in r.getMessage()]
+        assert len(failed) == 1  # once, not at every scrape
+    finally:
+        server.close()
+
+
 def test_metrics_follow_the_live_daemon(
     tone_bundle: Path, tmp_path: Path, pulse_server: PulseServer
 ) -> None:

@@ -4,12 +4,13 @@ and the work started again after a backoff, with nothing mocked but the work its
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
 import pytest
 
-from edge.threads import Guarded, Supervised
+from edge.threads import Guarded, Supervised, name_os_threads
 
 
 def wait_until(done: threading.Event, seconds: float = 10.0) -> None:
@@ -104,3 +105,25 @@ def test_a_guarded_callback_that_fails_is_counted_and_the_caller_goes_on(
     (first, again) = caplog.records
     assert first.exc_info is not None and "on_message failed: ValueError: odd 1" in first.message
     assert again.exc_info is None and "on_message failed again: ValueError: odd 3" in again.message
+
+
+def test_threads_started_after_name_os_threads_carry_their_names_in_the_os() -> None:
+    name_os_threads()
+    named, release = threading.Event(), threading.Event()
+    comm: list[str] = []
+
+    def work() -> None:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+            comm.append(f.read().strip())
+        named.set()
+        release.wait(10)
+
+    thread = threading.Thread(target=work, name="a-rather-long-thread-name")
+    thread.start()
+    wait_until(named)
+    release.set()
+    thread.join(10)
+    assert comm == ["a-rather-long-t"]  # the OS keeps 15 bytes
+    assert threading.current_thread().name == "MainThread"
+    with open(f"/proc/self/task/{os.getpid()}/comm") as f:
+        assert f.read().strip() != "MainThread"  # the caller's own name is left alone

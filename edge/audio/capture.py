@@ -1,13 +1,13 @@
 """Live input through sounddevice (PortAudio): list and pick input devices, capture into a ring.
 
 The audio callback runs on PortAudio's thread and does only this: copy the block into the ring
-buffer, count overflows, note the time, set the first-audio event and, once `wake_at` frames
-have been captured, write one byte to a pipe (`wait_for_frames` sleeps on it, so the consumer
-wakes when the audio it wants has landed rather than polling or waking for every block). No
-logging, no locks, no allocation of our own (sounddevice wraps each block in a numpy view,
-which we cannot avoid). Everything that can fail is checked before the stream opens, so a wrong
-device, rate or channel count is one AudioError line that names the device and what it
-supports, not a PortAudio traceback.
+buffer, count overflows, note the time, set the first-audio event and name its thread (once a
+session) and, once `wake_at` frames have been captured, write one byte to a pipe
+(`wait_for_frames` sleeps on it, so the consumer wakes when the audio it wants has landed rather
+than polling or waking for every block). No logging, no locks, no allocation of our own per
+block (sounddevice wraps each block in a numpy view, which we cannot avoid). Everything that can
+fail is checked before the stream opens, so a wrong device, rate or channel count is one
+AudioError line that names the device and what it supports, not a PortAudio traceback.
 
 PortAudio enumerates devices once, when it is initialised (at `import sounddevice`). A device
 plugged in later, or a sound server started later (PULSE_SERVER), is only seen after
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.errors import AudioError
+from edge.threads import name_os_thread
 
 try:
     import sounddevice as sd
@@ -39,6 +40,7 @@ except OSError as error:  # sounddevice loads the PortAudio C library at import
 
 # Rates tried when a device refuses the requested one, to tell the user what would work.
 _COMMON_RATES_HZ = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 192000)
+CALLBACK_THREAD = "audio-callback"  # its name in the OS (top -H, the live bench)
 
 
 class SettingsRefused(AudioError):
@@ -244,7 +246,8 @@ class Capture:
         self._ring.write(indata)
         self.frames_captured += frames
         self.last_callback_monotonic = time.monotonic()
-        if not self._first_audio.is_set():  # set() takes a lock and notifies: once a session
+        if not self._first_audio.is_set():  # once a session: set() takes a lock and notifies
+            name_os_thread(CALLBACK_THREAD)  # PortAudio's thread, a new one each session
             self._first_audio.set()
         if self.frames_captured < self.wake_at:
             return
@@ -357,16 +360,12 @@ def _portaudio_reason(error: Exception) -> str:
     return str(error.args[0]) if error.args else str(error)
 
 
-def accepts(device: DeviceInfo, rate_hz: int, channels: int) -> bool:
+def accepts(device: DeviceInfo, rate_hz: float, channels: int) -> bool:
     """Whether `device` would open at these settings now: one PortAudio check, no stream.
 
     Cheaper and quieter than a failing `Capture` (which tries every common rate to explain
     itself; ALSA prints two lines to stderr for each try), for retrying a lost device.
     """
-    return _accepts(device, rate_hz, channels)
-
-
-def _accepts(device: DeviceInfo, rate_hz: float, channels: int) -> bool:
     try:
         sd.check_input_settings(
             device=device.index, channels=channels, dtype="float32", samplerate=rate_hz
@@ -383,8 +382,8 @@ def _check_settings(device: DeviceInfo, rate_hz: int, channels: int) -> None:
             device=device.index, channels=channels, dtype="float32", samplerate=rate_hz
         )
     except (sd.PortAudioError, ValueError) as error:
-        accepted = [rate for rate in _COMMON_RATES_HZ if _accepts(device, rate, channels)]
-        accepts = (
+        accepted = [rate for rate in _COMMON_RATES_HZ if accepts(device, rate, channels)]
+        rates = (
             f"rates it accepts: {', '.join(str(rate) for rate in accepted)} Hz"
             if accepted
             else "it accepts none of the common rates"
@@ -394,6 +393,6 @@ def _check_settings(device: DeviceInfo, rate_hz: int, channels: int) -> None:
         kind = SettingsRefused if accepted else AudioError
         raise kind(
             f"input device {device.describe()} refuses {rate_hz} Hz with {channels} "
-            f"channel(s) ({_portaudio_reason(error)}); {accepts} "
+            f"channel(s) ({_portaudio_reason(error)}); {rates} "
             f"(default {device.default_sample_rate_hz:.0f} Hz)"
         ) from None

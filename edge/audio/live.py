@@ -16,7 +16,8 @@ sessions come and go:
   is the time without audio, measured, not guessed. The reconnect also corrects any drift
   between the sound card's clock and the system's. (A stream that runs ahead, which a device
   with a fast clock can do, is not moved back: its next gap is just shorter.)
-- **Wake-ups.** The reader sleeps until the audio the next window needs is in (`want`).
+- **Wake-ups.** The reader sleeps until the audio the next window needs is in (`want`), and
+  reads the ring once when it wakes.
 - **Rate.** Reopening asks for the rate the stream has. A device that now refuses it is opened
   at its own default instead, and the gap says so (`resume_rate_hz`): `feed` re-tunes the
   resampler and time goes on in seconds. When the device was absent at start and no rate was
@@ -112,8 +113,7 @@ class LiveSource:
         self._ring: RingBuffer | None = None
         self._past_overruns = 0  # of sessions already closed
         self._clock = StreamClock(sample_rate_hz or FALLBACK_RATE_HZ)
-        self._last_problem = ""
-        self._last_shed_log = -math.inf
+        self._last_problem, self._last_shed_log = "", -math.inf
         self._want_frames = 0  # see `want`
 
     # -- read from any thread -----------------------------------------------------------------
@@ -235,18 +235,19 @@ class LiveSource:
     def _read_all(
         self, ring: RingBuffer, buffer: np.ndarray, max_lag: float = math.inf, keep: int = 0
     ) -> Iterator[np.ndarray | Gap]:
-        """What the ring holds, a buffer at a time, until it is empty or stop is set; beyond
-        `max_lag` unread frames, all but the newest `keep` are shed first."""
+        """What the ring holds, until a read finds less than a buffer (one read a hop) or
+        stop; beyond `max_lag` unread frames, all but the newest `keep` are shed first."""
         while not self.stop.is_set():
             if ring.available_frames > max_lag:
                 yield from self._shed(ring, buffer, keep)
             n, dropped = ring.read(buffer)
             if dropped:
                 yield self._gap(dropped, "overrun")
-            if n == 0:
+            if n:
+                self._clock.count(n)
+                yield buffer[:n]
+            if n < len(buffer):  # empty: what comes meanwhile waits for the next `want`
                 return
-            self._clock.count(n)
-            yield buffer[:n]
 
     def _shed(self, ring: RingBuffer, buffer: np.ndarray, keep: int) -> Iterator[Gap]:
         """Drop all unread audio but the newest `keep` frames, as an overload gap."""
@@ -386,8 +387,7 @@ class LiveSource:
             self._past_overruns += capture.input_overflows
         if ring is not None:
             self._past_overruns += ring.overruns
-        self._capture = self._ring = None
-        self.connected = False
+        self._capture, self._ring, self.connected = None, None, False
 
     def _complain(self, problem: str, retry_in: float | None = None) -> None:
         """Log a problem once (debug when it repeats), so an outage of days is one line."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.bench.live_report import combine, format_live
 from edge.bench.report import machine
 from edge.bench.sandbox import SINK_RATE_HZ, Sandbox, free_port, sandbox
 from edge.bench.watch import ProcWatch, Recorder, StartMessages, first_analysed
@@ -77,13 +77,16 @@ def bench_live(
     audio: Path | None = None,
     file_key: str = "auto",
     block_seconds: float | None = None,
+    rounds: int = 1,
     as_json: bool = False,
 ) -> str:
-    """Run both phases (see the module docstring): a table, or JSON, to print.
-    file_key: the model file both run (auto: the daemon's choice). block_seconds: the capture
-    block of both (None: the daemon's default)."""
+    """Run both phases (see the module docstring) `rounds` times, alternating, in one sandbox:
+    a table, or JSON, to print. file_key: the model file both run (auto: the daemon's choice).
+    block_seconds: the capture block of both (None: the daemon's default)."""
     if not seconds > 0:
         raise ConfigError(f"bench: --seconds must be positive, got {seconds}")
+    if rounds < 1:
+        raise ConfigError(f"bench: --rounds must be at least 1, got {rounds}")
     from edge.config import SourceConfig
 
     bundle = load_bundle(model)
@@ -95,8 +98,10 @@ def bench_live(
         folder = Path(tmp)
         recording = _recording(folder / "played.wav", bundle, seconds, audio)
         with sandbox(folder / "sandbox") as box:
-            daemon = _daemon_phase(box, folder, bundle, key, block, recording)
-            bare = _bare_phase(box, bundle, key, block, hop_s, recording)
+            pairs = []
+            for _ in range(rounds):
+                daemon = _daemon_phase(box, folder, bundle, key, block, recording)
+                pairs.append((daemon, _bare_phase(box, bundle, key, block, hop_s, recording)))
     floor = window_s / 2 + hop_s
     result: dict[str, Any] = {
         "bundle": {"name": bundle.manifest.name, "folder": str(bundle.folder), "file": key},
@@ -104,12 +109,9 @@ def bench_live(
         "window_seconds": window_s,
         "hop_seconds": hop_s,
         "recording": {"kind": recording.kind, "seconds": len(recording.audio) / SINK_RATE_HZ},
-        "onsets_played": len(recording.onsets),
+        "onsets_played": len(recording.onsets) * rounds,
         "latency_target_seconds": floor + LATENCY_ALLOWANCE_SECONDS,
-        "daemon": daemon,
-        "bare": bare,
-        "cpu_ratio": daemon["cpu_percent"] / bare["cpu_percent"] if bare["cpu_percent"] else None,
-        "rss_gap_mib": daemon["rss_steady_mib"] - bare["rss_steady_mib"],
+        **combine(pairs),
         "machine": machine(),
     }
     return json.dumps(result, indent=2) if as_json else format_live(result)
@@ -292,7 +294,8 @@ def _play(box: Sandbox, recording: Recording) -> tuple[float, float]:
 def _latency(
     recording: Recording, heard: float | None, messages: StartMessages | None
 ) -> dict[str, Any]:
-    """Events found for the onsets played, stray `start`s, and latency p50/p95, s."""
+    """Events found for the onsets played, stray `start`s, and each found one's latency, s
+    (edge/bench/live_report.py sums them up over the rounds)."""
     if messages is None:
         return {"latency": "not measured: mosquitto is not installed"}
     if heard is None:
@@ -309,15 +312,7 @@ def _latency(
             found.append(match[0] - sound)
     end = heard + len(recording.audio) / SINK_RATE_HZ
     stray = sum(1 for at, _ in unused if heard <= at <= end + TAIL_SECONDS)
-    out: dict[str, Any] = {"events_found": len(found), "stray_starts": stray}
-    if found:
-        out["latency_p50_seconds"] = float(np.percentile(found, 50))
-        out["latency_p95_seconds"] = float(np.percentile(found, 95))
-        out["latency_max_seconds"] = max(found)
-        out["latency_median_abs_dev"] = statistics.median(
-            abs(x - out["latency_p50_seconds"]) for x in found
-        )
-    return out
+    return {"events_found": len(found), "stray_starts": stray, "latencies_seconds": found}
 
 
 def _child_env(box: Sandbox) -> dict[str, str]:
@@ -340,44 +335,3 @@ def _terminate(child: subprocess.Popen[Any]) -> None:
 def _tail(log: Path) -> str:
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     return lines[-1] if lines else "it logged nothing"
-
-
-# -- the report ---------------------------------------------------------------------------------
-
-
-def format_live(result: dict[str, Any]) -> str:
-    d, b = result["daemon"], result["bare"]
-    m = result["machine"]
-    lines = [
-        f"{result['bundle']['name']} ({result['bundle']['file']}, blocks of"
-        f" {result['block_seconds']:g} s): window"
-        f" {result['window_seconds']:.3g} s, hop {result['hop_seconds']:.3g} s;"
-        f" {result['recording']['kind']}, {result['recording']['seconds']:.0f} s,"
-        f" {result['onsets_played']} onsets",
-        "",
-        f"{'':8} {'CPU %':>7} {'RSS MiB':>8} {'peak MiB':>9} {'start s':>8}",
-    ]
-    for name, row in (("daemon", d), ("bare", b)):
-        lines.append(
-            f"{name:8} {row['cpu_percent']:7.2f} {row['rss_steady_mib']:8.1f}"
-            f" {row['rss_peak_mib']:9.1f} {row['startup_seconds']:8.2f}"
-        )
-    ratio = result["cpu_ratio"]
-    lines.append(
-        f"daemon/bare CPU {ratio:.2f}x, RSS gap {result['rss_gap_mib']:+.1f} MiB"
-        if ratio is not None
-        else f"RSS gap {result['rss_gap_mib']:+.1f} MiB (bare CPU too small to divide by)"
-    )
-    if "latency" in d:
-        lines.append(f"latency {d['latency']}")
-    else:
-        found = f"events found {d['events_found']}/{result['onsets_played']}"
-        lines.append(f"{found}, stray starts {d['stray_starts']}")
-        if "latency_p50_seconds" in d:
-            lines.append(
-                f"sound to MQTT start: p50 {d['latency_p50_seconds']:.3f} s,"
-                f" p95 {d['latency_p95_seconds']:.3f} s"
-                f" (target {result['latency_target_seconds']:.3f} s)"
-            )
-    lines.append(f"machine: {m.get('cpu')}, {m.get('cores')} cores")
-    return "\n".join(lines)

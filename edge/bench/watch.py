@@ -24,11 +24,15 @@ SAMPLE_SECONDS = 0.2  # how often /proc is read
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
+MAIN_THREAD = "main"  # the process's first thread, named so (its OS name is the program's)
+
+
 @dataclass(frozen=True)
 class Sample:
     at: float  # monotonic, s
     cpu_seconds: float  # user + system, all threads
     rss_kib: int
+    threads: dict[int, tuple[str, float]]  # thread id: (its OS name, user + system CPU s)
 
 
 def read_proc(pid: int) -> tuple[float, int, int]:
@@ -42,6 +46,22 @@ def read_proc(pid: int) -> tuple[float, int, int]:
             if line.startswith(("VmRSS:", "VmHWM:")):
                 status[line[:5]] = int(line.split()[1])
     return cpu, status.get("VmRSS", 0), status.get("VmHWM", 0)
+
+
+def read_threads(pid: int) -> dict[int, tuple[str, float]]:
+    """Each live thread of a process: id, (OS name, user + system CPU s); MAIN_THREAD for the
+    first. Threads that end while they are read are left out."""
+    found: dict[int, tuple[str, float]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                name, rest = f.read().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue
+        fields = rest.split()
+        cpu = (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+        found[int(tid)] = (MAIN_THREAD if int(tid) == pid else name, cpu)
+    return found
 
 
 class ProcWatch:
@@ -59,9 +79,10 @@ class ProcWatch:
         while True:
             try:
                 cpu, rss, hwm = read_proc(self.pid)
+                threads = read_threads(self.pid)
             except (OSError, IndexError, ValueError):
                 return  # the process is gone
-            self.samples.append(Sample(time.monotonic(), cpu, rss))
+            self.samples.append(Sample(time.monotonic(), cpu, rss, threads))
             self.peak_kib = max(self.peak_kib, hwm)
             if self._stop.wait(SAMPLE_SECONDS):
                 return
@@ -70,17 +91,25 @@ class ProcWatch:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def steady(self, begin: float, end: float) -> dict[str, float]:
-        """CPU % of one core and median RSS over [begin, end], and the peak RSS so far."""
+    def steady(self, begin: float, end: float) -> dict[str, Any]:
+        """CPU % of one core and median RSS over [begin, end], the peak RSS so far, and
+        `threads`: CPU % of a core per thread name (threads of one name added up; one started
+        within the span counts from 0), most first."""
         inside = [s for s in self.samples if begin <= s.at <= end]
         if len(inside) < 2:
             raise RuntimeError(f"process {self.pid}: fewer than 2 samples in the steady part")
         first, last = inside[0], inside[-1]
+        span = last.at - first.at
+        threads: dict[str, float] = {}
+        for tid, (name, cpu) in last.threads.items():
+            spent = cpu - first.threads.get(tid, (name, 0.0))[1]
+            threads[name] = threads.get(name, 0.0) + 100.0 * spent / span
         return {
-            "cpu_percent": 100.0 * (last.cpu_seconds - first.cpu_seconds) / (last.at - first.at),
+            "cpu_percent": 100.0 * (last.cpu_seconds - first.cpu_seconds) / span,
             "rss_steady_mib": statistics.median(s.rss_kib for s in inside) / 1024,
             "rss_peak_mib": self.peak_kib / 1024,
-            "steady_seconds": last.at - first.at,
+            "steady_seconds": span,
+            "threads": dict(sorted(threads.items(), key=lambda kv: -kv[1])),
         }
 
 

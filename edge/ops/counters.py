@@ -2,10 +2,10 @@
 
 Each part counts in plain ints, written by its own thread (edge/audio/streams.py `Counts`, the
 clip recorders, the MQTT sink and its outbox, the supervised threads); these move what changed
-into the Prometheus counters on the processing thread, once per block or tick: a few
-subtractions, nothing when nothing happened. What another thread owns and may change at any
-time (a connection, a queue's length, whether a thread is up) is read at scrape time instead
-(`watch`).
+into the Prometheus counters when the metrics are read (edge/ops/scrape.py; the daemon calls
+`update` from there, under one lock): a few subtractions, nothing when nothing happened. What
+another thread owns and may change at any time (a connection, a queue's length, whether a
+thread is up) is read at scrape time (`watch`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class FeedMetrics:
         self._bad = self._clipped = self._overruns = self._reconnects = 0
 
     def update(self, counts: Counts, *, overruns: int = 0, reconnects: int = 0) -> None:
-        """Once per block on the processing thread: a few subtractions, nothing when idle."""
+        """When the metrics are read: a few subtractions, nothing when idle."""
         m = self.metrics
         if counts is not self._counts:  # a new stream: its counts start from 0
             self._counts = counts
@@ -47,7 +47,7 @@ class FeedMetrics:
         if counts.audio_seconds != self._audio:
             m.audio_seconds.inc(max(0.0, counts.audio_seconds - self._audio))
             self._audio = counts.audio_seconds
-        for reason, seconds in counts.gap_seconds.items():
+        for reason, seconds in list(counts.gap_seconds.items()):  # a copy: another thread adds
             before = self._gaps.get(reason, 0.0)
             if seconds != before:
                 m.gap_seconds.labels(reason).inc(max(0.0, seconds - before))
@@ -68,7 +68,7 @@ class FeedMetrics:
 
 class ClipMetrics:
     """Moves the clip recorders' counters (one per lane, where clips are on) into the metrics,
-    by difference (processing thread). Lanes and recorders may be added, never removed."""
+    by difference. Lanes and recorders may be added, never removed."""
 
     def __init__(self, metrics: Metrics, evidences: list[Evidence]) -> None:
         self.metrics, self.evidences = metrics, evidences
@@ -102,7 +102,7 @@ class ClipMetrics:
 
 
 class OutputMetrics:
-    """The output files' failed writes into the metrics, by difference (processing thread)."""
+    """The output files' failed writes into the metrics, by difference."""
 
     def __init__(self, metrics: Metrics, files: DaemonFiles) -> None:
         self.metrics, self.files = metrics, files
@@ -118,8 +118,8 @@ class OutputMetrics:
 
 
 class MqttMetrics:
-    """The MQTT sink's counters into the metrics, by difference (processing thread, per tick);
-    its connection and outbox are read at scrape time."""
+    """The MQTT sink's counters into the metrics, by difference; its connection and outbox
+    are read at scrape time."""
 
     def __init__(self, metrics: Metrics, sink: MqttSink) -> None:
         self.sink = sink
@@ -152,8 +152,8 @@ class MqttMetrics:
 
 
 class ThreadMetrics:
-    """The supervised threads' restarts into the metrics, by difference (processing thread,
-    per tick); whether each works is read at scrape time."""
+    """The supervised threads' restarts into the metrics, by difference; whether each works
+    is read at scrape time."""
 
     def __init__(self, metrics: Metrics, threads: Sequence[Supervised | Guarded]) -> None:
         self.threads = threads

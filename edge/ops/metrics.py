@@ -2,11 +2,11 @@
 
 Every metric is a plain prometheus_client object in one `Metrics`, made by `create_metrics()`
 in its own registry (nothing is registered at import, so tests can make as many as they like).
-They are updated where things happen, and cheaply: the processing thread moves its counters
-over once per block (`FeedMetrics` and the others in edge/ops/counters.py), the sinks once per
-second and per event (`MetricsSink`), the model call once per batch (`TimedBackend`); what
-other threads own (the ring's fill, the MQTT connection, the outbox) is read when Prometheus
-scrapes (`Gauge.set_function`).
+They are updated where things happen, and cheaply: the parts' own counts are moved over when
+the registry is read (`FeedMetrics` and the others in edge/ops/counters.py, run by
+edge/ops/scrape.py), the sinks once per second and per event (`MetricsSink`), the model call
+once per batch (`TimedBackend`); what other threads own (the ring's fill, the MQTT connection,
+the outbox) is read when Prometheus scrapes (`Gauge.set_function`).
 
     soundwatch_audio_seconds_total              audio received and analysed, s
     soundwatch_audio_overruns_total             times audio was lost before analysis read it
@@ -27,20 +27,18 @@ scrapes (`Gauge.set_function`).
     soundwatch_mqtt_connected                   1 while connected to the broker (NaN: no broker
                                                 configured, so alerts on 0 stay quiet)
     soundwatch_outbox_pending                   event messages not yet acknowledged
-    soundwatch_mqtt_events_total{result}        event messages: published (acknowledged),
-                                                rejected (refused by an MQTT 5 broker),
-                                                dropped (oldest, from a full outbox),
-                                                unstored (refused by the outbox: sent
-                                                once directly while connected, else lost)
-    soundwatch_mqtt_seconds_total{result}       per-second messages (probabilities, levels,
-                                                QoS 0): published, dropped (not connected
-                                                or falling behind)
+    soundwatch_mqtt_events_total{result}        event messages: published (acknowledged), rejected
+                                                (by an MQTT 5 broker), dropped (oldest, from a
+                                                full outbox), unstored (refused by the outbox:
+                                                sent once directly while connected, else lost)
+    soundwatch_mqtt_seconds_total{result}       per-second messages (probabilities, levels, QoS
+                                                0): published, dropped (not connected, behind)
     soundwatch_outbox_corrupt_total             corrupt outbox files set aside at a start
     soundwatch_outbox_recovered_total           messages recovered from those
-    soundwatch_thread_restarts_total{thread}    threads started again after an error (for
-                                                paho's: callbacks abandoned, the thread goes on)
-    soundwatch_thread_up{thread}                1 while the thread works, 0 while it waits to
-                                                be started again after an error
+    soundwatch_thread_restarts_total{thread}    threads started again after an error (paho's:
+                                                callbacks abandoned, the thread goes on)
+    soundwatch_thread_up{thread}                1 while the thread works, 0 while it waits to be
+                                                started again after an error
     soundwatch_model_info{name,version,backend} 1, for the model running now
     soundwatch_sound_level_db{band,unit}        the last second's level (band "broadband" or
                                                 a nominal centre in Hz), with `levels:` on
@@ -67,12 +65,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
 from edge.errors import ConfigError
 from edge.model.runtime.base import Backend
 from edge.ops.lastsecond import LastSecond
+from edge.ops.scrape import Registry
 from edge.records import ANALYSED, Event, SecondRow, Sink, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ THREADS = ("mqtt-publisher", "mqtt-network")
 
 @dataclass(frozen=True)
 class Metrics:
-    registry: CollectorRegistry
+    registry: Registry
     audio_seconds: Counter
     overruns: Counter
     gap_seconds: Counter
@@ -136,7 +135,7 @@ class Metrics:
 
 def create_metrics() -> Metrics:
     """Every soundwatch metric, in a new registry (with the process's CPU and memory)."""
-    r = CollectorRegistry()
+    r = Registry()
     ProcessCollector(registry=r)
     p = "soundwatch_"
     metrics = Metrics(
@@ -394,13 +393,10 @@ class MetricsServer:
             ) from None
         self._server, self._thread = server, thread
         self.host, self.port = host, int(server.server_port)
-        logger.info("metrics on http://%s:%d/metrics", _url_host(host), self.port)
+        url_host = f"[{host}]" if ":" in host else host  # IPv6 in brackets
+        logger.info("metrics on http://%s:%d/metrics", url_host, self.port)
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=2.0)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
