@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from edge.audio.files import (
     CLIP_LEVEL,
@@ -176,6 +177,21 @@ def test_blocks_flac(tmp_path: Path) -> None:
         assert audio.frames == 24000
     read, _ = read_all(path, 5000)
     np.testing.assert_allclose(read[:, 0], signal, atol=PCM16_TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["all.wav", "all.flac", "all.aiff"])
+def test_blocks_16_bit_are_libsndfile_floats_exactly(tmp_path: Path, name: str) -> None:
+    # 16-bit files are read as int16 and scaled here (PCM16_PIECE_FRAMES at a time): every
+    # code, in both channels, must come out as the very float libsndfile's own conversion gives.
+    codes = np.arange(-32768, 32768, dtype=np.int16)
+    frames = np.stack([np.tile(codes, 2), np.tile(codes[::-1], 2)], axis=1)  # 131,072 frames
+    path = tmp_path / name
+    sf.write(path, frames, SR, subtype="PCM_16")
+    expected = sf.read(path, dtype="float32", always_2d=True)[0]
+    read, sizes = read_all(path, 100_000)  # blocks longer than a piece, and a short last one
+    assert sizes == [100_000, 31_072]
+    np.testing.assert_array_equal(read, expected)
+    assert read[0, 0] == -1.0 and read[32768, 0] == 0.0 and read[65535, 0] == 32767 / 32768
 
 
 def test_blocks_reuse_buffer_unless_asked(tmp_path: Path) -> None:

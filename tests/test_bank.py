@@ -13,6 +13,7 @@ import pytest
 from edge.detection.bank import DetectorBank
 from edge.detection.events import EventDetector, Transition
 from edge.detection.order import MessageOrder
+from edge.errors import ConfigError
 from edge.model.rules import EventRules
 
 LABELS = 60
@@ -123,3 +124,23 @@ def test_a_stream_left_open_leaves_nothing_to_the_next() -> None:
     assert [(c, tr.type, tr.start_seconds) for c, tr in again] == [(0, "start", 0.5)]
     closed = bank.close(1.0)
     assert [(c, tr.type, tr.end_seconds) for c, tr in closed] == [(0, "end", 1.0)]
+
+
+def test_a_label_gets_its_detector_when_a_batch_first_moves_it() -> None:
+    """BirdNET's 6,522 labels are almost all quiet: only the labels a batch moves hold a
+    detector, and rules that cannot work are still refused when the bank is made."""
+    quiet, smoothed = EventRules(threshold=0.5), EventRules(threshold=0.5, median_windows=3)
+    bank = DetectorBank(range(1000), [quiet] * 999 + [smoothed])
+    bank.begin()
+    scores = np.full((4, 1000), 0.1, np.float32)
+    scores[1:3, 7] = 0.9
+    messages = bank.feed([0.5, 1.0, 1.5, 2.0], scores)
+    assert [(c, tr.type, tr.start_seconds, tr.end_seconds) for c, tr in messages] == [
+        (7, "start", 1.0, None),
+        (7, "end", 1.0, 2.0),
+    ]
+    # The median label is never quiet: it has its detector from the start.
+    assert [j for j, d in enumerate(bank.detectors) if d is not None] == [7, 999]
+    bad = EventRules(threshold=0.5, off_threshold=0.8)
+    with pytest.raises(ConfigError, match="off_threshold"):
+        DetectorBank(range(3), [quiet, quiet, bad])

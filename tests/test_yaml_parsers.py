@@ -3,6 +3,8 @@ when libyaml finds a problem: both must give the same values, lines and error me
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 
@@ -50,3 +52,18 @@ def test_a_problem_is_named_by_the_python_parser_either_way(
         parse_yaml(text, "config.yaml")
     assert str(fast.value) == str(slow.value)
     assert str(fast.value).startswith("config.yaml")
+
+
+def test_values_come_out_whole_from_either_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What is parsed is copied before the node tree goes (edge.yamlfile._apart): every type
+    # a manifest or config can hold comes out as the loader made it, signs and NaN included.
+    text = "a: [-0.0, .nan, -.inf, 0.25, 7, true, null, '', x, 'é']\nb: {c: {d: [e]}}\n"
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(yamlfile, "_FastLoader", None)
+        data, _ = parse_yaml(text, "v.yaml")
+        values = data["a"]
+        assert str(values[0]) == "-0.0" and values[1] != values[1] and values[2] == -math.inf
+        assert values[3:] == [0.25, 7, True, None, "", "x", "é"]
+        assert type(values[4]) is int and type(values[5]) is bool
+        assert data["b"] == {"c": {"d": ["e"]}}
