@@ -68,7 +68,7 @@ def test_live_bench_finds_every_burst_and_reports_both_processes(tone_bundle: Pa
 
 
 def _run(cpu: float, rss: float, peak: float, threads: dict[str, float], **more: Any) -> dict:
-    row = {"cpu_percent": cpu, "rss_steady_mib": rss, "rss_peak_mib": peak}
+    row: dict[str, Any] = {"cpu_percent": cpu, "rss_steady_mib": rss, "rss_peak_mib": peak}
     row.update(startup_seconds=1.0, steady_seconds=30.0, threads=threads, **more)
     return row
 
