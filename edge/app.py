@@ -145,7 +145,7 @@ class App:
         # The counters move when the metrics are read (edge/ops/scrape.py), not every hop.
         self._counted: Conditioner | None = None  # the stream's first conditioner, per tick
         self._counting = threading.Lock()  # a scrape's thread and the end of a stream
-        self.metrics.registry.before_collect.append(self._refresh_metrics)
+        self.metrics.registry.before_collect.append(self._update_metrics)
         self._server: MetricsServer | None = None
         self._stream: Stream | None = None
         self._pending: Pending | None = None  # a reload being prepared on its own thread
@@ -276,7 +276,8 @@ class App:
                     close = getattr(stream.blocks, "close", None)
                     if close is not None:  # a generator: release its device or file now
                         close()
-                self._update_metrics(conditioner)  # the stream's last counts
+                self._counted = conditioner
+                self._update_metrics()  # the stream's last counts
                 if conditioner.bad_samples:
                     logger.warning(repaired(stream.name, conditioner.bad_samples))
                 if self.stop.is_set():
@@ -315,12 +316,10 @@ class App:
                 return self._take(reload)
         return None
 
-    def _refresh_metrics(self) -> None:
-        """The parts' counts into the metrics, as the registry is read (any thread)."""
-        self._update_metrics(self._counted)
-
-    def _update_metrics(self, conditioner: Conditioner | None) -> None:
-        live = self.live
+    def _update_metrics(self) -> None:
+        """The parts' counts into the metrics, as the registry is read (any thread) and at the
+        end of a stream."""
+        conditioner, live = self._counted, self.live
         overruns, reconnects = (live.overruns, live.reconnects) if live is not None else (0, 0)
         with self._counting:
             if conditioner is not None:
